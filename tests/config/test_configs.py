@@ -1,0 +1,126 @@
+"""Every config option and experiment composes and binds; bad command lines fail with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from toolmaster.__main__ import CONF_DIR, command_line_overrides, first_of_sweeps
+from toolmaster.config import validate
+from toolmaster.errors import ConfigError
+
+GROUPS = ["stage", "model", "tools", "reward", "sampler", "data", "trainer", "logger"]
+REQUIRED = {  # options with a mandatory (???) value and what to give them in tests
+    ("model", "hf"): ["model.path=/tmp/some-checkpoint"],
+    ("tools", "custom"): ["tools.world.path=examples/custom_tools/weather.yaml"],
+}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str], hydra_cfg: bool = False):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose("train", overrides=["output_dir=/tmp/tm-test", *overrides], return_hydra_config=hydra_cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_every_group_has_options_with_a_header_comment():
+    for group in [*GROUPS, "experiment", "hydra/launcher"]:
+        found = options(group)
+        assert found, group
+        for name in found:
+            first = (Path(CONF_DIR) / group / f"{name}.yaml").read_text().splitlines()[0]
+            if group == "experiment":
+                assert first == "# @package _global_", name
+            else:
+                assert first.startswith("# ") and len(first) > 10, f"{group}/{name}"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_binds(group, option):
+    cfg = compose_cfg([f"{group}={option}", *REQUIRED.get((group, option), [])])
+    validate(cfg)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_binds(experiment):
+    text = (Path(CONF_DIR) / "experiment" / f"{experiment}.yaml").read_text()
+    assert "Hypothesis" in text or "test" in text.lower()
+    assert f"+experiment={experiment}" in text  # the file says how to run it
+    validate(compose_cfg([f"+experiment={experiment}"]))
+
+
+@pytest.mark.parametrize("launcher", options("hydra/launcher") + ["submitit_local"])
+def test_launchers_compose(launcher):
+    cfg = compose_cfg([f"hydra/launcher={launcher}"], hydra_cfg=True)
+    assert "_target_" in cfg.hydra.launcher
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.additional_parameters.requeue is True
+        assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("sampler.temperature=hot", "sampler.temperature"),
+        ("sampler.top_p=2.0", "sampler.top_p must be in (0, 1]"),
+        ("sampler.engine=tgi", "one of 'hf', 'vllm'"),
+        ("tools.trial_budget=-1", "tools.trial_budget must be >= 0"),
+        ("model.dtype=int8", None),  # checked when the model is built
+        ("stage.name=train", "one of 'eval'"),
+    ],
+)
+def test_bad_values_raise_config_errors(override, expected):
+    cfg = compose_cfg([override])
+    if expected is None:
+        validate(cfg)
+        return
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_override_parsing_helpers():
+    argv = ["-m", "--cfg", "job", "sampler.temperature=0.5,1.0", "+experiment=smoke", "hydra/launcher=submitit_local"]
+    overrides = command_line_overrides(argv)
+    assert overrides == ["sampler.temperature=0.5,1.0", "+experiment=smoke", "hydra/launcher=submitit_local"]
+    assert first_of_sweeps(overrides)[0] == "sampler.temperature=0.5"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolmaster", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["model=gpt5"], "no option 'gpt5' in config group 'model'; available: hf, qwen2_5_7b, smollm2_135m, tiny"),
+        (["+experiment=nope"], "no option 'nope' in config group 'experiment'"),
+        (["sampler.tempurature=0.3"], "unknown config key 'sampler.tempurature'; keys under sampler: engine, temperature"),
+        (["sampler.top_p=7"], "sampler.top_p must be in (0, 1]"),
+        (["tools.world.n_trian=3"], "unknown key tools.world.n_trian; allowed keys: seed, n_train, n_test"),
+        (["sampler.temperature=0.1,x", "-m"], "sampler.temperature"),
+    ],
+)
+def test_cli_reports_one_line_and_exit_2(args, needle):
+    result = _cli(*args, "--cfg", "job")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_prints_resolved_config():
+    result = _cli("--cfg", "job", "model=tiny", "sampler.max_turns=3")
+    assert result.returncode == 0, result.stderr
+    assert "source: tiny" in result.stdout and "max_turns: 3" in result.stdout

@@ -1,0 +1,125 @@
+"""Config validation: every ``_target_`` node is bound against its callable's signature, without building it.
+
+Binding catches unknown keys (with the accepted ones listed), missing required arguments and values of the
+wrong type (checked against the type hints: int, float, str, bool, Literal choices, lists, dicts,
+Optional). Dataclass targets are also instantiated, which runs their ``__post_init__`` range checks; they
+are cheap config records. Errors are ``ConfigError``s with one line naming the full key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Literal, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from toolmaster.errors import ConfigError
+
+
+def import_target(path: str, where: str) -> Callable[..., Any]:
+    module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{where}._target_={path!r} cannot be imported: {exc}") from None
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool):
+        return isinstance(value, hint)
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin in (dict, typing.Mapping) or hint is dict:
+        return isinstance(value, dict)
+    return True  # classes and other hints: not checked here
+
+
+def _describe_hint(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def bind_target(node: dict[str, Any], where: str) -> None:
+    """Check a plain-dict config node with ``_target_`` against its target's signature."""
+    target = import_target(node["_target_"], where)
+    kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    params = signature.parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not accepts_any:
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            allowed = ", ".join(p for p in params if p not in ("self", "args", "kwargs"))
+            raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed keys: {allowed}")
+    if node.get("_partial_"):
+        return
+    missing = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in kwargs
+    ]
+    if missing:
+        raise ConfigError(f"missing key {where}.{missing[0]} (required by {node['_target_']})")
+    try:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # noqa: BLE001 - unresolvable hints: skip type checks
+        hints = {}
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is not None and not _matches(value, hint):
+            raise ConfigError(f"bad value {where}.{key}={value!r}; expected {_describe_hint(hint)}")
+    if dataclasses.is_dataclass(target):
+        try:
+            target(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"bad value in {where}: {exc}") from None
+
+
+def _walk(node: Any, where: str) -> None:
+    if isinstance(node, dict):
+        if "_target_" in node:
+            bind_target(node, where)
+        for key, value in node.items():
+            if key != "_target_" and isinstance(value, (dict, list)):
+                _walk(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _walk(value, f"{where}[{i}]")
+
+
+def validate(cfg: DictConfig | dict[str, Any]) -> None:
+    """Raise ConfigError for the first problem found anywhere in the resolved config."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        try:
+            container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except Exception as exc:  # noqa: BLE001 - omegaconf raises several types for missing / bad interpolations
+            key = getattr(exc, "full_key", None)
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"missing or unresolvable value at {key}: {first}" if key else first) from None
+    else:
+        container = cfg
+    _walk(container, "")

@@ -1,0 +1,63 @@
+"""A task: a user query, the tools it may use, the initial environment state and a checkable answer.
+
+Tasks are plain JSON-serialisable records, so datasets of tasks and trajectories can be written, shared
+and reloaded; the callables behind ``tool_names`` live in the world's ToolSuite.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, collapse white space, strip surrounding quotes and a trailing full stop."""
+    text = " ".join(str(text).strip().split()).lower()
+    text = text.strip("\"'` ")
+    return text[:-1].rstrip() if text.endswith(".") and not _NUMBER.match(text) else text
+
+
+def answers_match(predicted: str | None, expected: str, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
+    """Exact match after normalisation; numbers compare with a small tolerance (``12.50`` == ``12.5``)."""
+    if predicted is None:
+        return False
+    got, want = normalize_answer(predicted), normalize_answer(expected)
+    if got == want:
+        return True
+    got_num, want_num = got.replace(",", ""), want.replace(",", "")
+    if _NUMBER.match(got_num) and _NUMBER.match(want_num):
+        return math.isclose(float(got_num), float(want_num), rel_tol=rel_tol, abs_tol=abs_tol)
+    return False
+
+
+@dataclass
+class Task:
+    """One tool-use task. ``gold_calls`` are ground-truth execution calls ({"name", "arguments"})."""
+
+    id: str
+    query: str
+    answer: str
+    tool_names: list[str]
+    split: str = "train"
+    family: str = ""
+    initial_state: dict[str, Any] = field(default_factory=dict)
+    gold_calls: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, predicted: str | None) -> bool:
+        return answers_match(predicted, self.answer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Task:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown task field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,89 @@
+"""Chat formats: how messages become text segments, each marked trainable or not.
+
+A format renders every message on its own (no look-back), which is what makes token ids prefix-preserving:
+the ids of a conversation are the concatenation of the ids of its messages' segments, so appending turns
+never changes the ids of earlier ones. Two formats ship:
+
+- ``chatml``: SmolLM2's template (``<|im_start|>{role}\\n{content}<|im_end|>\\n``). It ignores ``tools=``,
+  so the protocol lists the tools in the system prompt. Observations are ``tool`` turns.
+- ``qwen2.5``: Qwen2.5's native tool format: tool schemas inside ``<tools></tools>`` in the system turn,
+  execution calls as ``<tool_call>`` and observations as ``<tool_response>`` inside a user turn. Departure from
+  Qwen's template: consecutive tool messages are not merged into one user turn (the protocol never produces
+  them: one action per turn).
+
+Trainable segments are exactly the assistant's content and its end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from toolmaster.protocol.actions import ProtocolTags
+
+Segment = tuple[str, bool]  # (text, trainable)
+
+QWEN_TOOLS_HEADER = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+QWEN_TOOLS_FOOTER = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}'
+    "\n</tool_call>"
+)
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    name: str
+    tags: ProtocolTags
+    native_tools: bool  # tools rendered by the format itself (not by the protocol's system prompt)
+    start: str = "<|im_start|>"
+    end: str = "<|im_end|>"
+
+    def message_segments(self, message: dict[str, str], tool_schemas: list[dict[str, Any]] | None = None) -> list[Segment]:
+        role, content = message["role"], message["content"]
+        if role == "assistant":
+            return [(f"{self.start}assistant\n", False), (content, True), (self.end, True), ("\n", False)]
+        if self.name == "qwen2.5":
+            if role == "tool":
+                return [(f"{self.start}user\n<tool_response>\n{content}\n</tool_response>{self.end}\n", False)]
+            if role == "system" and tool_schemas:
+                tools = "".join("\n" + json.dumps({"type": "function", "function": s}, ensure_ascii=False) for s in tool_schemas)
+                return [(f"{self.start}system\n{content}{QWEN_TOOLS_HEADER}{tools}{QWEN_TOOLS_FOOTER}{self.end}\n", False)]
+        return [(f"{self.start}{role}\n{content}{self.end}\n", False)]
+
+    def generation_prompt(self) -> str:
+        return f"{self.start}assistant\n"
+
+    def segments(
+        self,
+        messages: list[dict[str, str]],
+        tool_schemas: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> list[Segment]:
+        out: list[Segment] = []
+        for message in messages:
+            out.extend(self.message_segments(message, tool_schemas if message["role"] == "system" else None))
+        if add_generation_prompt:
+            out.append((self.generation_prompt(), False))
+        return out
+
+    def render(self, messages: list[dict[str, str]], tool_schemas: list[dict[str, Any]] | None = None,
+               add_generation_prompt: bool = False) -> str:
+        return "".join(text for text, _ in self.segments(messages, tool_schemas, add_generation_prompt))
+
+
+CHAT_FORMATS: dict[str, ChatFormat] = {
+    "chatml": ChatFormat("chatml", ProtocolTags(), native_tools=False),
+    "qwen2.5": ChatFormat("qwen2.5", ProtocolTags(call="tool_call"), native_tools=True),
+}
+
+
+def get_chat_format(name: str) -> ChatFormat:
+    try:
+        return CHAT_FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown chat format {name!r}; choose one of {sorted(CHAT_FORMATS)}") from None

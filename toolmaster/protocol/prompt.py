@@ -1,0 +1,70 @@
+"""The system prompt that lists the tools and explains the trial phase and the execution phase.
+
+Kept short on purpose: small models (SmolLM2-135M) pay for every prompt token on every turn.
+With ``trial_budget == 0`` the prompt describes direct execution only (the paper's baseline setting).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from toolmaster.protocol.actions import ProtocolTags
+
+INTRO = "You solve tasks with tools you have never seen. Their descriptions may be terse, incomplete or misleading."
+
+
+def tool_lines(tool_schemas: list[dict[str, Any]]) -> str:
+    return "\n".join(json.dumps(schema, ensure_ascii=False, separators=(", ", ": ")) for schema in tool_schemas)
+
+
+def system_prompt(
+    tool_schemas: list[dict[str, Any]],
+    trial_budget: int,
+    tags: ProtocolTags | None = None,
+    include_tools: bool = True,
+) -> str:
+    """The protocol's instructions; ``include_tools=False`` when the chat format renders tools natively."""
+    tags = tags or ProtocolTags()
+    parts = [INTRO]
+    if include_tools:
+        parts.append("Tools:\n" + tool_lines(tool_schemas))
+    call_json = '{"name": "...", "arguments": {...}}'
+    if trial_budget > 0:
+        parts.append(
+            f"Work in two phases.\n"
+            f"1. Trial: test tools with <{tags.trial}>{call_json}</{tags.trial}> to learn what they do, which argument "
+            f"formats they accept and how they fail. Trials change nothing. You have {trial_budget} trial "
+            f"call{'s' if trial_budget != 1 else ''}.\n"
+            f"2. Execution: solve the task with <{tags.call}>{call_json}</{tags.call}>. These calls act for real; "
+            f"read each result and fix your call if it failed."
+        )
+    else:
+        parts.append(
+            f"Solve the task with <{tags.call}>{call_json}</{tags.call}>. These calls act for real; read each "
+            f"result and fix your call if it failed."
+        )
+    parts.append(
+        f"Finish with <{tags.answer}>your answer</{tags.answer}>. Each turn: optional reasoning in "
+        f"<{tags.think}>...</{tags.think}>, then exactly one action."
+    )
+    return "\n\n".join(parts)
+
+
+def build_messages(
+    query: str,
+    tool_schemas: list[dict[str, Any]],
+    trial_budget: int,
+    tags: ProtocolTags | None = None,
+    include_tools: bool = True,
+) -> list[dict[str, str]]:
+    """The episode's opening messages: system prompt and the user's query."""
+    return [
+        {"role": "system", "content": system_prompt(tool_schemas, trial_budget, tags, include_tools)},
+        {"role": "user", "content": query},
+    ]
+
+
+def observation_text(observation: str, is_trial: bool, trials_used: int, trial_budget: int) -> str:
+    """The tool turn's content: trial observations carry a ``[trial i/B]`` prefix so the model sees its budget."""
+    return f"[trial {trials_used}/{trial_budget}] {observation}" if is_trial else observation

@@ -1,0 +1,216 @@
+"""The engine-agnostic multi-turn rollout loop (model <-> environment).
+
+Each turn, every live episode (up to ``batch_size``; finished episodes leave and queued ones join, i.e.
+continuous batching at turn granularity) generates one assistant turn in a single engine call. Each
+generation is parsed into an action; calls run in the episode's ``ToolEnv`` (trial phase on the sandbox,
+execution phase on the real state); the observation becomes a tool turn. Token ids are appended
+incrementally and never re-tokenized, so the ids RL trains on are the ids that were sampled.
+
+Limits: ``max_turns`` (assistant turns per episode), ``max_new_tokens`` (per turn) and
+``max_total_tokens`` (whole episode, prompt included). Hitting any of them ends the episode with
+``truncated=True`` and a ``truncation_reason``; a turn cut by ``max_new_tokens`` is never parsed as a
+valid action. Tokens the loop appends itself (an end-of-turn token after a stop string, newlines, tool
+turns) have loss mask 0 and log-prob 0.
+
+Departure from the paper: one action per assistant turn (the paper's prompts allow several calls per
+turn); it keeps the protocol unambiguous for small models and costs only extra turns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from toolmaster.envs.environment import EXECUTION, TRIAL, ToolEnv
+from toolmaster.envs.task import Task
+from toolmaster.envs.tool import ToolSuite
+from toolmaster.protocol.actions import ANSWER, CALL, TRIAL as TRIAL_ACTION, parse_action
+from toolmaster.protocol.chat_format import ChatFormat
+from toolmaster.protocol.prompt import build_messages, observation_text
+from toolmaster.protocol.tokenize import SegmentTokenizer, tokenize_conversation, tokenize_segments
+from toolmaster.samplers.base import Generation, GenerationEngine, SamplingParams
+from toolmaster.trajectory import Trajectory
+
+
+@dataclass
+class RolloutConfig:
+    max_turns: int = 8
+    max_new_tokens: int = 160
+    max_total_tokens: int = 2048
+    trial_budget: int = 2
+    tool_timeout_s: float = 5.0
+    max_observation_chars: int = 600
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n_samples: int = 1
+    seed: int = 0
+    batch_size: int = 8
+
+
+@dataclass
+class _Episode:
+    task: Task
+    sample_index: int
+    env: ToolEnv
+    tool_schemas: list[dict]
+    messages: list[dict[str, str]]
+    ids: list[int]
+    mask: list[int]
+    logprobs: list[float]
+    prompt_length: int
+    turns: int = 0
+    format_errors: int = 0
+    answer: str | None = None
+    done: bool = False
+    truncation_reason: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def extend(self, ids: list[int], mask: int, logprobs: list[float] | None = None) -> None:
+        self.ids.extend(ids)
+        self.mask.extend([mask] * len(ids))
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+
+    def truncate(self, reason: str) -> None:
+        self.done = True
+        self.truncation_reason = reason
+
+
+class RolloutRunner:
+    """Holds what is shared by every episode of a rollout: engine, tokenizer, format, tools, limits."""
+
+    def __init__(self, engine: GenerationEngine, tokenizer, fmt: ChatFormat, suite: ToolSuite, config: RolloutConfig):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.suite = suite
+        self.config = config
+        self.encoder = SegmentTokenizer(tokenizer)
+        self.eos_id = tokenizer.eos_token_id
+        self.newline = self.encoder.encode("\n")
+        self.generation_prompt = self.encoder.encode(fmt.generation_prompt())
+
+    # ------------------------------------------------------------------ setup
+    def new_episode(self, task: Task, sample_index: int) -> _Episode:
+        cfg = self.config
+        env = ToolEnv(self.suite, cfg.trial_budget, cfg.tool_timeout_s, cfg.max_observation_chars)
+        env.reset(task)
+        schemas = [tool.schema for tool in env.tools.values()]
+        messages = build_messages(task.query, schemas, cfg.trial_budget, self.fmt.tags, not self.fmt.native_tools)
+        ids, _ = tokenize_conversation(self.encoder, self.fmt, messages, schemas, add_generation_prompt=True)
+        return _Episode(task, sample_index, env, schemas, messages, ids, [0] * len(ids), [0.0] * len(ids), len(ids))
+
+    # ------------------------------------------------------------------- turn
+    def apply(self, ep: _Episode, gen: Generation, cap: int | None = None) -> None:
+        cfg = self.config
+        ep.extend(gen.token_ids, 1, gen.logprobs)
+        if gen.finish_reason != "eos":
+            ep.extend([self.eos_id], 0)
+        ep.extend(self.newline, 0)
+        ep.messages.append({"role": "assistant", "content": gen.text})
+        ep.turns += 1
+        if gen.finish_reason == "length":
+            limited_by_episode = cap is not None and cap < cfg.max_new_tokens
+            ep.truncate("max_total_tokens" if limited_by_episode else "max_new_tokens")
+            return
+        action = parse_action(gen.text, self.fmt.tags)
+        if action.kind == ANSWER:
+            ep.answer = action.answer
+            ep.done = True
+            return
+        if action.kind in (TRIAL_ACTION, CALL):
+            phase = TRIAL if action.kind == TRIAL_ACTION else EXECUTION
+            record = ep.env.execute(action.name, action.arguments, phase)
+            observation = record.observation
+        else:
+            ep.format_errors += 1
+            if action.intended is not None:
+                phase = TRIAL if action.intended == TRIAL_ACTION else EXECUTION
+                record = ep.env.invalid(phase, gen.text, action.error or "unreadable call")
+                observation = record.observation
+            else:
+                phase = None
+                observation = f"Format error: {action.error}"
+        observation = observation_text(observation, phase == TRIAL, ep.env.trials_used, cfg.trial_budget)
+        message = {"role": "tool", "content": observation}
+        ep.messages.append(message)
+        ids, _ = tokenize_segments(self.fmt.message_segments(message), self.encoder)
+        ep.extend(ids, 0)
+        if ep.turns >= cfg.max_turns:
+            ep.truncate("max_turns")
+        elif len(ep.ids) + len(self.generation_prompt) >= cfg.max_total_tokens:
+            ep.truncate("max_total_tokens")
+        else:
+            ep.extend(self.generation_prompt, 0)
+
+    # -------------------------------------------------------------------- run
+    def run(self, tasks: list[Task], progress: Callable[[int], None] | None = None) -> list[Trajectory]:
+        cfg = self.config
+        queue = deque((task, k) for task in tasks for k in range(cfg.n_samples))
+        finished: list[_Episode] = []
+        live: list[_Episode] = []
+        call_index = 0
+        while queue or live:
+            while queue and len(live) < cfg.batch_size:
+                live.append(self.new_episode(*queue.popleft()))
+            caps = [min(cfg.max_new_tokens, cfg.max_total_tokens - len(ep.ids)) for ep in live]
+            for ep, cap in zip(live, caps):
+                if cap <= 0:
+                    ep.truncate("max_total_tokens")
+            turn = [(ep, cap) for ep, cap in zip(live, caps) if not ep.done]
+            if turn:
+                params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed * 100_003 + call_index)
+                call_index += 1
+                gens = self.engine.generate(
+                    [ep.ids for ep, _ in turn], params, [cap for _, cap in turn], [ep.messages for ep, _ in turn]
+                )
+                for (ep, cap), gen in zip(turn, gens):
+                    self.apply(ep, gen, cap)
+            still = []
+            for ep in live:
+                if ep.done:
+                    finished.append(ep)
+                    if progress is not None:
+                        progress(1)
+                else:
+                    still.append(ep)
+            live = still
+        order = {(task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))}
+        finished.sort(key=lambda ep: order[(ep.task.id, ep.sample_index)])
+        return [self.to_trajectory(ep) for ep in finished]
+
+    def to_trajectory(self, ep: _Episode) -> Trajectory:
+        return Trajectory(
+            task_id=ep.task.id,
+            split=ep.task.split,
+            messages=ep.messages,
+            tools=ep.tool_schemas,
+            token_ids=ep.ids,
+            loss_mask=ep.mask,
+            logprobs=ep.logprobs,
+            prompt_length=ep.prompt_length,
+            calls=[record.to_dict() for record in ep.env.records],
+            answer=ep.answer,
+            correct=ep.task.check(ep.answer),
+            turns=ep.turns,
+            format_errors=ep.format_errors,
+            truncated=ep.truncation_reason is not None,
+            truncation_reason=ep.truncation_reason,
+            sample_index=ep.sample_index,
+            trial_budget=self.config.trial_budget,
+            counters=dict(ep.env.counters),
+        )
+
+
+def rollout(
+    engine: GenerationEngine,
+    tokenizer,
+    fmt: ChatFormat,
+    suite: ToolSuite,
+    tasks: list[Task],
+    config: RolloutConfig,
+    progress: Callable[[int], None] | None = None,
+) -> list[Trajectory]:
+    """Play ``config.n_samples`` episodes of every task; trajectories come back in task order."""
+    return RolloutRunner(engine, tokenizer, fmt, suite, config).run(tasks, progress)
+

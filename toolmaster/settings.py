@@ -1,0 +1,97 @@
+"""Typed records behind the plain config groups (``tools``, ``sampler``, ``data``, ``stage``).
+
+Each group's YAML names one of these as ``_target_``; ``toolmaster.config.validate`` binds the YAML against
+the signature (unknown keys, types, Literal choices) and instantiates it to run the range checks below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class EnvSettings:
+    """``tools`` group: the world to build and how its environment runs calls."""
+
+    world: dict[str, Any]
+    trial_budget: int = 2
+    timeout_s: float = 5.0
+    max_observation_chars: int = 600
+
+    def __post_init__(self) -> None:
+        _check(self.trial_budget >= 0, f"tools.trial_budget must be >= 0, got {self.trial_budget}")
+        _check(self.timeout_s > 0, f"tools.timeout_s must be > 0, got {self.timeout_s}")
+        _check(self.max_observation_chars >= 50, "tools.max_observation_chars must be >= 50")
+
+
+@dataclass
+class SamplerSettings:
+    """``sampler`` group: which engine generates turns, sampling options and episode limits."""
+
+    engine: Literal["hf", "vllm"] = "hf"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n_samples: int = 1
+    seed: int = 0
+    batch_size: int = 8
+    max_turns: int = 8
+    max_new_tokens: int = 160
+    max_total_tokens: int = 2048
+    vllm: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.temperature >= 0, f"sampler.temperature must be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"sampler.top_p must be in (0, 1], got {self.top_p}")
+        for key in ("n_samples", "batch_size", "max_turns", "max_new_tokens", "max_total_tokens"):
+            _check(getattr(self, key) >= 1, f"sampler.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
+class DataSettings:
+    """``data`` group: which tasks (and, for SFT, which trajectory files) a stage uses."""
+
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["test_seen", "test_unseen", "test_evolved"])
+    eval_limit: int | None = 20
+    train_limit: int | None = None
+    sft_path: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(len(self.eval_splits) > 0, "data.eval_splits must name at least one split")
+        _check(self.eval_limit is None or self.eval_limit >= 1, "data.eval_limit must be >= 1 or null")
+
+
+@dataclass
+class EvalSettings:
+    """``stage=eval``: evaluate a model over ``data.eval_splits``."""
+
+    name: Literal["eval"] = "eval"
+    temperature: float | None = 0.0  # overrides sampler.temperature (greedy by default); null keeps it
+    n_samples: int | None = None  # overrides sampler.n_samples; pass@k needs n >= k
+    pass_k: list[int] = field(default_factory=lambda: [1])
+    write_trajectories: bool = True
+
+    def __post_init__(self) -> None:
+        _check(all(k >= 1 for k in self.pass_k), "stage.pass_k values must be >= 1")
+
+
+@dataclass
+class SynthesizeSettings:
+    """``stage=synthesize``: a teacher plays ``data.train_split`` tasks; kept episodes go to a JSONL dataset."""
+
+    output_path: str
+    name: Literal["synthesize"] = "synthesize"
+    samples_per_task: int = 1
+    keep: Literal["correct", "all"] = "correct"
+    dedupe: bool = True
+    chunk_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.samples_per_task >= 1, "stage.samples_per_task must be >= 1")
+        _check(self.chunk_size >= 1, "stage.chunk_size must be >= 1")

@@ -1,0 +1,110 @@
+"""``stage=eval``: roll a model out over chosen splits and write metrics, tables and trajectories.
+
+Writes to the run directory: ``metrics.json`` (split -> metrics), ``results.md`` (one markdown table row
+per split) and ``trajectories/<split>.jsonl`` (every episode, tokens included). Greedy by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from toolmaster.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from toolmaster.metrics import summarize
+from toolmaster.models.loading import LoadedModel
+from toolmaster.protocol.chat_format import ChatFormat
+from toolmaster.rewards import RewardGroup
+from toolmaster.samplers.base import GenerationEngine
+from toolmaster.samplers.loop import RolloutConfig, rollout
+from toolmaster.settings import DataSettings, EvalSettings, SamplerSettings
+from toolmaster.worlds.base import World
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = [
+    ("success", "success"),
+    ("valid_format", "valid format"),
+    ("trial_calls", "trial calls"),
+    ("execution_calls", "exec calls"),
+    ("tool_error_rate", "tool errors"),
+    ("self_correction", "self-correct"),
+    ("truncated", "truncated"),
+]
+
+
+def evaluate_splits(
+    engine: GenerationEngine,
+    tokenizer: Any,
+    fmt: ChatFormat,
+    world: World,
+    splits: list[str],
+    limit: int | None,
+    config: RolloutConfig,
+    rewards: RewardGroup | None = None,
+    pass_k: list[int] | tuple[int, ...] = (1,),
+    show_progress: bool = True,
+) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
+    """Roll out every split; return (split -> metrics, split -> trajectories)."""
+    metrics: dict[str, dict[str, float]] = {}
+    trajectories: dict[str, list] = {}
+    for split in splits:
+        tasks = world.tasks(split, limit)
+        started = time.perf_counter()
+        with tqdm(total=len(tasks) * config.n_samples, desc=f"eval {split}", disable=not show_progress) as bar:
+            trajs = rollout(engine, tokenizer, fmt, world.suite, tasks, config, progress=bar.update)
+        if rewards is not None:
+            rewards.score(trajs, {task.id: task for task in tasks})
+        metrics[split] = summarize(trajs, pass_k)
+        metrics[split]["wall_s"] = time.perf_counter() - started
+        trajectories[split] = trajs
+        log.info("%s: %s", split, {k: round(v, 3) for k, v in metrics[split].items()})
+    return metrics, trajectories
+
+
+def markdown_table(metrics: dict[str, dict[str, float]], title: str = "") -> str:
+    extra = sorted({k for m in metrics.values() for k in m if k.startswith("pass@")})
+    columns = TABLE_COLUMNS + [(k, k) for k in extra]
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| split | episodes | " + " | ".join(label for _, label in columns) + " | wall s |")
+    lines.append("|---" * (len(columns) + 3) + "|")
+    for split, m in metrics.items():
+        cells = " | ".join(f"{m.get(key, float('nan')):.3f}" for key, _ in columns)
+        lines.append(f"| {split} | {int(m['episodes'])} | {cells} | {m.get('wall_s', 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_eval_outputs(out_dir: Path, metrics: dict, trajectories: dict, title: str, write_trajectories: bool) -> None:
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_text_atomic(out_dir / "results.md", markdown_table(metrics, title))
+    if write_trajectories:
+        for split, trajs in trajectories.items():
+            write_jsonl_atomic(out_dir / "trajectories" / f"{split}.jsonl", (t.to_dict() for t in trajs))
+
+
+def run_eval(cfg: DictConfig) -> float:
+    from toolmaster.run import build_engine, build_model, build_rewards, build_world, chat_format_of, rollout_config, settings
+
+    stage: EvalSettings = settings(cfg.stage)
+    data: DataSettings = settings(cfg.data)
+    sampler: SamplerSettings = settings(cfg.sampler)
+    world, env = build_world(cfg)
+    for split in data.eval_splits:
+        world.tasks(split)  # fail fast on an unknown split, before loading the model
+    model: LoadedModel = build_model(cfg)
+    fmt = chat_format_of(model)
+    engine = build_engine(sampler, model, fmt)
+    config = rollout_config(sampler, env, temperature=stage.temperature, n_samples=stage.n_samples)
+    metrics, trajectories = evaluate_splits(
+        engine, model.tokenizer, fmt, world, data.eval_splits, data.eval_limit, config,
+        build_rewards(cfg), stage.pass_k,
+    )
+    out_dir = Path(cfg.output_dir)
+    write_eval_outputs(out_dir, metrics, trajectories, f"{model.name} on {world.name}", stage.write_trajectories)
+    print(markdown_table(metrics, f"{model.name} on {world.name} (trial budget {env.trial_budget})"))
+    print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'results.md'}")
+    return sum(m["success"] for m in metrics.values()) / len(metrics)

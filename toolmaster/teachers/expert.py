@@ -1,0 +1,115 @@
+"""Programmatic teachers for worlds whose tasks carry ground truth (toolworld).
+
+``oracle``: plays the world's scripted expert through the real environment, so every observation is
+genuine. In the trial phase the expert probes the unfamiliar tools (including realistic wrong guesses at
+argument formats, corrected from the error messages), then executes and answers. Its reasoning phrasing is
+drawn from several variants with a seeded RNG, so a student does not learn one template.
+
+``direct``: golden direct-execution trajectories: the task's ground-truth calls executed straight away
+(no trials, trial budget 0 in the prompt), with genuine observations, then the golden answer. This is the
+"imitate golden trajectories" baseline.
+
+Both write exactly the messages the rollout loop would produce for the same actions (same system prompt,
+same markup, same observation text), so SFT data and RL rollouts share one format.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from typing import Any
+
+from toolmaster.envs.environment import TRIAL, CallRecord, ToolEnv
+from toolmaster.envs.task import Task
+from toolmaster.protocol.chat_format import ChatFormat
+from toolmaster.protocol.prompt import build_messages, observation_text
+from toolmaster.trajectory import Trajectory
+from toolmaster.worlds.base import World
+from toolmaster.worlds.scripted import Policy, ScriptedEpisode, Step, run_policy
+
+DIRECT_THOUGHTS = (
+    "I will call {name} with {args_text}.",
+    "{name} should give what I need; calling it with {args_text}.",
+    "Next step: {name} on {args_text}.",
+    "Using {name} now.",
+    "Let me run {name} with {args_text}.",
+)
+DIRECT_ANSWER_THOUGHTS = ("That gives the answer.", "I have what I need.", "Done; answering.", "The result answers the task.")
+
+
+def direct_policy(task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    """Golden direct execution: the ground-truth calls, in order, then the golden answer."""
+    for call in task.gold_calls:
+        args_text = ", ".join(f"{k}={v!r}" for k, v in call["arguments"].items()) or "no arguments"
+        thought = rng.choice(DIRECT_THOUGHTS).format(name=call["name"], args_text=args_text)
+        yield Step("call", call["name"], dict(call["arguments"]), thought=thought)
+    yield Step("answer", answer=task.answer, thought=rng.choice(DIRECT_ANSWER_THOUGHTS))
+
+
+def episode_messages(
+    episode: ScriptedEpisode, schemas: list[dict[str, Any]], trial_budget: int, fmt: ChatFormat
+) -> list[dict[str, str]]:
+    """Render a scripted episode as the protocol's conversation."""
+    tags = fmt.tags
+    messages = build_messages(episode.task.query, schemas, trial_budget, tags, not fmt.native_tools)
+    trials = 0
+    for step, record in zip(episode.steps, episode.records):
+        think = tags.wrap_think(step.thought) if step.thought else ""
+        if step.kind == "answer":
+            messages.append({"role": "assistant", "content": think + tags.wrap_answer(str(step.answer))})
+            break
+        kind = "trial" if step.kind == "trial" else "call"
+        messages.append({"role": "assistant", "content": think + tags.wrap_call(kind, step.name or "", step.arguments or {})})
+        assert record is not None
+        is_trial = record.phase == TRIAL
+        trials += is_trial
+        messages.append({"role": "tool", "content": observation_text(record.observation, is_trial, trials, trial_budget)})
+    return messages
+
+
+class ExpertTeacher:
+    """Plays a scripted policy per task through a fresh ToolEnv and returns trajectories."""
+
+    def __init__(self, kind: str = "oracle", seed: int = 0, max_steps: int = 12) -> None:
+        if kind not in ("oracle", "direct"):
+            raise ValueError(f"teacher kind must be 'oracle' or 'direct', got {kind!r}")
+        self.kind = kind
+        self.seed = seed
+        self.max_steps = max_steps
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def _policy(self, world: World, task: Task) -> Policy:
+        if self.kind == "direct":
+            return direct_policy
+        from toolmaster.worlds.toolworld import expert_policy
+
+        return expert_policy(world, task)
+
+    def play(
+        self, world: World, tasks: list[Task], trial_budget: int, fmt: ChatFormat, samples_per_task: int = 1,
+        timeout_s: float = 5.0, max_observation_chars: int = 600, progress: Callable[[int], None] | None = None,
+        **_: Any,
+    ) -> list[Trajectory]:
+        budget = 0 if self.kind == "direct" else trial_budget
+        out: list[Trajectory] = []
+        for task in tasks:
+            for k in range(samples_per_task):
+                rng = random.Random(f"{self.seed}:{task.id}:{k}")
+                env = ToolEnv(world.suite, budget, timeout_s, max_observation_chars)
+                episode = run_policy(self._policy(world, task), task, env, rng, self.max_steps)
+                schemas = [tool.schema for tool in env.tools.values()]
+                messages = episode_messages(episode, schemas, budget, fmt)
+                out.append(
+                    Trajectory(
+                        task_id=task.id, split=task.split, messages=messages, tools=schemas,
+                        calls=[r.to_dict() for r in env.records], answer=episode.answer, correct=episode.correct,
+                        turns=sum(1 for m in messages if m["role"] == "assistant"), sample_index=k,
+                        trial_budget=budget, counters=dict(env.counters), source=self.kind,
+                    )
+                )
+                if progress is not None:
+                    progress(1)
+        return out

@@ -1,0 +1,242 @@
+"""Family ``currency`` (seen): currency conversion at the world's (fictional) exchange rates.
+
+Tests spotting a silent scale convention with an identity probe (convert 1 X to X: the answer must be 1).
+Hidden conventions:
+- seen variant: the result is an integer in *minor units* (cents): 41.40 EUR comes back as 4140.
+- evolved variant: renamed tool and arguments; currencies must be ISO *numeric* codes (the error lists
+  them: 840=USD, 978=EUR, ...) and the *amount* is read in cents (1 -> 0.01), the result is in units.
+Decoy: a rate lookup taking the same currency arguments that returns the inverse rate.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Generator
+from typing import Any
+
+from toolmaster.envs.environment import CallRecord
+from toolmaster.envs.task import Task
+from toolmaster.envs.tool import Tool
+from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld.common import (
+    DOCS_CALL,
+    DOCS_RETRY,
+    FamilySpec,
+    NameGen,
+    Play,
+    TaskDraft,
+    Variant,
+    first_number,
+    gold,
+    schema,
+    say,
+)
+
+# code -> (ISO numeric code, rough units per US dollar)
+CURRENCIES: dict[str, tuple[str, float]] = {
+    "USD": ("840", 1.0),
+    "EUR": ("978", 0.92),
+    "GBP": ("826", 0.79),
+    "JPY": ("392", 151.0),
+    "CHF": ("756", 0.9),
+    "CAD": ("124", 1.36),
+    "AUD": ("036", 1.52),
+    "SEK": ("752", 10.6),
+    "INR": ("356", 83.0),
+    "MXN": ("484", 17.1),
+}
+
+_DOCS = {
+    False: ("Currency exchange. Returns the converted amount.", "Exchange money between currencies.", "Convert money."),
+    True: ("Money conversion between two currencies.", "FX: move a sum into another currency."),
+}
+_DECOY_DOCS = {
+    False: ("Reference rate for a currency pair.", "Quoted exchange rate."),
+    True: ("FX reference quote for two currencies.", "Pair quote."),
+}
+
+
+def cents_after(amount_cents: int, rate: float) -> int:
+    """The converted amount in target cents; the single formula every variant and the answer share."""
+    return round(amount_cents * rate)
+
+
+def _code(conv: dict[str, Any], value: Any) -> str:
+    text = str(value).strip().upper()
+    if conv["numeric"]:
+        for code, (num, _) in CURRENCIES.items():
+            if text == num:
+                return code
+        listing = ", ".join(f"{num}={code}" for code, (num, _) in CURRENCIES.items())
+        raise ValueError(f"unknown currency {value!r}; use numeric codes: {listing}")
+    if text not in CURRENCIES:
+        raise ValueError(f"unknown currency {value!r}")
+    return text
+
+
+def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
+    prefix = names.prefix()
+    if evolved:
+        main = names.name(prefix, ("fxm", "mnyx", "swp"))
+        decoy = names.name(prefix, ("fxq", "quot", "pq"))
+        p_amt, p_src, p_dst = rng.choice(("sum", "value")), rng.choice(("frm", "origin")), rng.choice(("into", "target"))
+    else:
+        main = names.name(prefix, ("xch", "fx", "cur"))
+        decoy = names.name(prefix, ("xr", "rate", "fxr"))
+        p_amt, p_src, p_dst = rng.choice(("amount", "amt")), rng.choice(("src", "from_cur")), rng.choice(("dst", "to_cur"))
+    rates = {code: round(base * rng.uniform(0.9, 1.1), 4) if code != "USD" else 1.0 for code, (_, base) in CURRENCIES.items()}
+    conv = {"rates": rates, "numeric": evolved, "cents_in": evolved, "cents_out": not evolved}
+
+    def rate(src: str, dst: str) -> float:
+        return rates[dst] / rates[src]
+
+    def main_fn(**kwargs: Any) -> Any:
+        src, dst = _code(conv, kwargs[p_src]), _code(conv, kwargs[p_dst])
+        amount = float(kwargs[p_amt])
+        if conv["cents_in"]:
+            return cents_after(round(amount), rate(src, dst)) / 100
+        return cents_after(round(amount * 100), rate(src, dst))
+
+    def decoy_fn(**kwargs: Any) -> Any:
+        src = str(kwargs[p_src]).strip().upper()
+        dst = str(kwargs[p_dst]).strip().upper()
+        by_num = {num: code for code, (num, _) in CURRENCIES.items()}
+        src, dst = by_num.get(src, src), by_num.get(dst, dst)
+        if src not in CURRENCIES or dst not in CURRENCIES:
+            raise ValueError("unknown currency")
+        return {"pair": f"{src}/{dst}", "quote": round(rates[src] / rates[dst], 6)}
+
+    tools = [
+        Tool(
+            main,
+            rng.choice(_DOCS[evolved]),
+            schema({p_amt: ("number", "amount"), p_src: ("string", "from currency"), p_dst: ("string", "to currency")}),
+            main_fn,
+            family="currency",
+        ),
+        Tool(
+            decoy,
+            rng.choice(_DECOY_DOCS[evolved]),
+            schema({p_src: ("string", "base currency"), p_dst: ("string", "quote currency")}),
+            decoy_fn,
+            family="currency",
+        ),
+    ]
+    return Variant(
+        family="currency",
+        key="currency~evolved" if evolved else "currency",
+        evolved=evolved,
+        tools=tools,
+        roles={"main": main, "decoy": decoy},
+        params={"main": {"amount": p_amt, "src": p_src, "dst": p_dst}, "decoy": {"src": p_src, "dst": p_dst}},
+        conv=conv,
+    )
+
+
+_QUERIES = (
+    "Convert {a} {s} to {d}. Answer with the amount only, two decimals.",
+    "How much is {a} {s} in {d}? Answer with the number only, two decimals.",
+    "I need to pay {a} {s} in {d}. What amount is that? Reply with the number only (2 decimals).",
+)
+
+
+def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
+    src, dst = rng.sample(sorted(CURRENCIES), 2)
+    amount = rng.randint(5, 900)
+    rates = variant.conv["rates"]
+    cents = cents_after(amount * 100, rates[dst] / rates[src])
+    if variant.conv["numeric"]:
+        args = variant.args("main", amount=amount * 100, src=CURRENCIES[src][0], dst=CURRENCIES[dst][0])
+        convention = "numeric ISO codes; amount read in cents"
+    else:
+        args = variant.args("main", amount=amount, src=src, dst=dst)
+        convention = "result in cents"
+    return TaskDraft(
+        kind="exchange",
+        query=say(rng, _QUERIES, a=amount, s=src, d=dst),
+        answer=f"{cents / 100:.2f}",
+        gold_calls=[gold(variant.roles["main"], args)],
+        intent={"amount": amount, "src": src, "dst": dst},
+        convention=convention,
+    )
+
+
+def code_table(observation: str) -> dict[str, str]:
+    """{'USD': '840', ...} from an error listing '840=USD, 978=EUR'."""
+    return {code: num for num, code in re.findall(r"(\d+)=([A-Z]{3})", observation)}
+
+
+def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main = variant.roles["main"]
+    intent = task.metadata["intent"]
+    amount, src, dst = intent["amount"], intent["src"], intent["dst"]
+    codes = {src: src, dst: dst}
+    first = play.say(
+        (
+            "Try {tool} on the real amount first, with plain codes.",
+            "Start with a trial of {a} {s} to {d} as written.",
+            "See what {tool} returns for {a} {s} -> {d}.",
+        ),
+        tool=main,
+        a=amount,
+        s=src,
+        d=dst,
+    )
+    record = yield from play.trial(main, variant.args("main", amount=amount, src=src, dst=dst), first)
+    scale_in, scale_out = 1.0, 1.0
+    if record is not None:
+        if not record.ok:
+            table = code_table(record.observation)
+            codes = {src: table.get(src, src), dst: table.get(dst, dst)}
+        probe_thought = play.say(
+            (
+                "Units are unclear. Probe: 1 {c} to {c} must give 1.",
+                "Check the scale: converting 1 {c} into itself should return exactly 1.",
+                "A same-currency trial with 1 reveals any hidden scaling.",
+            ),
+            c=src,
+        )
+        probe = yield from play.trial(main, variant.args("main", amount=1, src=codes[src], dst=codes[src]), probe_thought)
+        value = first_number(probe.observation) if probe is not None and probe.ok else None
+        if value is not None and value > 1.5:
+            scale_out = value  # e.g. 100: results come back in cents
+        elif value is not None and 0 < value < 0.5:
+            scale_in = 1 / value  # e.g. 0.01: the amount is read in cents
+    if record is None:
+        act = play.say(("No trials here; convert directly.", "Trials are off, so call {tool} for real."), tool=main)
+    elif scale_out != 1:
+        act = play.say(("1 came back as {k:g}: results are in cents. Convert and divide.",), k=scale_out)
+    elif scale_in != 1:
+        act = play.say(("1 came back as 0.01: amounts are read in cents. Send {c:g}.",), c=amount * scale_in)
+    else:
+        act = play.say(("No scaling; execute the conversion.", "The probe is clean. Convert for real."))
+    args = variant.args("main", amount=round(amount * scale_in), src=codes[src], dst=codes[dst])
+    result = yield from play.call(main, args, act)
+    if not result.ok:
+        table = code_table(result.observation)
+        if src not in table or dst not in table:
+            yield play.answer(None)
+            return
+        codes = {src: table[src], dst: table[dst]}
+        fix = play.say(("It wants numeric codes: {s}={a}, {d}={b}. Retry.",), s=src, a=codes[src], d=dst, b=codes[dst])
+        result = yield from play.call(main, variant.args("main", amount=amount, src=codes[src], dst=codes[dst]), fix)
+    number = first_number(result.observation) if result.ok else None
+    yield play.answer(None if number is None else f"{number / scale_out:.2f}")
+
+
+def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main = variant.roles["main"]
+    intent = task.metadata["intent"]
+    args = variant.args("main", amount=intent["amount"], src=intent["src"], dst=intent["dst"])
+    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    if not result.ok:
+        args = variant.args("main", amount=intent["amount"], src=intent["src"].lower(), dst=intent["dst"].lower())
+        result = yield from play.call(main, args, play.say(DOCS_RETRY))
+    number = first_number(result.observation) if result.ok else None
+    yield play.answer(None if number is None else f"{number:.2f}")
+
+
+FAMILY = FamilySpec("currency", "fx", True, make_variant, make_task, expert, docs_only)
