@@ -96,4 +96,8 @@ def run(cfg: DictConfig) -> float | None:
         from toolmaster.stages.synthesize import run_synthesize
 
         return run_synthesize(cfg)
-    raise ConfigError(f"stage.name={stage!r} has no runner; available: eval, synthesize")
+    if stage == "sft":
+        from toolmaster.stages.sft import run_sft
+
+        return run_sft(cfg)
+    raise ConfigError(f"stage.name={stage!r} has no runner; available: eval, synthesize, sft")

@@ -95,3 +95,41 @@ class SynthesizeSettings:
     def __post_init__(self) -> None:
         _check(self.samples_per_task >= 1, "stage.samples_per_task must be >= 1")
         _check(self.chunk_size >= 1, "stage.chunk_size must be >= 1")
+
+
+@dataclass
+class SFTSettings:
+    """``stage=sft``: supervised fine-tuning on trajectory JSONL (``data.sft_path``) with Lightning.
+
+    ``resume``: ``auto`` continues from ``<output_dir>/checkpoints/last.ckpt`` when it exists, a path resumes
+    from that checkpoint, null starts fresh. ``val_every_n_steps`` null validates once per epoch.
+    """
+
+    name: Literal["sft"] = "sft"
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0
+    batch_size: int = 8
+    max_length: int = 2048
+    val_fraction: float = 0.05
+    bucket_size: int = 256
+    seed: int = 0
+    resume: str | None = "auto"
+    checkpoint_every_n_steps: int = 50
+    export: bool = True
+    merge: bool = True
+    val_every_n_steps: int | None = None
+    val_success_split: str | None = None
+    val_success_limit: int = 8
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"stage.lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"stage.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.warmup_steps >= 0, f"stage.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(0 <= self.min_lr_ratio <= 1, f"stage.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for key in ("batch_size", "max_length", "bucket_size", "checkpoint_every_n_steps", "val_success_limit"):
+            _check(getattr(self, key) >= 1, f"stage.{key} must be >= 1, got {getattr(self, key)}")
+        _check(0 <= self.val_fraction < 1, f"stage.val_fraction must be in [0, 1), got {self.val_fraction}")
+        _check(self.val_every_n_steps is None or self.val_every_n_steps >= 1, "stage.val_every_n_steps must be >= 1 or null")

@@ -108,7 +108,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["+experiment=nope"], "no option 'nope' in config group 'experiment'"),
         (["sampler.tempurature=0.3"], "unknown config key 'sampler.tempurature'; keys under sampler: engine, temperature"),
         (["sampler.top_p=7"], "sampler.top_p must be in (0, 1]"),
-        (["tools.world.n_trian=3"], "unknown key tools.world.n_trian; allowed keys: seed, n_train, n_test"),
+        (["tools.world.n_trian=3"], "unknown config key 'tools.world.n_trian'; keys under tools.world: seed, n_train"),
+        (["+tools.world.n_trian=3"], "unknown key tools.world.n_trian; allowed keys: seed, n_train, n_test"),
         (["sampler.temperature=0.1,x", "-m"], "sampler.temperature"),
     ],
 )

@@ -107,6 +107,11 @@ class Variant:
         names = self.params[role]
         return {names[key]: value for key, value in logical.items()}
 
+    def param_type(self, role: str, logical: str) -> Any:
+        """The JSON type the schema declares for an argument (visible to any reader of the docs)."""
+        tool = next(t for t in self.tools if t.name == self.roles[role])
+        return tool.parameters["properties"][self.params[role][logical]].get("type")
+
 
 @dataclass
 class TaskDraft:
@@ -203,7 +208,9 @@ class Play:
     def say(self, options: Sequence[str], **values: Any) -> str:
         return say(self.rng, options, **values)
 
-    def trial(self, name: str, arguments: dict[str, Any], thought: str) -> Generator[Step, CallRecord, CallRecord | None]:
+    def trial(
+        self, name: str, arguments: dict[str, Any], thought: str
+    ) -> Generator[Step, CallRecord, CallRecord | None]:
         if not self.trials_ok:
             return None
         record = yield Step("trial", name, dict(arguments), thought=thought)
@@ -212,7 +219,9 @@ class Play:
             return None
         return record
 
-    def call(self, name: str, arguments: dict[str, Any], thought: str) -> Generator[Step, CallRecord, CallRecord]:
+    def call(
+        self, name: str, arguments: dict[str, Any], thought: str
+    ) -> Generator[Step, CallRecord, CallRecord]:
         record = yield Step("call", name, dict(arguments), thought=thought)
         return record
 

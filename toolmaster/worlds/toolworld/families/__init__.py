@@ -1,0 +1,31 @@
+"""The toolworld families, one module each: 7 seen (train / test_seen / test_evolved) and 3 unseen."""
+
+from toolmaster.worlds.toolworld.common import FamilySpec
+from toolmaster.worlds.toolworld.families import (
+    cipher,
+    cityfacts,
+    clock,
+    convert,
+    currency,
+    dates,
+    directory,
+    orders,
+    shipping,
+    temperature,
+)
+
+ALL: tuple[FamilySpec, ...] = (
+    convert.FAMILY,
+    currency.FAMILY,
+    dates.FAMILY,
+    directory.FAMILY,
+    orders.FAMILY,
+    cipher.FAMILY,
+    shipping.FAMILY,
+    temperature.FAMILY,
+    cityfacts.FAMILY,
+    clock.FAMILY,
+)
+BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
+
+__all__ = ["ALL", "BY_NAME"]

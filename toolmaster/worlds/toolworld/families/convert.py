@@ -31,8 +31,8 @@ from toolmaster.worlds.toolworld.common import (
     first_number,
     fmt_num,
     gold,
-    schema,
     say,
+    schema,
 )
 
 # unit -> (dimension, size in the dimension's base unit, plural name)
@@ -56,7 +56,11 @@ UNITS: dict[str, tuple[str, float, str]] = {
 
 _DOCS = {
     False: ("Unit converter.", "Converts a value between units.", "Convert an amount using a spec."),
-    True: ("Change units of a quantity.", "Quantity re-expression.", "Re-express a magnitude in other units."),
+    True: (
+        "Change units of a quantity.",
+        "Quantity re-expression.",
+        "Re-express a magnitude in other units.",
+    ),
 }
 _DECOY_DOCS = {
     False: ("Unit converter info for a spec.", "Describe a conversion spec."),
@@ -128,7 +132,13 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
             main_fn,
             family="convert",
         ),
-        Tool(decoy, rng.choice(_DECOY_DOCS[evolved]), schema({p_spec: ("string", spec_desc)}), decoy_fn, family="convert"),
+        Tool(
+            decoy,
+            rng.choice(_DECOY_DOCS[evolved]),
+            schema({p_spec: ("string", spec_desc)}),
+            decoy_fn,
+            family="convert",
+        ),
     ]
     return Variant(
         family="convert",
@@ -150,11 +160,16 @@ _QUERIES = (
 
 
 def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
-    dim = rng.choice(sorted({d for d, _, _ in UNITS.values()}))
-    frm, to = rng.sample(sorted(u for u, (d, _, _) in UNITS.items() if d == dim), 2)
-    value: float = rng.randint(1, 250) if rng.random() < 0.7 else rng.randint(5, 999) / 10
+    while True:  # redraw conversions whose result would round to (almost) nothing or be huge
+        dim = rng.choice(sorted({d for d, _, _ in UNITS.values()}))
+        frm, to = rng.sample(sorted(u for u, (d, _, _) in UNITS.items() if d == dim), 2)
+        value: float = rng.randint(1, 250) if rng.random() < 0.7 else rng.randint(5, 999) / 10
+        if 0.05 <= convert_value(value, frm, to) <= 100_000:
+            break
     spec = _render(variant.conv, frm, to)
-    query = say(rng, _QUERIES, v=fmt_num(value), fname=f"{UNITS[frm][2]} ({frm})", tname=f"{UNITS[to][2]} ({to})")
+    query = say(
+        rng, _QUERIES, v=fmt_num(value), fname=f"{UNITS[frm][2]} ({frm})", tname=f"{UNITS[to][2]} ({to})"
+    )
     return TaskDraft(
         kind="convert",
         query=query,
@@ -189,17 +204,22 @@ def infer_spec(observation: str, frm: str, to: str) -> str | None:
 def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
     play = Play(rng)
     main = variant.roles["main"]
-    frm, to, value = task.metadata["intent"]["from"], task.metadata["intent"]["to"], task.metadata["intent"]["value"]
+    frm, to, value = (
+        task.metadata["intent"]["from"],
+        task.metadata["intent"]["to"],
+        task.metadata["intent"]["value"],
+    )
     guess = f"{frm} to {to}"
     thought = play.say(
         (
-            "The spec format is undocumented; try the obvious '{g}' in a trial.",
-            "The doc only says 'conversion spec'. Test '{g}' first.",
-            "Probe {tool} with a natural spec, '{g}', to see what it accepts.",
-            "I do not know the spec syntax. A trial with '{g}' will tell me.",
+            "The {p} format is undocumented; try the obvious '{g}' in a trial.",
+            "The doc does not say how to write {p}. Test '{g}' first.",
+            "Probe {tool} with a natural {p}, '{g}', to see what it accepts.",
+            "I do not know the {p} syntax. A trial with '{g}' will tell me.",
         ),
         g=guess,
         tool=main,
+        p=variant.params["main"]["spec"],
     )
     record = yield from play.trial(main, variant.args("main", spec=guess, value=value), thought)
     spec: str | None = guess
@@ -240,7 +260,9 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
         if fixed is None or fixed == spec:
             yield play.answer(None)
             return
-        again = play.say(("The error shows the format: '{s}'. Retry.", "Fix the spec to '{s}' and call again."), s=fixed)
+        again = play.say(
+            ("The error shows the format: '{s}'. Retry.", "Fix the spec to '{s}' and call again."), s=fixed
+        )
         result = yield from play.call(main, variant.args("main", spec=fixed, value=value), again)
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else fmt_num(number))
@@ -249,10 +271,18 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
     play = Play(rng)
     main = variant.roles["main"]
-    frm, to, value = task.metadata["intent"]["from"], task.metadata["intent"]["to"], task.metadata["intent"]["value"]
-    result = yield from play.call(main, variant.args("main", spec=f"{frm} to {to}", value=value), play.say(DOCS_CALL, tool=main))
+    frm, to, value = (
+        task.metadata["intent"]["from"],
+        task.metadata["intent"]["to"],
+        task.metadata["intent"]["value"],
+    )
+    result = yield from play.call(
+        main, variant.args("main", spec=f"{frm} to {to}", value=value), play.say(DOCS_CALL, tool=main)
+    )
     if not result.ok:
-        result = yield from play.call(main, variant.args("main", spec=f"{frm}-{to}", value=value), play.say(DOCS_RETRY))
+        result = yield from play.call(
+            main, variant.args("main", spec=f"{frm}-{to}", value=value), play.say(DOCS_RETRY)
+        )
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else fmt_num(number))
 

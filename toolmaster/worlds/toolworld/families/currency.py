@@ -29,8 +29,8 @@ from toolmaster.worlds.toolworld.common import (
     Variant,
     first_number,
     gold,
-    schema,
     say,
+    schema,
 )
 
 # code -> (ISO numeric code, rough units per US dollar)
@@ -48,7 +48,11 @@ CURRENCIES: dict[str, tuple[str, float]] = {
 }
 
 _DOCS = {
-    False: ("Currency exchange. Returns the converted amount.", "Exchange money between currencies.", "Convert money."),
+    False: (
+        "Currency exchange. Returns the converted amount.",
+        "Exchange money between currencies.",
+        "Convert money.",
+    ),
     True: ("Money conversion between two currencies.", "FX: move a sum into another currency."),
 }
 _DECOY_DOCS = {
@@ -80,12 +84,23 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
     if evolved:
         main = names.name(prefix, ("fxm", "mnyx", "swp"))
         decoy = names.name(prefix, ("fxq", "quot", "pq"))
-        p_amt, p_src, p_dst = rng.choice(("sum", "value")), rng.choice(("frm", "origin")), rng.choice(("into", "target"))
+        p_amt, p_src, p_dst = (
+            rng.choice(("sum", "value")),
+            rng.choice(("frm", "origin")),
+            rng.choice(("into", "target")),
+        )
     else:
         main = names.name(prefix, ("xch", "fx", "cur"))
         decoy = names.name(prefix, ("xr", "rate", "fxr"))
-        p_amt, p_src, p_dst = rng.choice(("amount", "amt")), rng.choice(("src", "from_cur")), rng.choice(("dst", "to_cur"))
-    rates = {code: round(base * rng.uniform(0.9, 1.1), 4) if code != "USD" else 1.0 for code, (_, base) in CURRENCIES.items()}
+        p_amt, p_src, p_dst = (
+            rng.choice(("amount", "amt")),
+            rng.choice(("src", "from_cur")),
+            rng.choice(("dst", "to_cur")),
+        )
+    rates = {
+        code: round(base * rng.uniform(0.9, 1.1), 4) if code != "USD" else 1.0
+        for code, (_, base) in CURRENCIES.items()
+    }
     conv = {"rates": rates, "numeric": evolved, "cents_in": evolved, "cents_out": not evolved}
 
     def rate(src: str, dst: str) -> float:
@@ -111,7 +126,13 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         Tool(
             main,
             rng.choice(_DOCS[evolved]),
-            schema({p_amt: ("number", "amount"), p_src: ("string", "from currency"), p_dst: ("string", "to currency")}),
+            schema(
+                {
+                    p_amt: ("number", "amount"),
+                    p_src: ("string", "from currency"),
+                    p_dst: ("string", "to currency"),
+                }
+            ),
             main_fn,
             family="currency",
         ),
@@ -198,14 +219,18 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
             ),
             c=src,
         )
-        probe = yield from play.trial(main, variant.args("main", amount=1, src=codes[src], dst=codes[src]), probe_thought)
+        probe = yield from play.trial(
+            main, variant.args("main", amount=1, src=codes[src], dst=codes[src]), probe_thought
+        )
         value = first_number(probe.observation) if probe is not None and probe.ok else None
         if value is not None and value > 1.5:
             scale_out = value  # e.g. 100: results come back in cents
         elif value is not None and 0 < value < 0.5:
             scale_in = 1 / value  # e.g. 0.01: the amount is read in cents
     if record is None:
-        act = play.say(("No trials here; convert directly.", "Trials are off, so call {tool} for real."), tool=main)
+        act = play.say(
+            ("No trials here; convert directly.", "Trials are off, so call {tool} for real."), tool=main
+        )
     elif scale_out != 1:
         act = play.say(("1 came back as {k:g}: results are in cents. Convert and divide.",), k=scale_out)
     elif scale_in != 1:
@@ -220,8 +245,12 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
             yield play.answer(None)
             return
         codes = {src: table[src], dst: table[dst]}
-        fix = play.say(("It wants numeric codes: {s}={a}, {d}={b}. Retry.",), s=src, a=codes[src], d=dst, b=codes[dst])
-        result = yield from play.call(main, variant.args("main", amount=amount, src=codes[src], dst=codes[dst]), fix)
+        fix = play.say(
+            ("It wants numeric codes: {s}={a}, {d}={b}. Retry.",), s=src, a=codes[src], d=dst, b=codes[dst]
+        )
+        result = yield from play.call(
+            main, variant.args("main", amount=amount, src=codes[src], dst=codes[dst]), fix
+        )
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else f"{number / scale_out:.2f}")
 
@@ -233,7 +262,9 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     args = variant.args("main", amount=intent["amount"], src=intent["src"], dst=intent["dst"])
     result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
     if not result.ok:
-        args = variant.args("main", amount=intent["amount"], src=intent["src"].lower(), dst=intent["dst"].lower())
+        args = variant.args(
+            "main", amount=intent["amount"], src=intent["src"].lower(), dst=intent["dst"].lower()
+        )
         result = yield from play.call(main, args, play.say(DOCS_RETRY))
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else f"{number:.2f}")

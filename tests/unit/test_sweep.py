@@ -1,0 +1,252 @@
+"""Sweep aggregation over a real multirun folder tree written to tmp_path in Hydra's format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from toolmaster.errors import ToolMasterError
+from toolmaster.sweep import aggregate, main, parse_overrides, plot, to_csv, to_markdown
+
+# (job folder, overrides, metrics or None when the job has not finished)
+JOBS: list[tuple[str, list[str], dict[str, Any] | None]] = [
+    (
+        "0_reward=outcome,tools.trial_budget=0",
+        ["reward=outcome", "tools.trial_budget=0"],
+        {"test_seen": {"success": 0.2, "episodes": 10}, "test_unseen": {"success": 0.1, "episodes": 10}},
+    ),
+    (
+        "1_reward=outcome,tools.trial_budget=2",
+        ["reward=outcome", "tools.trial_budget=2"],
+        {"test_seen": {"success": 0.4, "episodes": 10}, "test_unseen": {"success": 0.3, "episodes": 10}},
+    ),
+    (
+        "2_reward=outcome,tools.trial_budget=10",
+        ["reward=outcome", "tools.trial_budget=10"],
+        {"test_seen": {"success": 0.5, "episodes": 10}, "test_unseen": {"success": 0.6, "episodes": 10}},
+    ),
+    (
+        "3_reward=shaped,tools.trial_budget=0",
+        ["reward=shaped", "tools.trial_budget=0"],
+        {"test_seen": {"success": 0.3, "episodes": 10}, "test_unseen": {"success": 0.2, "episodes": 10}},
+    ),
+    (
+        "10_reward=shaped,tools.trial_budget=2",
+        ["reward=shaped", "tools.trial_budget=2"],
+        {"test_seen": {"success": 0.7, "episodes": 10}, "test_unseen": {"success": 0.4, "episodes": 10}},
+    ),
+    ("11_reward=shaped,tools.trial_budget=10", ["reward=shaped", "tools.trial_budget=10"], None),
+]
+
+
+def write_job(
+    root: Path,
+    name: str,
+    overrides: list[str],
+    metrics: dict[str, Any] | None,
+    choices: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    job = root / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if choices is not None:
+        (job / ".hydra" / "hydra.yaml").write_text(
+            yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}})
+        )
+    if config is not None:
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return job
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "multirun" / "2025-01-01" / "12-00-00"
+    for name, overrides, metrics in JOBS:
+        write_job(root, name, overrides, metrics)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def test_parse_overrides() -> None:
+    assert parse_overrides(["reward=shaped", "+extra.key=a=b", "++seed=3", "~logger", "noequals"]) == {
+        "reward": "shaped",
+        "extra.key": "a=b",
+        "seed": "3",
+    }
+
+
+def test_rows_columns_and_order(sweep_dir: Path) -> None:
+    table = aggregate(sweep_dir)
+    assert table.columns == [
+        "job",
+        "tools.trial_budget",
+        "reward",
+        "success/test_seen",
+        "success/test_unseen",
+        "success/mean",
+        "status",
+    ]
+    # ordered by series, then x numerically (0 < 2 < 10, not "10" < "2")
+    assert [(r["reward"], r["tools.trial_budget"]) for r in table.rows] == [
+        ("outcome", "0"),
+        ("outcome", "2"),
+        ("outcome", "10"),
+        ("shaped", "0"),
+        ("shaped", "2"),
+        ("shaped", "10"),
+    ]
+    first = table.rows[0]
+    assert first["job"] == "0_reward=outcome,tools.trial_budget=0"
+    assert first["success/test_seen"] == 0.2 and first["success/test_unseen"] == 0.1
+    assert first["success/mean"] == pytest.approx(0.15)
+    assert table.rows[4]["success/mean"] == pytest.approx(0.55)
+    assert [r["status"] for r in table.rows] == ["ok"] * 5 + ["missing"]
+
+
+def test_missing_job_is_listed_not_fatal(sweep_dir: Path) -> None:
+    table = aggregate(sweep_dir)
+    missing = table.rows[-1]
+    assert missing["job"] == "11_reward=shaped,tools.trial_budget=10"
+    assert missing["success/test_seen"] is None and missing["success/mean"] is None
+    assert [job.name for job in table.missing] == ["11_reward=shaped,tools.trial_budget=10"]
+    markdown = to_markdown(table)
+    assert "1 of 6 job(s) have no usable metrics" in markdown
+    assert "`11_reward=shaped,tools.trial_budget=10`: no metrics.json" in markdown
+
+
+def test_markdown_table(sweep_dir: Path) -> None:
+    lines = to_markdown(aggregate(sweep_dir)).splitlines()
+    assert lines[0] == "### success by tools.trial_budget and reward"
+    assert (
+        lines[2]
+        == "| job | tools.trial_budget | reward | success/test_seen | success/test_unseen | success/mean | status |"
+    )
+    assert lines[3] == "|---|---|---|---|---|---|---|"
+    assert lines[4] == "| 0_reward=outcome,tools.trial_budget=0 | 0 | outcome | 0.200 | 0.100 | 0.150 | ok |"
+    assert lines[9] == "| 11_reward=shaped,tools.trial_budget=10 | 10 | shaped |  |  |  | missing |"
+
+
+def test_csv(sweep_dir: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO(to_csv(aggregate(sweep_dir)))))
+    assert len(rows) == 6
+    assert rows[1] == {
+        "job": "1_reward=outcome,tools.trial_budget=2",
+        "tools.trial_budget": "2",
+        "reward": "outcome",
+        "success/test_seen": "0.4",
+        "success/test_unseen": "0.3",
+        "success/mean": "0.35",
+        "status": "ok",
+    }
+    assert rows[5]["success/mean"] == "" and rows[5]["status"] == "missing"
+
+
+def test_defaults_come_from_saved_hydra_config(tmp_path: Path) -> None:
+    # a job that left trial_budget and reward at their defaults: read from .hydra/{hydra,config}.yaml
+    write_job(
+        tmp_path,
+        "0_seed=1",
+        ["seed=1"],
+        {"test_seen": {"success": 0.5}},
+        choices={"reward": "outcome", "tools": "toolworld"},
+        config={"tools": {"trial_budget": 2}, "seed": 1},
+    )
+    write_job(
+        tmp_path,
+        "1_seed=2,tools.trial_budget=4",
+        ["seed=2", "tools.trial_budget=4"],
+        {"test_seen": {"success": 0.7}},
+    )
+    table = aggregate(tmp_path)
+    assert table.columns == [
+        "job",
+        "tools.trial_budget",
+        "reward",
+        "seed",
+        "success/test_seen",
+        "success/mean",
+        "status",
+    ]
+    assert [(r["tools.trial_budget"], r["reward"], r["seed"]) for r in table.rows] == [
+        ("4", "", "2"),
+        ("2", "outcome", "1"),
+    ]
+
+
+def test_other_metric_unreadable_and_uneven_splits(tmp_path: Path) -> None:
+    write_job(tmp_path, "0_a", ["tools.trial_budget=1"], {"test_seen": {"success": 1.0, "valid_format": 0.5}})
+    write_job(
+        tmp_path, "1_b", ["tools.trial_budget=2"], {"test_unseen": {"success": 0.0, "valid_format": 0.25}}
+    )
+    job = write_job(tmp_path, "2_c", ["tools.trial_budget=3"], None)
+    (job / "metrics.json").write_text("{not json")
+    table = aggregate(tmp_path, metric="valid_format")
+    assert table.splits == ["test_seen", "test_unseen"]
+    assert [r["valid_format/mean"] for r in table.rows] == [0.5, 0.25, None]
+    assert [r["status"] for r in table.rows] == ["ok", "ok", "unreadable"]
+    assert table.rows[0]["valid_format/test_unseen"] is None
+
+
+def test_no_jobs_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ToolMasterError, match="no Hydra jobs"):
+        aggregate(tmp_path)
+    with pytest.raises(ToolMasterError, match="does not exist"):
+        aggregate(tmp_path / "nope")
+    assert main([str(tmp_path)]) == 1
+
+
+def test_plot_writes_png(sweep_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = plot(aggregate(sweep_dir), tmp_path / "out" / "sweep.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 1000
+
+
+def test_plot_with_categorical_x_and_no_series(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    write_job(tmp_path, "0", ["model=tiny"], {"test_seen": {"success": 0.1}})
+    write_job(tmp_path, "1", ["model=smollm2_135m"], {"test_seen": {"success": 0.3}})
+    table = aggregate(tmp_path, x="model", series="reward")
+    assert plot(table, tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_plot_without_matplotlib_is_one_line_error(sweep_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    with pytest.raises(ToolMasterError, match="matplotlib") as info:
+        plot(aggregate(sweep_dir), sweep_dir / "sweep.png")
+    assert "\n" not in str(info.value)
+    assert main([str(sweep_dir)]) == 1
+    assert (sweep_dir / "sweep.md").exists() and (sweep_dir / "sweep.csv").exists()
+
+
+def test_cli_writes_outputs(sweep_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report"
+    assert main([str(sweep_dir), "--x", "tools.trial_budget", "--series", "reward", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"sweep.md", "sweep.csv", "sweep.png"}
+    assert (out / "sweep.md").read_text() == to_markdown(aggregate(sweep_dir))
+    printed = capsys.readouterr().out
+    assert "| 0_reward=outcome,tools.trial_budget=0 |" in printed and "wrote " in printed
+
+
+def test_module_entry_point_tables_only(sweep_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "toolmaster.sweep", str(sweep_dir), "--no-plot"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (sweep_dir / "sweep.md").exists() and (sweep_dir / "sweep.csv").exists()
+    assert not (sweep_dir / "sweep.png").exists()

@@ -1,0 +1,21 @@
+"""RL math as plain tensor functions (no Lightning, no Hugging Face): group advantages and GRPO losses."""
+
+from toolmaster.algorithms.advantages import group_advantages
+from toolmaster.algorithms.losses import (
+    entropy_from_logits,
+    grpo_loss,
+    k3_kl,
+    masked_mean,
+    masked_sum,
+    token_logprobs,
+)
+
+__all__ = [
+    "entropy_from_logits",
+    "group_advantages",
+    "grpo_loss",
+    "k3_kl",
+    "masked_mean",
+    "masked_sum",
+    "token_logprobs",
+]

@@ -1,0 +1,247 @@
+"""Family ``cityfacts`` (unseen: never in train): a small knowledge base of fictional cities (in the state).
+
+Tests mapping a question onto undocumented field names listed only in an error, and reading a unit
+from a field name. Hidden conventions:
+- ``field`` accepts seeded keys; 'population' and 'mayor' are natural, but the founding year is under a
+  key like 'est' and the elevation under a key like 'alt_ft'; a wrong key raises an error listing them.
+- the elevation is stored in *feet* (the key says so) while questions ask for metres.
+So the natural reading answers population / mayor questions and fails the other half.
+Decoy: a tool taking the same city that returns its region and twin town.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Generator
+from typing import Any
+
+from toolmaster.envs.environment import CallRecord
+from toolmaster.envs.task import Task
+from toolmaster.envs.tool import Tool
+from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld.common import (
+    DOCS_CALL,
+    DOCS_RETRY,
+    FamilySpec,
+    NameGen,
+    Play,
+    TaskDraft,
+    Variant,
+    first_number,
+    gold,
+    load_json,
+    say,
+    schema,
+)
+
+_START = ("Nor", "Vel", "Ost", "Kar", "Bel", "Tir", "Mar", "Sel", "Dun", "Lor", "Gav", "Esk")
+_END = ("vik", "mora", "hold", "bury", "stad", "gate", "wick", "heim", "port", "ford")
+_MAYOR_FIRST = ("Ilse", "Odo", "Brannoc", "Sefa", "Tamsin", "Yorick", "Nadia", "Hale")
+_MAYOR_LAST = ("Varga", "Penhallow", "Oyelaran", "Crane", "Lindqvist", "Abara", "Morrow")
+REGIONS = ("North Reach", "Saltmarsh", "High Vale", "Eastfold")
+FT = 0.3048
+# question field -> (natural word a reader would pass, words that identify the real key)
+FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "population": ("population", ("population", "pop", "inhab")),
+    "mayor": ("mayor", ("mayor",)),
+    "founded": ("founded", ("est", "since", "found", "yr")),
+    "elevation": ("elevation", ("alt", "elev", "height")),
+}
+
+_DOCS = ("Facts about a city.", "City fact lookup.", "Gazetteer entry field.")
+_DECOY_DOCS = ("City profile.", "Where a city is.")
+
+
+def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
+    prefix = names.prefix()
+    main = names.name(prefix, ("gzt", "cfx", "twn"))
+    decoy = names.name(prefix, ("prof", "cpr", "whr"))
+    p_city, p_field = rng.choice(("city", "place")), rng.choice(("field", "key"))
+    keys = {
+        "population": "population",
+        "mayor": "mayor",
+        "founded": rng.choice(("est", "since", "yr_est")),
+        "elevation": rng.choice(("alt_ft", "elev_ft", "height_ft")),
+    }
+    conv = {"keys": keys}
+
+    def city_of(state: dict[str, Any], value: Any) -> dict[str, Any]:
+        for name, facts in state["cities"].items():
+            if name.lower() == str(value).strip().lower():
+                return facts
+        raise LookupError(f"no city {value!r}")
+
+    def main_fn(state: dict[str, Any], **kwargs: Any) -> Any:
+        facts = city_of(state, kwargs[p_city])
+        key = str(kwargs[p_field]).strip().lower()
+        if key not in facts["data"]:
+            raise LookupError(
+                f"unknown {p_field} {kwargs[p_field]!r}; {p_field}s: {', '.join(facts['data'])}"
+            )
+        return facts["data"][key]
+
+    def decoy_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        facts = city_of(state, kwargs[p_city])
+        return {"region": facts["region"], "twin_town": facts["twin"]}
+
+    tools = [
+        Tool(
+            main,
+            rng.choice(_DOCS),
+            schema({p_city: ("string", "city name"), p_field: ("string", "fact to return")}),
+            main_fn,
+            family="cityfacts",
+        ),
+        Tool(
+            decoy,
+            rng.choice(_DECOY_DOCS),
+            schema({p_city: ("string", "city name")}),
+            decoy_fn,
+            family="cityfacts",
+        ),
+    ]
+    return Variant(
+        family="cityfacts",
+        key="cityfacts",
+        evolved=evolved,
+        tools=tools,
+        roles={"main": main, "decoy": decoy},
+        params={"main": {"city": p_city, "field": p_field}, "decoy": {"city": p_city}},
+        conv=conv,
+    )
+
+
+_Q = {
+    "population": ("What is the population of {c}? Answer with the number only.",),
+    "mayor": ("Who is the mayor of {c}? Answer with the name only.",),
+    "founded": ("In which year was {c} founded? Answer with the year only.",),
+    "elevation": ("What is the elevation of {c} in metres? Answer with the whole number of metres only.",),
+}
+
+
+def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
+    keys = variant.conv["keys"]
+    names: list[str] = []
+    while len(names) < 5:
+        name = rng.choice(_START) + rng.choice(_END)
+        if name not in names:
+            names.append(name)
+    cities: dict[str, Any] = {}
+    for name in names:
+        feet = round(rng.randint(2, 1800) / FT)
+        cities[name] = {
+            "data": {
+                keys["population"]: rng.randint(800, 900000),
+                keys["mayor"]: f"{rng.choice(_MAYOR_FIRST)} {rng.choice(_MAYOR_LAST)}",
+                keys["founded"]: rng.randint(900, 1950),
+                keys["elevation"]: feet,
+            },
+            "region": rng.choice(REGIONS),
+            "twin": rng.choice([n for n in names if n != name]),
+        }
+    city = rng.choice(names)
+    what = rng.choice(("population", "mayor", "founded", "founded", "elevation", "elevation"))
+    value = cities[city]["data"][keys[what]]
+    answer = str(round(value * FT)) if what == "elevation" else str(value)
+    return TaskDraft(
+        kind=what,
+        query=say(rng, _Q[what], c=city),
+        answer=answer,
+        gold_calls=[gold(variant.roles["main"], variant.args("main", city=city, field=keys[what]))],
+        intent={"city": city, "field": what},
+        convention=f"{what} under key {keys[what]!r}" + (" in feet" if what == "elevation" else ""),
+        initial_state={"cities": cities},
+    )
+
+
+def pick_key(observation: str, what: str) -> str | None:
+    listing = observation.rsplit(":", 1)[-1]
+    keys = [k.strip() for k in listing.split(",") if k.strip()]
+    for stem in FIELDS[what][1]:
+        for key in keys:
+            if re.match(rf"(yr_)?{stem}", key):
+                return key
+    return None
+
+
+def _answer(observation: str, what: str, key: str) -> str | None:
+    data = load_json(observation)
+    if data is None:  # plain strings come back verbatim, not as JSON
+        data = observation
+    if what == "elevation":
+        number = first_number(str(data))
+        if number is None:
+            return None
+        return str(round(number * FT)) if key.endswith("_ft") else str(round(number))
+    return str(data)
+
+
+def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main = variant.roles["main"]
+    city, what = task.metadata["intent"]["city"], task.metadata["intent"]["field"]
+    natural = FIELDS[what][0]
+    thought = play.say(
+        (
+            "Field names are not documented. Trial '{n}' for {c}.",
+            "Try the plain field '{n}' first; an error should list the real ones.",
+            "Does {tool} know '{n}'? A trial will show.",
+        ),
+        n=natural,
+        c=city,
+        tool=main,
+    )
+    record = yield from play.trial(main, variant.args("main", city=city, field=natural), thought)
+    key: str | None = natural
+    if record is None:
+        act = play.say(("No trials; ask for '{n}' directly.",), n=natural)
+    elif record.ok:
+        act = play.say(("'{n}' works. Execute the lookup.", "The field exists; run it for real."), n=natural)
+    else:
+        key = pick_key(record.observation, what)
+        if key is None:
+            yield play.answer(None)
+            return
+        act = play.say(
+            (
+                "The fields are listed; {w} is '{k}'.",
+                "'{n}' is unknown, but '{k}' is the {w} field.",
+                "Use '{k}' for the {w}.",
+            ),
+            w=what,
+            k=key,
+            n=natural,
+        )
+        if key.endswith("_ft"):
+            act += play.say(
+                (" It is in feet, so convert to metres.", " The suffix says feet; I will convert.")
+            )
+    result = yield from play.call(main, variant.args("main", city=city, field=key), act)
+    if not result.ok:
+        fixed = pick_key(result.observation, what)
+        if fixed is None:
+            yield play.answer(None)
+            return
+        key = fixed
+        fix = play.say(("The error lists the fields; use '{k}'.",), k=key)
+        result = yield from play.call(main, variant.args("main", city=city, field=key), fix)
+    yield play.answer(_answer(result.observation, what, key) if result.ok else None)
+
+
+def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main = variant.roles["main"]
+    city, what = task.metadata["intent"]["city"], task.metadata["intent"]["field"]
+    result = yield from play.call(
+        main, variant.args("main", city=city, field=FIELDS[what][0]), play.say(DOCS_CALL, tool=main)
+    )
+    if not result.ok:
+        retry = {"founded": "year", "elevation": "altitude"}.get(what, what)
+        result = yield from play.call(
+            main, variant.args("main", city=city, field=retry), play.say(DOCS_RETRY)
+        )
+    yield play.answer(_answer(result.observation, what, "") if result.ok else None)
+
+
+FAMILY = FamilySpec("cityfacts", "city", False, make_variant, make_task, expert, docs_only)

@@ -1,0 +1,330 @@
+"""Family ``directory`` (seen): an employee directory kept in the episode state (a small knowledge base).
+
+Tests reading an id format from an error. Questions name the employee either by staff number ("employee
+42") or by name. Hidden conventions:
+- the lookup wants ids in a seeded undocumented format; '42' raises ``no employee '42'; ids look like
+  'EMP-0007'`` (seen: prefix + zero padding) or ``unknown id '42' (format: '00007-HQ')`` (evolved:
+  renamed tools and arguments, suffix format, renamed record fields).
+- by-name questions go through the search tool first and work as documented (the natural reading is
+  right there; the docs-only baseline solves them).
+Decoy: a tool taking the same id that returns the employee's manager, not the employee's record.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Generator
+from typing import Any
+
+from toolmaster.envs.environment import CallRecord
+from toolmaster.envs.task import Task
+from toolmaster.envs.tool import Tool
+from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld.common import (
+    DOCS_CALL,
+    DOCS_RETRY,
+    FamilySpec,
+    NameGen,
+    Play,
+    TaskDraft,
+    Variant,
+    field_value,
+    gold,
+    infer_id,
+    load_json,
+    quoted,
+    say,
+    schema,
+)
+
+FIRST = (
+    "Mara",
+    "Tobin",
+    "Ilse",
+    "Odo",
+    "Perrin",
+    "Kesia",
+    "Lune",
+    "Barto",
+    "Wren",
+    "Anselm",
+    "Dagny",
+    "Fenna",
+)
+LAST = (
+    "Quill",
+    "Harrow",
+    "Vantrep",
+    "Osk",
+    "Belcamp",
+    "Ruddle",
+    "Marsh",
+    "Tindle",
+    "Okafor",
+    "Strand",
+    "Voss",
+    "Pell",
+)
+DEPTS = ("Logistics", "Payroll", "Research", "Facilities", "Legal", "Sales", "Support", "Security")
+FIELD_KEYS = {"dept": ("dept", "department", "unit", "team"), "ext": ("ext", "extension", "tel", "phone")}
+FIELD_WORDS = {"dept": "department", "ext": "phone extension"}
+
+_DOCS = {
+    False: {
+        "main": ("Employee record by id.", "Look up a staff record.", "Staff directory entry."),
+        "search": ("Search staff by name.", "Find employees matching a name."),
+        "decoy": ("Reporting line for an employee.", "Employee supervisor lookup."),
+    },
+    True: {
+        "main": ("Fetch a personnel card.", "Personnel file for one person."),
+        "search": ("Name search over personnel.", "Locate people by name."),
+        "decoy": ("Who does this person report to?", "Line manager of a person."),
+    },
+}
+
+
+def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
+    prefix = names.prefix()
+    if evolved:
+        main = names.name(prefix, ("pcard", "prs", "pfl"))
+        search = names.name(prefix, ("loc", "pfind", "srx"))
+        decoy = names.name(prefix, ("lmgr", "line", "up"))
+        p_id, p_name = rng.choice(("person", "pid")), rng.choice(("query", "text"))
+        id_fmt = {"pre": "", "post": "-" + rng.choice(("HQ", "EU", "NX")), "width": 5}
+        fields = {
+            "name": "full_name",
+            "dept": rng.choice(("unit", "team")),
+            "ext": rng.choice(("tel", "phone")),
+        }
+    else:
+        main = names.name(prefix, ("emp", "who", "stf"))
+        search = names.name(prefix, ("find", "srch", "nm"))
+        decoy = names.name(prefix, ("boss", "mgr", "rpt"))
+        p_id, p_name = rng.choice(("id", "emp_id")), rng.choice(("name", "q"))
+        id_fmt = {"pre": rng.choice(("EMP-", "STF-", "P")), "post": "", "width": rng.choice((4, 5))}
+        fields = {"name": "name", "dept": "dept", "ext": "ext"}
+    conv = {"id": id_fmt, "fields": fields, "example": rng.randint(3, 19)}
+
+    def render(number: int) -> str:
+        return f"{id_fmt['pre']}{number:0{id_fmt['width']}d}{id_fmt['post']}"
+
+    def record(state: dict[str, Any], key: Any) -> dict[str, Any]:
+        staff = state["staff"]
+        if key not in staff:
+            if evolved:
+                raise LookupError(f"unknown id {key!r} (format: {render(conv['example'])!r})")
+            raise LookupError(f"no employee {key!r}; ids look like {render(conv['example'])!r}")
+        return staff[key]
+
+    def main_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        entry = record(state, kwargs[p_id])
+        return {fields["name"]: entry["name"], fields["dept"]: entry["dept"], fields["ext"]: entry["ext"]}
+
+    def search_fn(state: dict[str, Any], **kwargs: Any) -> list[str]:
+        needle = str(kwargs[p_name]).strip().lower()
+        return sorted(
+            key for key, entry in state["staff"].items() if needle and needle in entry["name"].lower()
+        )
+
+    def decoy_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {"manager": record(state, kwargs[p_id])["manager"]}
+
+    docs = _DOCS[evolved]
+    tools = [
+        Tool(
+            main,
+            rng.choice(docs["main"]),
+            schema({p_id: ("string", "employee id")}),
+            main_fn,
+            family="directory",
+        ),
+        Tool(
+            search,
+            rng.choice(docs["search"]),
+            schema({p_name: ("string", "name or part of it")}),
+            search_fn,
+            family="directory",
+        ),
+        Tool(
+            decoy,
+            rng.choice(docs["decoy"]),
+            schema({p_id: ("string", "employee id")}),
+            decoy_fn,
+            family="directory",
+        ),
+    ]
+    return Variant(
+        family="directory",
+        key="directory~evolved" if evolved else "directory",
+        evolved=evolved,
+        tools=tools,
+        roles={"main": main, "search": search, "decoy": decoy},
+        params={"main": {"id": p_id}, "search": {"name": p_name}, "decoy": {"id": p_id}},
+        conv=conv,
+    )
+
+
+_Q_NUMBER = (
+    "What is the {what} of employee number {n}? Answer with the {what} only.",
+    "Look up staff member #{n} and give their {what}. Answer with the {what} only.",
+)
+_Q_NAME = (
+    "What is the {what} of {name}? Answer with the {what} only.",
+    "Find {name} in the directory and report their {what}. Answer with the {what} only.",
+)
+
+
+def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
+    id_fmt = variant.conv["id"]
+    size = rng.randint(5, 7)
+    numbers = rng.sample(range(20, 999), size)
+    firsts, lasts = rng.sample(FIRST, size), rng.sample(LAST, size)
+    staff: dict[str, dict[str, Any]] = {}
+    ids = []
+    for i, number in enumerate(numbers):
+        key = f"{id_fmt['pre']}{number:0{id_fmt['width']}d}{id_fmt['post']}"
+        ids.append(key)
+        staff[key] = {
+            "name": f"{firsts[i]} {lasts[i]}",
+            "dept": rng.choice(DEPTS),
+            "ext": str(rng.randint(1000, 9899)),
+            "manager": "",
+        }
+    for i, key in enumerate(ids):
+        staff[key]["manager"] = staff[ids[(i + 1) % size]]["name"]
+    target = rng.randrange(size)
+    key = ids[target]
+    what = rng.choice(("dept", "ext"))
+    by = rng.choice(("number", "name"))
+    main, search = variant.roles["main"], variant.roles["search"]
+    calls = [gold(main, variant.args("main", id=key))]
+    if by == "name":
+        calls.insert(0, gold(search, variant.args("search", name=staff[key]["name"])))
+        query = say(rng, _Q_NAME, what=FIELD_WORDS[what], name=staff[key]["name"])
+    else:
+        query = say(rng, _Q_NUMBER, what=FIELD_WORDS[what], n=numbers[target])
+    return TaskDraft(
+        kind=f"by_{by}",
+        query=query,
+        answer=staff[key][what],
+        gold_calls=calls,
+        intent={"by": by, "number": numbers[target], "name": staff[key]["name"], "field": what},
+        convention=f"ids look like {key!r}",
+        initial_state={"staff": staff},
+    )
+
+
+def _field(observation: str, what: str) -> str | None:
+    value = field_value(load_json(observation), *FIELD_KEYS[what])
+    return None if value is None else str(value)
+
+
+def _example_id(observation: str, tried: str) -> str | None:
+    found = [text for text in quoted(observation) if text != tried and any(ch.isdigit() for ch in text)]
+    return found[0] if found else None
+
+
+def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main, search = variant.roles["main"], variant.roles["search"]
+    intent = task.metadata["intent"]
+    what = intent["field"]
+    if intent["by"] == "name":
+        name = intent["name"]
+        thought = play.say(
+            (
+                "I need {name}'s id first; trial a search.",
+                "Search {tool} for '{name}' to learn the id format too.",
+                "Find the record id of {name} with a trial search.",
+            ),
+            name=name,
+            tool=search,
+        )
+        found = yield from play.trial(search, variant.args("search", name=name), thought)
+        if found is None:
+            found = yield from play.call(
+                search, variant.args("search", name=name), play.say(("No trials; search for real.",))
+            )
+        ids = load_json(found.observation) if found.ok else None
+        if not isinstance(ids, list) or not ids:
+            yield play.answer(None)
+            return
+        key = str(ids[0])
+        act = play.say(
+            ("The id is {k}. Fetch the record.", "{name} is {k}; look it up.", "Got id {k}; read the {w}."),
+            k=key,
+            name=name,
+            w=FIELD_WORDS[what],
+        )
+        result = yield from play.call(main, variant.args("main", id=key), act)
+        yield play.answer(_field(result.observation, what) if result.ok else None)
+        return
+    number = intent["number"]
+    thought = play.say(
+        (
+            "The id format is not documented; try '{n}' in a trial.",
+            "Does {tool} take a bare number? Test '{n}'.",
+            "Trial the lookup with '{n}'; an error should show the id format.",
+        ),
+        n=number,
+        tool=main,
+    )
+    record = yield from play.trial(main, variant.args("main", id=str(number)), thought)
+    key: str | None = str(number)
+    if record is None:
+        act = play.say(("Trials are off; look up '{n}' directly.",), n=number)
+    elif record.ok:
+        act = play.say(("The bare number works. Execute.",))
+    else:
+        example = _example_id(record.observation, str(number))
+        key = infer_id(example, number) if example else None
+        act = play.say(
+            (
+                "Ids look like '{e}', so employee {n} is '{k}'.",
+                "The error shows the format '{e}'; use '{k}'.",
+                "Rewrite the id as '{k}' after the example '{e}'.",
+            ),
+            e=example,
+            n=number,
+            k=key,
+        )
+        if key is not None and play.rng.random() < 0.35:
+            yield from play.trial(main, variant.args("main", id=key), act)
+            act = play.say(("That id works. Now the real lookup.", "Confirmed; execute."))
+    if key is None:
+        yield play.answer(None)
+        return
+    result = yield from play.call(main, variant.args("main", id=key), act)
+    if not result.ok:
+        example = _example_id(result.observation, key)
+        fixed = infer_id(example, number) if example else None
+        if fixed is None or fixed == key:
+            yield play.answer(None)
+            return
+        again = play.say(("The error shows ids like '{e}'; retry with '{k}'.",), e=example, k=fixed)
+        result = yield from play.call(main, variant.args("main", id=fixed), again)
+    yield play.answer(_field(result.observation, what) if result.ok else None)
+
+
+def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main, search = variant.roles["main"], variant.roles["search"]
+    intent = task.metadata["intent"]
+    if intent["by"] == "name":
+        found = yield from play.call(
+            search, variant.args("search", name=intent["name"]), play.say(DOCS_CALL, tool=search)
+        )
+        ids = load_json(found.observation) if found.ok else None
+        if not isinstance(ids, list) or not ids:
+            yield play.answer(None)
+            return
+        key = str(ids[0])
+    else:
+        key = str(intent["number"])
+    result = yield from play.call(main, variant.args("main", id=key), play.say(DOCS_CALL, tool=main))
+    if not result.ok:
+        result = yield from play.call(main, variant.args("main", id=f"#{key}"), play.say(DOCS_RETRY))
+    yield play.answer(_field(result.observation, intent["field"]) if result.ok else None)
+
+
+FAMILY = FamilySpec("directory", "dir", True, make_variant, make_task, expert, docs_only)

@@ -1,0 +1,257 @@
+"""Family ``orders`` (seen): placing orders against an inventory held in the episode state (stateful).
+
+Tests probing a stateful tool safely: trial orders only touch the sandbox, while a wrong execution order
+changes the real stock for good (there is no undo tool), so the final answer is then wrong.
+Hidden conventions:
+- seen variant: ``qty`` counts *packs*, not units (pack size per item, e.g. 6); the result shows the
+  units actually ordered, and an oversized order fails with "... this order needs 360".
+- evolved variant: renamed tools and arguments; ``count`` is in units, but the order ``total`` comes
+  back in *cents* (the result also shows the unit price ``each``, which gives it away).
+Tasks order a number of units (or packs) and ask for the stock left or the order total.
+Decoy: a quote tool with the same arguments that prices an order without placing it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Generator
+from typing import Any
+
+from toolmaster.envs.environment import CallRecord
+from toolmaster.envs.task import Task
+from toolmaster.envs.tool import Tool
+from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld.common import (
+    DOCS_CALL,
+    DOCS_RETRY,
+    FamilySpec,
+    NameGen,
+    Play,
+    TaskDraft,
+    Variant,
+    field_value,
+    gold,
+    load_json,
+    nearest_power_of_ten,
+    say,
+    schema,
+)
+
+ITEMS = ("gear", "bolt", "valve", "hinge", "spring", "gasket", "bracket", "pulley", "washer", "clamp")
+PACKS = (4, 6, 8, 10, 12)
+
+_DOCS = {
+    False: {
+        "main": ("Place an order for an item.", "Order stock.", "Create an order."),
+        "decoy": ("Price an order.", "Order quote."),
+    },
+    True: {
+        "main": ("Submit a purchase for goods.", "Buy goods from inventory."),
+        "decoy": ("Estimate a purchase.", "Dry-run cost of goods."),
+    },
+}
+
+
+def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
+    prefix = names.prefix()
+    if evolved:
+        main = names.name(prefix, ("buy", "po", "sbm"))
+        decoy = names.name(prefix, ("est", "dry", "bq"))
+        p_item, p_qty = rng.choice(("goods", "article")), rng.choice(("count", "units"))
+    else:
+        main = names.name(prefix, ("ord", "plc", "od"))
+        decoy = names.name(prefix, ("qte", "prc", "oq"))
+        p_item, p_qty = rng.choice(("item", "product")), rng.choice(("qty", "quantity"))
+    conv = {"packs": not evolved, "total_cents": evolved}
+
+    def lookup(state: dict[str, Any], item: Any) -> tuple[str, dict[str, Any]]:
+        name = str(item).strip().lower()
+        if name not in state["stock"]:
+            raise LookupError(f"unknown item {item!r}")
+        return name, state["stock"][name]
+
+    def units_of(entry: dict[str, Any], qty: int) -> int:
+        if qty <= 0:
+            raise ValueError(f"{p_qty} must be positive")
+        return qty * entry["pack"] if conv["packs"] else qty
+
+    def main_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        name, entry = lookup(state, kwargs[p_item])
+        units = units_of(entry, int(kwargs[p_qty]))
+        if units > entry["on_hand"]:
+            raise ValueError(f"only {entry['on_hand']} {name} in stock; this order needs {units}")
+        entry["on_hand"] -= units
+        state["seq"] += 1
+        order_id = f"ORD-{state['seq']}"
+        total_cents = units * entry["price_cents"]
+        state["orders"].append({"id": order_id, "item": name, "units": units})
+        if conv["total_cents"]:
+            each = entry["price_cents"] / 100
+            return {
+                "id": order_id,
+                "units": units,
+                "each": each,
+                "total": total_cents,
+                "stock_left": entry["on_hand"],
+            }
+        return {"order": order_id, "units": units, "total": total_cents / 100, "left": entry["on_hand"]}
+
+    def decoy_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        name, entry = lookup(state, kwargs[p_item])
+        return {"item": name, "unit_price": entry["price_cents"] / 100, "in_stock": entry["on_hand"] > 0}
+
+    docs = _DOCS[evolved]
+    props = {p_item: ("string", "item name"), p_qty: ("integer", "quantity")}
+    tools = [
+        Tool(main, rng.choice(docs["main"]), schema(props), main_fn, family="orders"),
+        Tool(decoy, rng.choice(docs["decoy"]), schema(props), decoy_fn, family="orders"),
+    ]
+    return Variant(
+        family="orders",
+        key="orders~evolved" if evolved else "orders",
+        evolved=evolved,
+        tools=tools,
+        roles={"main": main, "decoy": decoy},
+        params={"main": {"item": p_item, "qty": p_qty}, "decoy": {"item": p_item, "qty": p_qty}},
+        conv=conv,
+    )
+
+
+_Q = {
+    ("units", "left"): (
+        "Order {n} units of {item}, then tell me how many units of {item} are left in stock. Answer with the number only.",
+        "Buy {n} {item}s (units) and report the remaining stock of {item}. Answer with the number only.",
+    ),
+    ("packs", "left"): (
+        "Order {n} packs of {item} ({per} per pack) and tell me how many units are left. Answer with the number only.",
+    ),
+    ("units", "total"): (
+        "Order {n} units of {item}. What is the order total in dollars? Answer with the number only, two decimals.",
+        "Buy {n} {item}s (units) and give the order's total price in dollars. Answer with the number only, two decimals.",
+    ),
+}
+
+
+def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
+    names = rng.sample(ITEMS, 4)
+    stock = {
+        name: {
+            "on_hand": rng.randint(60, 400),
+            "pack": rng.choice(PACKS),
+            "price_cents": rng.randint(25, 2500),
+        }
+        for name in names
+    }
+    item = names[0]
+    entry = stock[item]
+    pack = entry["pack"]
+    kinds = [("units", "left"), ("units", "total")] + ([("packs", "left")] if variant.conv["packs"] else [])
+    unit_word, ask = rng.choice(kinds)
+    packs = rng.randint(1, max(1, min(12, entry["on_hand"] // pack)))
+    units = packs * pack
+    n = packs if unit_word == "packs" else units
+    qty = packs if variant.conv["packs"] else units
+    answer = str(entry["on_hand"] - units) if ask == "left" else f"{units * entry['price_cents'] / 100:.2f}"
+    return TaskDraft(
+        kind=f"{unit_word}_{ask}",
+        query=say(rng, _Q[(unit_word, ask)], n=n, item=item, per=pack),
+        answer=answer,
+        gold_calls=[gold(variant.roles["main"], variant.args("main", item=item, qty=qty))],
+        intent={"item": item, "units": units, "asked": unit_word, "n": n, "ask": ask},
+        convention="qty counts packs" if variant.conv["packs"] else "total in cents",
+        initial_state={"stock": stock, "orders": [], "seq": 0},
+    )
+
+
+def _read(observation: str, ask: str, cents: float) -> str | None:
+    data = load_json(observation)
+    if ask == "left":
+        value = field_value(data, "left", "stock_left")
+        return None if value is None else str(value)
+    value = field_value(data, "total")
+    return None if value is None else f"{float(value) / cents:.2f}"
+
+
+def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main = variant.roles["main"]
+    intent = task.metadata["intent"]
+    item, units, n, ask = intent["item"], intent["units"], intent["n"], intent["ask"]
+    thought = play.say(
+        (
+            "Orders are real, so trial first: order {n} {item} in the sandbox and read what it did.",
+            "Test {tool} with {n} in a trial; the result shows how the quantity is counted.",
+            "A trial order of {n} is safe and shows the units and totals.",
+        ),
+        n=n,
+        item=item,
+        tool=main,
+    )
+    record = yield from play.trial(main, variant.args("main", item=item, qty=n), thought)
+    qty, cents = n, 1.0
+    if record is not None:
+        data = load_json(record.observation)
+        got = field_value(data, "units")
+        if not record.ok:
+            match = re.search(r"needs (\d+)", record.observation)
+            got = int(match.group(1)) if match else None
+        per = (got / n) if got else 1
+        if per != 1:
+            qty = max(1, round(units / per))
+        each, total = field_value(data, "each"), field_value(data, "total")
+        if each and total and got:
+            cents = nearest_power_of_ten(float(total) / (float(each) * got))
+        if per != 1:
+            act = play.say(
+                (
+                    "Asking {n} gave {g} units: qty counts packs of {p:g}. Order {q}.",
+                    "{n} turned into {g} units, so one qty is {p:g} units. {u} units = qty {q}.",
+                ),
+                n=n,
+                g=got,
+                p=per,
+                q=qty,
+                u=units,
+            )
+        elif cents != 1:
+            act = play.say(
+                (
+                    "Total {t} for {g} at {e} each: the total is in cents. Place the order for real.",
+                    "The total is {t} although each costs {e}; totals are in cents. Execute.",
+                ),
+                t=total,
+                g=got,
+                e=each,
+            )
+        else:
+            act = play.say(
+                ("The trial order looks right. Place it for real.", "Quantity counts units. Execute.")
+            )
+    else:
+        act = play.say(("No trials; place the order directly.", "Trials are off, so order for real."))
+    result = yield from play.call(main, variant.args("main", item=item, qty=qty), act)
+    if not result.ok:
+        match = re.search(r"needs (\d+)", result.observation)
+        if match is None:
+            yield play.answer(None)
+            return
+        per = int(match.group(1)) / qty
+        qty = max(1, round(units / per))
+        fix = play.say(("It counted {p:g} units per qty; order {q} instead.",), p=per, q=qty)
+        result = yield from play.call(main, variant.args("main", item=item, qty=qty), fix)
+    yield play.answer(_read(result.observation, ask, cents) if result.ok else None)
+
+
+def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
+    play = Play(rng)
+    main = variant.roles["main"]
+    intent = task.metadata["intent"]
+    args = variant.args("main", item=intent["item"], qty=intent["n"])
+    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    if not result.ok:
+        result = yield from play.call(main, args, play.say(DOCS_RETRY))
+    yield play.answer(_read(result.observation, intent["ask"], 1.0) if result.ok else None)
+
+
+FAMILY = FamilySpec("orders", "ord", True, make_variant, make_task, expert, docs_only)
