@@ -19,8 +19,20 @@ from toolmaster.errors import ToolMasterError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 CONFIG_NAME = "train"
-_FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package", "-cn", "--config-name", "-cp", "--config-path",
-                     "-cd", "--config-dir", "--info", "--experimental-rerun"}
+_FLAGS_WITH_VALUE = {
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "-cn",
+    "--config-name",
+    "-cp",
+    "--config-path",
+    "-cd",
+    "--config-dir",
+    "--info",
+    "--experimental-rerun",
+}
 
 
 def command_line_overrides(argv: list[str]) -> list[str]:
@@ -72,7 +84,9 @@ def _one_line_hydra_error(exc: Exception, overrides: list[str]) -> str:
         group, name = missing.groups()
         options = _group_options(group)
         return f"no option {name!r} in config group {group!r}; available: {', '.join(options) or 'none'}"
-    not_in_struct = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    not_in_struct = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Key '([^']+)' is not in struct", text
+    )
     if not_in_struct:
         key = not_in_struct.group(1)
         full = re.search(r"full_key: (\S+)", text)
@@ -102,7 +116,7 @@ def _keys_at(parent: str, overrides: list[str]) -> list[str]:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose(CONFIG_NAME, overrides=safe)
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        return [str(k) for k in node.keys() if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
+        return [str(k) for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
     except Exception:  # noqa: BLE001 - best effort hint only
         return []
     finally:
@@ -158,7 +172,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     argv = sys.argv[1:]
-    if not any(a in ("-h", "--help", "--hydra-help", "--info", "--version") or a.startswith("--shell") for a in argv):
+    if not any(
+        a in ("-h", "--help", "--hydra-help", "--info", "--version") or a.startswith("--shell") for a in argv
+    ):
         problem = precheck(argv)
         if problem is not None:
             print(f"toolmaster: config error: {problem}", file=sys.stderr)

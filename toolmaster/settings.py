@@ -129,7 +129,16 @@ class SFTSettings:
         _check(self.weight_decay >= 0, f"stage.weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.warmup_steps >= 0, f"stage.warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(0 <= self.min_lr_ratio <= 1, f"stage.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        for key in ("batch_size", "max_length", "bucket_size", "checkpoint_every_n_steps", "val_success_limit"):
+        for key in (
+            "batch_size",
+            "max_length",
+            "bucket_size",
+            "checkpoint_every_n_steps",
+            "val_success_limit",
+        ):
             _check(getattr(self, key) >= 1, f"stage.{key} must be >= 1, got {getattr(self, key)}")
         _check(0 <= self.val_fraction < 1, f"stage.val_fraction must be in [0, 1), got {self.val_fraction}")
-        _check(self.val_every_n_steps is None or self.val_every_n_steps >= 1, "stage.val_every_n_steps must be >= 1 or null")
+        _check(
+            self.val_every_n_steps is None or self.val_every_n_steps >= 1,
+            "stage.val_every_n_steps must be >= 1 or null",
+        )

@@ -29,7 +29,9 @@ def compose_cfg(overrides: list[str], hydra_cfg: bool = False):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return compose("train", overrides=["output_dir=/tmp/tm-test", *overrides], return_hydra_config=hydra_cfg)
+            return compose(
+                "train", overrides=["output_dir=/tmp/tm-test", *overrides], return_hydra_config=hydra_cfg
+            )
     finally:
         GlobalHydra.instance().clear()
 
@@ -91,24 +93,42 @@ def test_bad_values_raise_config_errors(override, expected):
 
 
 def test_override_parsing_helpers():
-    argv = ["-m", "--cfg", "job", "sampler.temperature=0.5,1.0", "+experiment=smoke", "hydra/launcher=submitit_local"]
+    argv = [
+        "-m",
+        "--cfg",
+        "job",
+        "sampler.temperature=0.5,1.0",
+        "+experiment=smoke",
+        "hydra/launcher=submitit_local",
+    ]
     overrides = command_line_overrides(argv)
     assert overrides == ["sampler.temperature=0.5,1.0", "+experiment=smoke", "hydra/launcher=submitit_local"]
     assert first_of_sweeps(overrides)[0] == "sampler.temperature=0.5"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "toolmaster", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "toolmaster", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["model=gpt5"], "no option 'gpt5' in config group 'model'; available: hf, qwen2_5_7b, smollm2_135m, tiny"),
+        (
+            ["model=gpt5"],
+            "no option 'gpt5' in config group 'model'; available: hf, qwen2_5_7b, smollm2_135m, tiny",
+        ),
         (["+experiment=nope"], "no option 'nope' in config group 'experiment'"),
-        (["sampler.tempurature=0.3"], "unknown config key 'sampler.tempurature'; keys under sampler: engine, temperature"),
+        (
+            ["sampler.tempurature=0.3"],
+            "unknown config key 'sampler.tempurature'; keys under sampler: engine, temperature",
+        ),
         (["sampler.top_p=7"], "sampler.top_p must be in (0, 1]"),
-        (["tools.world.n_trian=3"], "unknown config key 'tools.world.n_trian'; keys under tools.world: seed, n_train"),
+        (
+            ["tools.world.n_trian=3"],
+            "unknown config key 'tools.world.n_trian'; keys under tools.world: seed, n_train",
+        ),
         (["+tools.world.n_trian=3"], "unknown key tools.world.n_trian; allowed keys: seed, n_train, n_test"),
         (["sampler.temperature=0.1,x", "-m"], "sampler.temperature"),
     ],

@@ -50,10 +50,16 @@ class ChatServer:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
         stops = tuple(payload.get("stop") or ())
-        params = SamplingParams(float(payload.get("temperature", 1.0)), float(payload.get("top_p", 1.0)),
-                                int(payload.get("max_tokens", 64)), int(payload.get("seed") or 0))
+        params = SamplingParams(
+            float(payload.get("temperature", 1.0)),
+            float(payload.get("top_p", 1.0)),
+            int(payload.get("max_tokens", 64)),
+            int(payload.get("seed") or 0),
+        )
         with self.lock:  # one generation at a time: the model is shared
-            gen = HFEngine(self.model, self.tokenizer, stop_strings=stops).generate([ids], params, [params.max_new_tokens])[0]
+            gen = HFEngine(self.model, self.tokenizer, stop_strings=stops).generate(
+                [ids], params, [params.max_new_tokens]
+            )[0]
         text, finish = gen.text, "length" if gen.finish_reason == "length" else "stop"
         for stop in stops:
             if gen.finish_reason == "stop" and stop in text:
@@ -62,7 +68,9 @@ class ChatServer:
             "id": f"chatcmpl-{self.requests}",
             "object": "chat.completion",
             "model": payload.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            ],
             "usage": {"prompt_tokens": len(ids), "completion_tokens": len(gen.token_ids)},
         }
 

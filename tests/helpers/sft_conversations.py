@@ -43,39 +43,70 @@ def _turn(thought: str, action: str) -> str:
     return f"{TAGS.wrap_think(thought)}\n{action}" if thought else action
 
 
-def episode(i: int, trial_budget: int = 2) -> dict[str, Any]:
-    """One episode: task id, messages (system, user, assistant and tool turns) and tool schemas."""
+def episode(i: int, trial_budget: int = 2, short: bool = False) -> dict[str, Any]:
+    """One episode: task id, messages (system, user, assistant and tool turns) and tool schemas.
+
+    ``short``: one tool and one task (a failed trial, the corrected call, the answer), about 330 tokens
+    instead of about 650, for tests that train the real model on CPU.
+    """
     km = 3 + 7 * i
     miles = round(km * 0.621371, 2)
     city = CITIES[i % len(CITIES)]
     temp = 11 + (5 * i) % 17
-    query = f"Convert {km} km to miles, then tell me the temperature in {city} in Celsius."
-    messages = build_messages(query, TOOLS, trial_budget, TAGS, include_tools=True)
+    tools = TOOLS[:1] if short else TOOLS
+    query = f"Convert {km} km to miles" + (
+        "." if short else f", then tell me the temperature in {city} in Celsius."
+    )
+    messages = build_messages(query, tools, trial_budget, TAGS, include_tools=True)
     trial_used = 0
 
     def assistant(text: str) -> None:
         messages.append({"role": "assistant", "content": text})
 
     def tool(text: str, is_trial: bool) -> None:
-        messages.append({"role": "tool", "content": observation_text(text, is_trial, trial_used, trial_budget)})
+        messages.append(
+            {"role": "tool", "content": observation_text(text, is_trial, trial_used, trial_budget)}
+        )
 
-    assistant(_turn("The spec format is undocumented; probe it first.",
-                    TAGS.wrap_call("trial", "qv_conv", {"spec": "km-mi", "value": 1})))
+    assistant(
+        _turn(
+            "The spec format is undocumented; probe it first.",
+            TAGS.wrap_call("trial", "qv_conv", {"spec": "km-mi", "value": 1}),
+        )
+    )
     trial_used += 1
     tool('error: bad spec "km-mi"; expected FROM>TO, e.g. "km>mi"', True)
-    if i % 2 == 0:
-        assistant(_turn("So the separator is '>'. Check it once.",
-                        TAGS.wrap_call("trial", "qv_conv", {"spec": "km>mi", "value": 1})))
+    if i % 2 == 0 and not short:
+        assistant(
+            _turn(
+                "So the separator is '>'. Check it once.",
+                TAGS.wrap_call("trial", "qv_conv", {"spec": "km>mi", "value": 1}),
+            )
+        )
         trial_used += 1
         tool('{"value": 0.621371, "unit": "mi"}', True)
-    assistant(_turn("Now convert for real.", TAGS.wrap_call("call", "qv_conv", {"spec": "km>mi", "value": km})))
+    assistant(
+        _turn("Now convert for real.", TAGS.wrap_call("call", "qv_conv", {"spec": "km>mi", "value": km}))
+    )
     tool(json.dumps({"value": miles, "unit": "mi"}), False)
+    if short:
+        assistant(_turn("Done.", TAGS.wrap_answer(f"{km} km is {miles} miles.")))
+        return {
+            "task_id": f"short-{i:03d}",
+            "split": "train",
+            "teacher": "scripted",
+            "reward": 1.0,
+            "messages": messages,
+            "tools": tools,
+        }
     if i % 3 == 1:
         assistant(TAGS.wrap_call("call", "wx_now", {"place": city, "units": "celsius"}))
         tool('error: units must be one of "C", "F"', False)
     assistant(_turn("", TAGS.wrap_call("call", "wx_now", {"place": city, "units": "C"})))
     tool(json.dumps({"place": city, "temp": temp, "units": "C", "sky": "clear" if i % 2 else "rain"}), False)
-    assistant(_turn("Both results are in.", TAGS.wrap_answer(f"{km} km is {miles} miles; {city} is {temp} °C.")))
+    assistant(
+        _turn("Both results are in.", TAGS.wrap_answer(f"{km} km is {miles} miles; {city} is {temp} °C."))
+    )
     return {
         "task_id": f"conv-{i:03d}",
         "split": "train",
@@ -86,8 +117,8 @@ def episode(i: int, trial_budget: int = 2) -> dict[str, Any]:
     }
 
 
-def write_dataset(path: Path, n: int, start: int = 0) -> Path:
+def write_dataset(path: Path, n: int, start: int = 0, short: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(episode(start + i), ensure_ascii=False) + "\n" for i in range(n)),
-                    encoding="utf-8")
+    lines = (json.dumps(episode(start + i, short=short), ensure_ascii=False) + "\n" for i in range(n))
+    path.write_text("".join(lines), encoding="utf-8")
     return path

@@ -26,8 +26,16 @@ def _check_outputs(run_dir: Path, per_split: int) -> list[Trajectory]:
     for split in SPLITS:
         m = metrics[split]
         assert m["episodes"] == per_split
-        for key in ("success", "valid_format", "trial_calls", "execution_calls", "tool_error_rate",
-                    "self_correction", "truncated", "pass@1"):
+        for key in (
+            "success",
+            "valid_format",
+            "trial_calls",
+            "execution_calls",
+            "tool_error_rate",
+            "self_correction",
+            "truncated",
+            "pass@1",
+        ):
             assert key in m and m[key] >= 0
     table = (run_dir / "results.md").read_text()
     assert all(f"| {split} |" in table for split in SPLITS)

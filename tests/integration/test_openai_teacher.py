@@ -33,8 +33,18 @@ def server(smollm2):
 
 
 def _teacher(server, **kw) -> OpenAITeacher:
-    options = dict(base_url=server.base_url, model="smollm2", api_key_env=None, concurrency=2, max_retries=4,
-                   backoff_s=0.05, timeout_s=20.0, temperature=0.0, max_new_tokens=24, max_turns=2)
+    options = dict(
+        base_url=server.base_url,
+        model="smollm2",
+        api_key_env=None,
+        concurrency=2,
+        max_retries=4,
+        backoff_s=0.05,
+        timeout_s=20.0,
+        temperature=0.0,
+        max_new_tokens=24,
+        max_turns=2,
+    )
     options.update(kw)
     return OpenAITeacher(**options)
 
@@ -63,13 +73,23 @@ def test_retries_429_500_and_slow_answers(server, smollm2_tokenizer):
 
 
 def test_non_retryable_status_and_unreachable_endpoint_fail_with_one_line(server, smollm2_tokenizer):
-    engine = OpenAIEngine(smollm2_tokenizer, FMT.tags, server.base_url, "m", api_key_env=None, max_retries=3, backoff_s=0.01)
+    engine = OpenAIEngine(
+        smollm2_tokenizer, FMT.tags, server.base_url, "m", api_key_env=None, max_retries=3, backoff_s=0.01
+    )
     server.faults.append("400")
     with pytest.raises(TeacherError, match="answered HTTP 400") as err:
         engine._post({"model": "m", "messages": []})
     assert "\n" not in str(err.value)
-    dead = OpenAIEngine(smollm2_tokenizer, FMT.tags, "http://127.0.0.1:9/v1", "m", api_key_env=None, max_retries=1,
-                        backoff_s=0.01, timeout_s=2)
+    dead = OpenAIEngine(
+        smollm2_tokenizer,
+        FMT.tags,
+        "http://127.0.0.1:9/v1",
+        "m",
+        api_key_env=None,
+        max_retries=1,
+        backoff_s=0.01,
+        timeout_s=2,
+    )
     with pytest.raises(TeacherError, match="failed after 2 attempts") as err:
         dead._post({"model": "m", "messages": []})
     assert "\n" not in str(err.value)
@@ -82,7 +102,10 @@ def test_missing_key_is_a_config_error(smollm2_tokenizer, monkeypatch):
 
 
 def test_restore_closing_tag():
-    assert restore_closing_tag('<call>{"name": "x", "arguments": {}}', FMT.tags) == ('<call>{"name": "x", "arguments": {}}</call>', True)
+    assert restore_closing_tag('<call>{"name": "x", "arguments": {}}', FMT.tags) == (
+        '<call>{"name": "x", "arguments": {}}</call>',
+        True,
+    )
     assert restore_closing_tag("<answer>4</answer>", FMT.tags) == ("<answer>4</answer>", False)
     assert restore_closing_tag("no action", FMT.tags) == ("no action", False)
 
@@ -92,11 +115,25 @@ def test_synthesize_stage_with_key_resumes_after_kill(server, tmp_path):
     secret = "sk-test-do-not-log-4242"
     server.api_key = secret
     try:
-        cmd = [sys.executable, "-m", "toolmaster", "stage=synthesize", "teacher=openai",
-               f"teacher.base_url={server.base_url}", "teacher.model=smollm2", "teacher.api_key_env=TM_TEST_KEY",
-               "teacher.max_turns=1", "teacher.max_new_tokens=16", "teacher.concurrency=1", "teacher.temperature=1.0",
-               "stage.keep=all", "stage.chunk_size=1", "data.train_limit=6", "tools.world.n_train=6",
-               f"hydra.run.dir={tmp_path}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "toolmaster",
+            "stage=synthesize",
+            "teacher=openai",
+            f"teacher.base_url={server.base_url}",
+            "teacher.model=smollm2",
+            "teacher.api_key_env=TM_TEST_KEY",
+            "teacher.max_turns=1",
+            "teacher.max_new_tokens=16",
+            "teacher.concurrency=1",
+            "teacher.temperature=1.0",
+            "stage.keep=all",
+            "stage.chunk_size=1",
+            "data.train_limit=6",
+            "tools.world.n_train=6",
+            f"hydra.run.dir={tmp_path}",
+        ]
         env = {**os.environ, "TM_TEST_KEY": secret}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         data = tmp_path / "data.jsonl"

@@ -31,11 +31,17 @@ from toolmaster.models import load_model
 from toolmaster.protocol import get_chat_format, tokenize_conversation
 from toolmaster.settings import SFTSettings
 from toolmaster.stages.export import EXPORT_INFO, export_hf
-from toolmaster.stages.sft import SFTModule, build_trainer, resolve_resume
+from toolmaster.stages.sft import SFTModule, build_trainer, resolve_resume, token_losses
 from toolmaster.stages.sft_data import SFTDataModule
 
 REPO = Path(__file__).resolve().parents[2]
-LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"]}
+LORA = {
+    "enabled": True,
+    "r": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "v_proj", "up_proj"],
+}
 CPU_TRAINER = {
     "accelerator": "cpu",
     "devices": 1,
@@ -61,6 +67,17 @@ class Recorder(pl.Callback):
         self.batches.append((trainer.global_step, *batch["input_ids"].shape, int(batch["input_ids"].sum())))
 
 
+class StopAt(pl.Callback):
+    """Ends fit after ``step`` optimizer steps, as an interruption would (the schedule still targets max_steps)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 def _fit(
     model: Any,
     tokenizer: Any,
@@ -70,14 +87,25 @@ def _fit(
     stage: SFTSettings,
     ckpt: Path | None = None,
     checkpointing: bool = False,
+    stop_at: int | None = None,
 ) -> tuple[pl.Trainer, SFTModule, Recorder]:
-    dm = SFTDataModule(data, tokenizer, get_chat_format("chatml"), batch_size=stage.batch_size,
-                       max_length=stage.max_length, val_fraction=stage.val_fraction, seed=stage.seed)
+    dm = SFTDataModule(
+        data,
+        tokenizer,
+        get_chat_format("chatml"),
+        batch_size=stage.batch_size,
+        max_length=stage.max_length,
+        val_fraction=stage.val_fraction,
+        seed=stage.seed,
+    )
     dm.setup()
     module = SFTModule(model, lr=stage.lr, warmup_steps=stage.warmup_steps, schedule=stage.schedule)
     recorder = Recorder()
     config = {**CPU_TRAINER, "max_steps": max_steps, "enable_checkpointing": checkpointing}
-    trainer = build_trainer(config, out, stage, logger=False, has_val=bool(dm.val_set), extra_callbacks=[recorder])
+    callbacks: list[pl.Callback] = [recorder] + ([StopAt(stop_at)] if stop_at else [])
+    trainer = build_trainer(
+        config, out, stage, logger=False, has_val=bool(dm.val_set), extra_callbacks=callbacks
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
     return trainer, module, recorder
 
@@ -97,17 +125,36 @@ def _reload_logits(path: Path, tokenizer: Any) -> torch.Tensor:
 # ------------------------------------------------------------------------------------ real model, in process
 @pytest.mark.slow
 def test_full_finetuning_smollm2_lowers_the_loss_and_exports(tmp_path):
-    data = write_dataset(tmp_path / "data.jsonl", 8)
+    data = write_dataset(tmp_path / "data.jsonl", 4, short=True)
     # own copy, not the session fixture: full fine-tuning changes the weights
     loaded = load_model(source="smollm2", dtype="float32", device="cpu")
-    stage = SFTSettings(lr=1e-4, warmup_steps=1, schedule="cosine", batch_size=2, max_length=1024, val_fraction=0.0)
-    trainer, module, rec = _fit(loaded.model, loaded.tokenizer, data, tmp_path / "run", 10, stage)
-    assert trainer.global_step == 10 and len(rec.losses) == 10
+    stage = SFTSettings(
+        lr=1e-4, warmup_steps=1, schedule="cosine", batch_size=2, max_length=1024, val_fraction=0.0
+    )
+    trainer, module, rec = _fit(loaded.model, loaded.tokenizer, data, tmp_path / "run", 8, stage)
+    assert trainer.global_step == 8 and len(rec.losses) == 8
     first, last = sum(rec.losses[:3]) / 3, sum(rec.losses[-3:]) / 3
     assert last < 0.7 * first, rec.losses
     export = export_hf(module.model, loaded.tokenizer, tmp_path / "hf")
-    torch.testing.assert_close(_reload_logits(export, loaded.tokenizer), _logits(module.model, loaded.tokenizer),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        _reload_logits(export, loaded.tokenizer), _logits(module.model, loaded.tokenizer), atol=1e-4, rtol=0
+    )
+
+
+def test_masked_loss_equals_the_models_own_shifted_loss(tmp_path):
+    """token_losses (logits only where a label follows) == HF's full-logits loss with the same labels."""
+    data = write_dataset(tmp_path / "data.jsonl", 3)
+    loaded = load_model(source="tiny", dtype="float32", device="cpu")
+    dm = SFTDataModule(data, loaded.tokenizer, get_chat_format("chatml"), batch_size=3, val_fraction=0.0)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    total, count = token_losses(loaded.model, batch)
+    with torch.no_grad():
+        reference = loaded.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
+    assert int(count) == int((batch["labels"][:, 1:] != -100).sum()) > 0
+    torch.testing.assert_close(total / count, reference, atol=1e-5, rtol=1e-5)
 
 
 # -------------------------------------------------------------------------------------- export round trips
@@ -115,7 +162,9 @@ def test_full_finetuning_smollm2_lowers_the_loss_and_exports(tmp_path):
 def test_export_reloads_to_identical_logits(tmp_path, lora):
     data = write_dataset(tmp_path / "data.jsonl", 6)
     loaded = load_model(source="tiny", dtype="float32", device="cpu", lora=LORA if lora else None)
-    stage = SFTSettings(lr=1e-2, warmup_steps=0, schedule="constant", batch_size=2, max_length=512, val_fraction=0.0)
+    stage = SFTSettings(
+        lr=1e-2, warmup_steps=0, schedule="constant", batch_size=2, max_length=512, val_fraction=0.0
+    )
     _, module, rec = _fit(loaded.model, loaded.tokenizer, data, tmp_path / "run", 3, stage)
     assert len(rec.losses) == 3
     if lora:
@@ -139,8 +188,16 @@ def test_export_reloads_to_identical_logits(tmp_path, lora):
 def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     """Stop after 3 steps (mid-epoch), resume to 8 (across an epoch end): same batches, same weights."""
     data = write_dataset(tmp_path / "data.jsonl", 12)
-    stage = SFTSettings(lr=3e-3, warmup_steps=2, schedule="cosine", batch_size=2, max_length=512,
-                        val_fraction=0.0, checkpoint_every_n_steps=1, seed=3)
+    stage = SFTSettings(
+        lr=3e-3,
+        warmup_steps=2,
+        schedule="cosine",
+        batch_size=2,
+        max_length=512,
+        val_fraction=0.0,
+        checkpoint_every_n_steps=1,
+        seed=3,
+    )
 
     def tiny():
         return load_model(source="tiny", dtype="float32", device="cpu", seed=1)
@@ -149,16 +206,17 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
     _, ref_module, ref_rec = _fit(ref.model, ref.tokenizer, data, tmp_path / "ref", 8, stage)
 
     first = tiny()
-    _fit(first.model, first.tokenizer, data, tmp_path / "run", 3, stage, checkpointing=True)
+    _fit(first.model, first.tokenizer, data, tmp_path / "run", 8, stage, checkpointing=True, stop_at=3)
     ckpt = resolve_resume("auto", tmp_path / "run" / "checkpoints")
     assert ckpt is not None and torch.load(ckpt, weights_only=False)["global_step"] == 3
     second = tiny()  # fresh weights: everything must come from the checkpoint
-    trainer, module, rec = _fit(second.model, second.tokenizer, data, tmp_path / "run", 8, stage, ckpt=ckpt,
-                                checkpointing=True)
+    trainer, module, rec = _fit(
+        second.model, second.tokenizer, data, tmp_path / "run", 8, stage, ckpt=ckpt, checkpointing=True
+    )
     assert trainer.global_step == 8
     assert rec.batches == ref_rec.batches[3:]  # the data continues where it stopped, across the epoch end
     assert rec.losses == pytest.approx(ref_rec.losses[3:], rel=1e-4, abs=1e-5)
-    for (name, a), b in zip(module.model.named_parameters(), ref_module.model.parameters()):
+    for (name, a), b in zip(module.model.named_parameters(), ref_module.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
@@ -187,9 +245,20 @@ def test_missing_sft_path_is_a_config_error(tmp_path):
 # ------------------------------------------------------------------------------------------- subprocesses
 def _command(run_dir: Path, data: Path, *overrides: str) -> list[str]:
     return [
-        sys.executable, "-m", "toolmaster", "stage=sft", "model=tiny", f"data.sft_path={data}",
-        f"hydra.run.dir={run_dir}", "stage.batch_size=2", "stage.max_length=768", "stage.val_fraction=0.2",
-        "stage.lr=1e-3", "stage.warmup_steps=1", "trainer.enable_progress_bar=false", *overrides,
+        sys.executable,
+        "-m",
+        "toolmaster",
+        "stage=sft",
+        "model=tiny",
+        f"data.sft_path={data}",
+        f"hydra.run.dir={run_dir}",
+        "stage.batch_size=2",
+        "stage.max_length=768",
+        "stage.val_fraction=0.2",
+        "stage.lr=1e-3",
+        "stage.warmup_steps=1",
+        "trainer.enable_progress_bar=false",
+        *overrides,
     ]
 
 
@@ -214,30 +283,34 @@ def test_killed_run_resumes_and_continues_the_step_count(tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     command = _command(run_dir, data, "trainer.max_steps=6", "stage.checkpoint_every_n_steps=1")
-    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline, seen_mtime = time.monotonic() + 240, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            mtime = last.stat().st_mtime_ns if last.exists() else None
-            if mtime is not None and mtime != seen_mtime:
-                seen_mtime = mtime
-                step = _checkpoint_step(last)
-                if step is not None and step >= 2:
-                    break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read().decode()[-3000:]
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    log_path = tmp_path / "first_run.log"
+    with open(log_path, "wb") as log_file:  # a file, not a pipe: a full pipe would stall the run
+        proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline, seen_mtime = time.monotonic() + 240, None
+            while time.monotonic() < deadline and proc.poll() is None:
+                mtime = last.stat().st_mtime_ns if last.exists() else None
+                if mtime is not None and mtime != seen_mtime:
+                    seen_mtime = mtime
+                    step = _checkpoint_step(last)
+                    if step is not None and step >= 2:
+                        break
+                time.sleep(0.02)
+            alive = proc.poll() is None
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert alive, "the run ended before it could be killed:\n" + log_path.read_text()[-3000:]
     assert proc.returncode == -signal.SIGKILL
     killed_at = _checkpoint_step(last)
     assert killed_at is not None and 2 <= killed_at < 6
     assert not (run_dir / "hf").exists()
 
-    result = subprocess.run([*command, "stage.resume=auto"], cwd=REPO, env=_env(), capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [*command, "stage.resume=auto"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "sft_summary.json").read_text())
     assert summary["global_step"] == 6 and summary["resumed_from"] == str(last)
@@ -250,8 +323,14 @@ def test_killed_run_resumes_and_continues_the_step_count(tmp_path):
 def test_ddp_cpu_two_processes_train_and_rank_zero_exports(tmp_path):
     data = write_dataset(tmp_path / "data.jsonl", 10)
     run_dir = tmp_path / "run"
-    result = subprocess.run(_command(run_dir, data, "trainer=ddp_cpu", "trainer.max_steps=3"), cwd=REPO,
-                            env=_env(), capture_output=True, text=True, timeout=400)
+    result = subprocess.run(
+        _command(run_dir, data, "trainer=ddp_cpu", "trainer.max_steps=3"),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "MEMBER: 2/2" in output  # the second process joined the gloo group

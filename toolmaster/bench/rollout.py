@@ -19,8 +19,12 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", default=None, help="HF checkpoint dir (default: SmolLM2-135M-Instruct)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-path", default=None, help="HF checkpoint dir (default: SmolLM2-135M-Instruct)"
+    )
     parser.add_argument("--source", default="smollm2", choices=["smollm2", "tiny", "hf"])
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch", type=int, default=8)
@@ -46,14 +50,21 @@ def main(argv: list[str] | None = None) -> None:
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks(args.split, args.batch)
     engine = HFEngine(lm.model, lm.tokenizer, stop_strings=fmt.tags.closing_tags())
-    config = RolloutConfig(max_turns=args.max_turns, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                           batch_size=args.batch, seed=args.seed)
+    config = RolloutConfig(
+        max_turns=args.max_turns,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        batch_size=args.batch,
+        seed=args.seed,
+    )
 
     prompts = []
     for task in tasks:
         schemas = [world.suite.tools[name].schema for name in task.tool_names]
         messages = build_messages(task.query, schemas, config.trial_budget, fmt.tags, not fmt.native_tools)
-        prompts.append(tokenize_conversation(lm.tokenizer, fmt, messages, schemas, add_generation_prompt=True)[0])
+        prompts.append(
+            tokenize_conversation(lm.tokenizer, fmt, messages, schemas, add_generation_prompt=True)[0]
+        )
     width = max(len(p) for p in prompts)
     pad = lm.tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=lm.device)
@@ -62,14 +73,26 @@ def main(argv: list[str] | None = None) -> None:
     def run_sampler() -> tuple[float, int, int]:
         start = time.perf_counter()
         trajs = rollout(engine, lm.tokenizer, fmt, world.suite, tasks, config)
-        return time.perf_counter() - start, sum(t.num_generated_tokens for t in trajs), sum(t.turns for t in trajs)
+        return (
+            time.perf_counter() - start,
+            sum(t.num_generated_tokens for t in trajs),
+            sum(t.turns for t in trajs),
+        )
 
     def run_generate(per_row: int) -> float:
         start = time.perf_counter()
         with torch.inference_mode():
-            lm.model.generate(input_ids=input_ids, attention_mask=attention, do_sample=args.temperature > 0,
-                              temperature=args.temperature or None, top_p=1.0, top_k=0, max_new_tokens=per_row,
-                              min_new_tokens=per_row, pad_token_id=pad)
+            lm.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                do_sample=args.temperature > 0,
+                temperature=args.temperature or None,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=per_row,
+                min_new_tokens=per_row,
+                pad_token_id=pad,
+            )
         return time.perf_counter() - start
 
     _, warm_tokens, _ = run_sampler()  # warm-up (also fixes the token count)
@@ -83,9 +106,15 @@ def main(argv: list[str] | None = None) -> None:
         generate_times.append(run_generate(per_row))
     sampler_tps = tokens / min(sampler_times)
     generate_tps = per_row * len(tasks) / min(generate_times)
-    print(f"model={lm.name} dtype={next(lm.model.parameters()).dtype} batch={len(tasks)} threads={torch.get_num_threads()}")
-    print(f"toolmaster sampler : {tokens} tokens in {min(sampler_times):.2f} s over {turns} turns -> {sampler_tps:.1f} tokens/s")
-    print(f"model.generate     : {per_row * len(tasks)} tokens in {min(generate_times):.2f} s -> {generate_tps:.1f} tokens/s")
+    print(
+        f"model={lm.name} dtype={next(lm.model.parameters()).dtype} batch={len(tasks)} threads={torch.get_num_threads()}"
+    )
+    print(
+        f"toolmaster sampler : {tokens} tokens in {min(sampler_times):.2f} s over {turns} turns -> {sampler_tps:.1f} tokens/s"
+    )
+    print(
+        f"model.generate     : {per_row * len(tasks)} tokens in {min(generate_times):.2f} s -> {generate_tps:.1f} tokens/s"
+    )
     print(f"ratio (sampler / generate): {sampler_tps / generate_tps:.2f}")
 
 

@@ -105,7 +105,9 @@ class ToolEnv:
     # ------------------------------------------------------------------- calls
     def invalid(self, phase: str, raw: str, message: str) -> CallRecord:
         """Record a call the protocol parser could not read (bad JSON, no name, ...)."""
-        return self._finish(CallRecord(phase, None, raw, f"Error ({PARSE_ERROR}): {message}", False, PARSE_ERROR))
+        return self._finish(
+            CallRecord(phase, None, raw, f"Error ({PARSE_ERROR}): {message}", False, PARSE_ERROR)
+        )
 
     def execute(self, name: Any, arguments: Any, phase: str) -> CallRecord:
         if phase not in PHASES:
@@ -116,17 +118,23 @@ class ToolEnv:
                 if self.trial_budget == 0
                 else f"all {self.trial_budget} trial calls are used; make execution calls or answer now"
             )
-            return self._finish(CallRecord(phase, name, arguments, f"Error ({OVER_BUDGET}): {msg}", False, OVER_BUDGET))
+            return self._finish(
+                CallRecord(phase, name, arguments, f"Error ({OVER_BUDGET}): {msg}", False, OVER_BUDGET)
+            )
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"
             msg = f"unknown tool {name!r}; available tools: {known}"
-            return self._finish(CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL))
+            return self._finish(
+                CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL)
+            )
         problem = tool.check_arguments(arguments)
         if problem is not None:
             msg = f"{name}: {problem}"
             return self._finish(
-                CallRecord(phase, name, arguments, f"Error ({INVALID_ARGUMENTS}): {msg}", False, INVALID_ARGUMENTS)
+                CallRecord(
+                    phase, name, arguments, f"Error ({INVALID_ARGUMENTS}): {msg}", False, INVALID_ARGUMENTS
+                )
             )
         return self._finish(self._run(tool, arguments, phase))
 
@@ -152,12 +160,22 @@ class ToolEnv:
         duration = time.perf_counter() - start
         if worker.is_alive():
             msg = f"{tool.name} did not answer within {timeout:g} s and was abandoned"
-            return CallRecord(phase, tool.name, arguments, f"Error ({TIMEOUT}): {msg}", False, TIMEOUT, duration_s=duration)
+            return CallRecord(
+                phase, tool.name, arguments, f"Error ({TIMEOUT}): {msg}", False, TIMEOUT, duration_s=duration
+            )
         if "error" in box:
             exc = box["error"]
             detail = str(exc) or type(exc).__name__
             msg = f"{tool.name} failed: {type(exc).__name__}: {detail}"
-            return CallRecord(phase, tool.name, arguments, f"Error ({TOOL_EXCEPTION}): {msg}", False, TOOL_EXCEPTION, duration_s=duration)
+            return CallRecord(
+                phase,
+                tool.name,
+                arguments,
+                f"Error ({TOOL_EXCEPTION}): {msg}",
+                False,
+                TOOL_EXCEPTION,
+                duration_s=duration,
+            )
         if working is not None:
             target.clear()
             target.update(working)

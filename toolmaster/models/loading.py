@@ -110,7 +110,9 @@ def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
 
     def write(tmp: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(package), gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+        )
         quantizer = getattr(model, "hf_quantizer", None)
         if quantizer is not None:
             quantizer.remove_quantization_config(model)
@@ -154,8 +156,13 @@ def apply_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: l
     return get_peft_model(model, config)
 
 
-def load_tokenizer(source: str = "smollm2", path: str | None = None, cache_dir: str | None = None,
-                   trust_remote_code: bool = False, **_: Any) -> Any:
+def load_tokenizer(
+    source: str = "smollm2",
+    path: str | None = None,
+    cache_dir: str | None = None,
+    trust_remote_code: bool = False,
+    **_: Any,
+) -> Any:
     """Only the tokenizer of the ``model`` config group (teachers count tokens in the student's vocabulary)."""
     from transformers import AutoTokenizer
 
@@ -200,7 +207,11 @@ def load_model(
         raise ConfigError("model.source=hf needs model.path (a local directory or hub id)")
     else:
         source_dir = smollm2_dir(cache_dir)
-        name = "SmolLM2-135M-Instruct" if source == "smollm2" else f"tiny-llama-{tiny_hidden_size}x{tiny_num_layers}"
+        name = (
+            "SmolLM2-135M-Instruct"
+            if source == "smollm2"
+            else f"tiny-llama-{tiny_hidden_size}x{tiny_num_layers}"
+        )
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source_dir), trust_remote_code=trust_remote_code)

@@ -15,6 +15,7 @@ parser still ignores anything after the first action.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class Action:
 
 def _hint(tags: ProtocolTags) -> str:
     return (
-        f"end each turn with exactly one <{tags.trial}>{{\"name\": ..., \"arguments\": {{...}}}}</{tags.trial}>, "
+        f'end each turn with exactly one <{tags.trial}>{{"name": ..., "arguments": {{...}}}}</{tags.trial}>, '
         f"<{tags.call}>{{...}}</{tags.call}> or <{tags.answer}>...</{tags.answer}>"
     )
 
@@ -70,30 +71,51 @@ def _parse_call(kind: str, body: str, tags: ProtocolTags, thought: str | None) -
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Action(INVALID, error=f"invalid JSON in <{getattr(tags, kind)}>: {exc.msg} at character {exc.pos}",
-                      thought=thought, intended=kind)
+        return Action(
+            INVALID,
+            error=f"invalid JSON in <{getattr(tags, kind)}>: {exc.msg} at character {exc.pos}",
+            thought=thought,
+            intended=kind,
+        )
     if not isinstance(obj, dict):
-        return Action(INVALID, error=f"a call must be a JSON object with \"name\" and \"arguments\", got {type(obj).__name__}",
-                      thought=thought, intended=kind)
+        return Action(
+            INVALID,
+            error=f'a call must be a JSON object with "name" and "arguments", got {type(obj).__name__}',
+            thought=thought,
+            intended=kind,
+        )
     name = obj.get("name")
     if not isinstance(name, str) or not name:
-        return Action(INVALID, error="the call has no \"name\" string", thought=thought, intended=kind)
+        return Action(INVALID, error='the call has no "name" string', thought=thought, intended=kind)
     if "arguments" not in obj:
-        return Action(INVALID, name=name, error=f"the call to {name!r} has no \"arguments\" object "
-                      "(use {} for a tool without arguments)", thought=thought, intended=kind)
+        return Action(
+            INVALID,
+            name=name,
+            error=f'the call to {name!r} has no "arguments" object (use {{}} for a tool without arguments)',
+            thought=thought,
+            intended=kind,
+        )
     extra = sorted(set(obj) - {"name", "arguments"})
     if extra:
-        return Action(INVALID, name=name, error=f"unexpected key(s) {extra} in the call; only \"name\" and \"arguments\"",
-                      thought=thought, intended=kind)
+        return Action(
+            INVALID,
+            name=name,
+            error=f'unexpected key(s) {extra} in the call; only "name" and "arguments"',
+            thought=thought,
+            intended=kind,
+        )
     args = obj["arguments"]
     if isinstance(args, str):  # some models double-encode arguments
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             args = json.loads(args)
-        except json.JSONDecodeError:
-            pass
     if not isinstance(args, dict):
-        return Action(INVALID, name=name, error=f"\"arguments\" of {name!r} must be a JSON object, got {type(args).__name__}",
-                      thought=thought, intended=kind)
+        return Action(
+            INVALID,
+            name=name,
+            error=f'"arguments" of {name!r} must be a JSON object, got {type(args).__name__}',
+            thought=thought,
+            intended=kind,
+        )
     return Action(kind, name=name, arguments=args, thought=thought)
 
 
@@ -102,7 +124,7 @@ def parse_action(text: str, tags: ProtocolTags | None = None) -> Action:
     tags = tags or ProtocolTags()
     think = re.search(rf"<{tags.think}>(.*?)</{tags.think}>", text, re.S)
     thought = think.group(1).strip() if think else None
-    rest = text[think.end():] if think else text
+    rest = text[think.end() :] if think else text
     names = {tags.trial: TRIAL, tags.call: CALL, tags.answer: ANSWER}
     opener = re.search(r"<(" + "|".join(re.escape(t) for t in names) + r")>", rest)
     if opener is None:
@@ -111,9 +133,13 @@ def parse_action(text: str, tags: ProtocolTags | None = None) -> Action:
     kind = names[tag]
     close = rest.find(f"</{tag}>", opener.end())
     if close < 0:
-        return Action(INVALID, error=f"<{tag}> is never closed with </{tag}>", thought=thought,
-                      intended=kind if kind != ANSWER else None)
-    body = rest[opener.end():close]
+        return Action(
+            INVALID,
+            error=f"<{tag}> is never closed with </{tag}>",
+            thought=thought,
+            intended=kind if kind != ANSWER else None,
+        )
+    body = rest[opener.end() : close]
     if kind == ANSWER:
         answer = body.strip()
         if not answer:

@@ -43,16 +43,28 @@ class ChatFormat:
     start: str = "<|im_start|>"
     end: str = "<|im_end|>"
 
-    def message_segments(self, message: dict[str, str], tool_schemas: list[dict[str, Any]] | None = None) -> list[Segment]:
+    def message_segments(
+        self, message: dict[str, str], tool_schemas: list[dict[str, Any]] | None = None
+    ) -> list[Segment]:
         role, content = message["role"], message["content"]
         if role == "assistant":
             return [(f"{self.start}assistant\n", False), (content, True), (self.end, True), ("\n", False)]
         if self.name == "qwen2.5":
             if role == "tool":
-                return [(f"{self.start}user\n<tool_response>\n{content}\n</tool_response>{self.end}\n", False)]
+                return [
+                    (f"{self.start}user\n<tool_response>\n{content}\n</tool_response>{self.end}\n", False)
+                ]
             if role == "system" and tool_schemas:
-                tools = "".join("\n" + json.dumps({"type": "function", "function": s}, ensure_ascii=False) for s in tool_schemas)
-                return [(f"{self.start}system\n{content}{QWEN_TOOLS_HEADER}{tools}{QWEN_TOOLS_FOOTER}{self.end}\n", False)]
+                tools = "".join(
+                    "\n" + json.dumps({"type": "function", "function": s}, ensure_ascii=False)
+                    for s in tool_schemas
+                )
+                return [
+                    (
+                        f"{self.start}system\n{content}{QWEN_TOOLS_HEADER}{tools}{QWEN_TOOLS_FOOTER}{self.end}\n",
+                        False,
+                    )
+                ]
         return [(f"{self.start}{role}\n{content}{self.end}\n", False)]
 
     def generation_prompt(self) -> str:
@@ -71,8 +83,12 @@ class ChatFormat:
             out.append((self.generation_prompt(), False))
         return out
 
-    def render(self, messages: list[dict[str, str]], tool_schemas: list[dict[str, Any]] | None = None,
-               add_generation_prompt: bool = False) -> str:
+    def render(
+        self,
+        messages: list[dict[str, str]],
+        tool_schemas: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> str:
         return "".join(text for text, _ in self.segments(messages, tool_schemas, add_generation_prompt))
 
 

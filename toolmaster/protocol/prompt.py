@@ -15,7 +15,9 @@ INTRO = "You solve tasks with tools you have never seen. Their descriptions may 
 
 
 def tool_lines(tool_schemas: list[dict[str, Any]]) -> str:
-    return "\n".join(json.dumps(schema, ensure_ascii=False, separators=(", ", ": ")) for schema in tool_schemas)
+    return "\n".join(
+        json.dumps(schema, ensure_ascii=False, separators=(", ", ": ")) for schema in tool_schemas
+    )
 
 
 def system_prompt(

@@ -31,7 +31,9 @@ class SegmentTokenizer:
         return list(self._encode(text)) if text else []
 
 
-def tokenize_segments(segments: list[tuple[str, bool]], encoder: SegmentTokenizer) -> tuple[list[int], list[int]]:
+def tokenize_segments(
+    segments: list[tuple[str, bool]], encoder: SegmentTokenizer
+) -> tuple[list[int], list[int]]:
     ids: list[int] = []
     mask: list[int] = []
     for text, trainable in segments:

@@ -6,6 +6,7 @@ and tokenization live in ``loop.py`` and are shared.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,10 +34,13 @@ class GenerationEngine(Protocol):
         params: SamplingParams,
         max_new_tokens: list[int],
         messages: list[list[dict[str, str]]] | None = None,
+        keys: Sequence[Hashable] | None = None,
     ) -> list[Generation]:
         """One turn for each prompt; ``max_new_tokens[i]`` caps row i (<= params.max_new_tokens).
 
         ``messages`` carries the same conversations as text, for engines that speak a chat API (the
-        OpenAI-compatible teacher); token engines ignore it.
+        OpenAI-compatible teacher). ``keys`` identify episodes across turns, so an engine may keep an
+        episode's KV cache and prefill only what was appended since its last turn; engines that keep such
+        state also offer ``release(keys)``, called when episodes end.
         """
         ...

@@ -2,20 +2,28 @@
 
 Written as its own loop rather than ``model.generate`` so that it can (1) stop each row at the protocol's
 stop strings and end-of-turn token, (2) return the log-prob of every sampled token from the same forward
-pass that produced it (no second pass for old log-probs), and (3) drop finished rows from the batch and the
-KV cache, so long turns do not keep paying for short ones. Prompts are left-padded; position ids follow
-the attention mask so padded rows see the same positions as unpadded ones.
+pass that produced it (no second pass for old log-probs), (3) drop finished rows from the batch and the
+KV cache, so long turns do not keep paying for short ones, and (4) keep each episode's KV cache between
+turns: when the rollout loop passes episode ``keys``, the next turn prefills only the tokens appended since
+(the observation and the generation prompt) instead of the whole conversation.
+
+Batch layout with cache reuse, per row i with ``c_i`` cached and ``n_i`` new tokens (C = max c, N = max n):
+``[pad (C - c_i)] [cached c_i] [pad (N - n_i)] [new n_i]``. The cached part is the past_key_values tensor;
+the attention mask zeroes both pads and position ids continue from ``c_i``, so each row computes what it
+would compute alone (tested against full re-prefill and against ``model.generate``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from toolmaster.samplers.base import Generation, SamplingParams
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of one row, [1, heads, length, dim]
 
 
 def sample_tokens(
@@ -42,17 +50,34 @@ def sample_tokens(
 class HFEngine:
     """Generates one assistant turn for a batch of prompts with a transformers model."""
 
-    def __init__(self, model: Any, tokenizer: Any, stop_strings: Sequence[str] = (), eos_token_ids: Sequence[int] = ()):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        stop_strings: Sequence[str] = (),
+        eos_token_ids: Sequence[int] = (),
+        reuse_cache: bool = True,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = set(eos_token_ids) or {tokenizer.eos_token_id}
         self.stop_strings = tuple(stop_strings)
         self.tail_tokens = max((len(s) for s in self.stop_strings), default=0) + 2
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+        )
+        self.reuse_cache = reuse_cache
+        self._saved: dict[Hashable, tuple[list[int], KV]] = {}  # episode key -> (ids fed, their KV)
+        self.prefill_tokens = 0  # tokens run through prefill, for benchmarks and tests
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def release(self, keys: Sequence[Hashable]) -> None:
+        """Forget the saved caches of finished episodes."""
+        for key in keys:
+            self._saved.pop(key, None)
 
     def _hit_stop_string(self, ids: list[int]) -> bool:
         if not self.stop_strings:
@@ -60,32 +85,91 @@ class HFEngine:
         tail = self.tokenizer.decode(ids[-self.tail_tokens :])
         return any(s in tail for s in self.stop_strings)
 
+    def _reusable(self, prompt: list[int], key: Hashable | None) -> tuple[list[int], KV | None]:
+        saved = self._saved.get(key) if key is not None else None
+        if saved is None:
+            return [], None
+        ids, kv = saved
+        if len(ids) < len(prompt) and prompt[: len(ids)] == ids:
+            return ids, kv
+        return [], None
+
+    def _prefill(
+        self, prompts: list[list[int]], keys: Sequence[Hashable | None]
+    ) -> tuple[Any, DynamicCache, torch.Tensor, torch.Tensor]:
+        """Run the prompts (their uncached suffixes) through the model; return logits, cache, mask, next positions."""
+        device = self.device
+        batch = len(prompts)
+        reused = [self._reusable(p, k) for p, k in zip(prompts, keys)]
+        cached_len = [len(ids) for ids, _ in reused]
+        new = [p[c:] for p, c in zip(prompts, cached_len)]
+        width_c, width_n = max(cached_len), max(len(n) for n in new)
+        input_ids = torch.full((batch, width_n), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, width_c + width_n), dtype=torch.long)
+        positions = torch.zeros((batch, width_n), dtype=torch.long)
+        for row, (tokens, c) in enumerate(zip(new, cached_len)):
+            n = len(tokens)
+            input_ids[row, width_n - n :] = torch.tensor(tokens, dtype=torch.long)
+            attention[row, width_c - c : width_c] = 1
+            attention[row, width_c + width_n - n :] = 1
+            positions[row, width_n - n :] = torch.arange(c, c + n)
+        cache = DynamicCache()
+        if width_c:
+            layers = len(next(kv for _, kv in reused if kv is not None))
+            for layer in range(layers):
+                sample_k = next(kv for _, kv in reused if kv is not None)[layer][0]
+                heads, dim = sample_k.shape[1], sample_k.shape[3]
+                keys_t = sample_k.new_zeros((batch, heads, width_c, dim))
+                values_t = sample_k.new_zeros((batch, heads, width_c, dim))
+                for row, (_, kv) in enumerate(reused):
+                    if kv is not None:
+                        keys_t[row, :, width_c - cached_len[row] :] = kv[layer][0][0]
+                        values_t[row, :, width_c - cached_len[row] :] = kv[layer][1][0]
+                cache.update(keys_t, values_t, layer)
+        self.prefill_tokens += sum(len(n) for n in new)
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        next_pos = torch.tensor([c + len(n) for c, n in zip(cached_len, new)], device=device)
+        return out.logits[:, -1, :], cache, attention.to(device), next_pos
+
+    @staticmethod
+    def _row_kv(cache: DynamicCache, index: int, attention_row: torch.Tensor) -> KV:
+        keep = attention_row.nonzero().squeeze(-1)
+        return [
+            (
+                layer.keys[index : index + 1].index_select(2, keep).clone(),
+                layer.values[index : index + 1].index_select(2, keep).clone(),
+            )
+            for layer in cache.layers
+        ]
+
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: list[int],
-                 messages: list[list[dict[str, str]]] | None = None) -> list[Generation]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        max_new_tokens: list[int],
+        messages: list[list[dict[str, str]]] | None = None,
+        keys: Sequence[Hashable] | None = None,
+    ) -> list[Generation]:
         batch = len(prompts)
         if batch == 0:
             return []
+        keys_list: list[Hashable | None] = (
+            list(keys) if (keys is not None and self.reuse_cache) else [None] * batch
+        )
         device = self.device
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention[row, width - len(prompt) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         generator = torch.Generator(device=device).manual_seed(params.seed)
         was_training = self.model.training
         self.model.eval()
 
-        cache = DynamicCache()
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
-        )
-        logits = out.logits[:, -1, :]
-        next_pos = positions[:, -1] + 1
+        logits, cache, attention, next_pos = self._prefill(prompts, keys_list)
         rows = list(range(batch))  # original row index of each live batch row
         ids: list[list[int]] = [[] for _ in range(batch)]
         lps: list[list[float]] = [[] for _ in range(batch)]
@@ -114,6 +198,14 @@ class HFEngine:
                     reasons[row] = "length"
                 else:
                     keep_idx.append(j)
+                    continue
+                if (
+                    keys_list[row] is not None
+                ):  # save what this row has fed so far: prompt + all but the last token
+                    self._saved[keys_list[row]] = (
+                        prompts[row] + ids[row][:-1],
+                        self._row_kv(cache, j, attention[j]),
+                    )
             if not keep_idx:
                 break
             if len(keep_idx) < len(rows):
@@ -123,8 +215,11 @@ class HFEngine:
                 rows = [rows[j] for j in keep_idx]
             attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
             out = self.model(
-                input_ids=tokens[:, None], attention_mask=attention, position_ids=next_pos[:, None],
-                past_key_values=cache, use_cache=True,
+                input_ids=tokens[:, None],
+                attention_mask=attention,
+                position_ids=next_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
             )
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from toolmaster.envs.environment import EXECUTION, TRIAL, ToolEnv
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import ToolSuite
-from toolmaster.protocol.actions import ANSWER, CALL, TRIAL as TRIAL_ACTION, parse_action
+from toolmaster.protocol.actions import ANSWER, CALL, parse_action
+from toolmaster.protocol.actions import TRIAL as TRIAL_ACTION
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.prompt import build_messages, observation_text
 from toolmaster.protocol.tokenize import SegmentTokenizer, tokenize_conversation, tokenize_segments
@@ -79,7 +80,9 @@ class _Episode:
 class RolloutRunner:
     """Holds what is shared by every episode of a rollout: engine, tokenizer, format, tools, limits."""
 
-    def __init__(self, engine: GenerationEngine, tokenizer, fmt: ChatFormat, suite: ToolSuite, config: RolloutConfig):
+    def __init__(
+        self, engine: GenerationEngine, tokenizer, fmt: ChatFormat, suite: ToolSuite, config: RolloutConfig
+    ):
         self.engine = engine
         self.tokenizer = tokenizer
         self.fmt = fmt
@@ -96,9 +99,13 @@ class RolloutRunner:
         env = ToolEnv(self.suite, cfg.trial_budget, cfg.tool_timeout_s, cfg.max_observation_chars)
         env.reset(task)
         schemas = [tool.schema for tool in env.tools.values()]
-        messages = build_messages(task.query, schemas, cfg.trial_budget, self.fmt.tags, not self.fmt.native_tools)
+        messages = build_messages(
+            task.query, schemas, cfg.trial_budget, self.fmt.tags, not self.fmt.native_tools
+        )
         ids, _ = tokenize_conversation(self.encoder, self.fmt, messages, schemas, add_generation_prompt=True)
-        return _Episode(task, sample_index, env, schemas, messages, ids, [0] * len(ids), [0.0] * len(ids), len(ids))
+        return _Episode(
+            task, sample_index, env, schemas, messages, ids, [0] * len(ids), [0.0] * len(ids), len(ids)
+        )
 
     # ------------------------------------------------------------------- turn
     def apply(self, ep: _Episode, gen: Generation, cap: int | None = None) -> None:
@@ -146,6 +153,7 @@ class RolloutRunner:
     # -------------------------------------------------------------------- run
     def run(self, tasks: list[Task], progress: Callable[[int], None] | None = None) -> list[Trajectory]:
         cfg = self.config
+        release = getattr(self.engine, "release", None)
         queue = deque((task, k) for task in tasks for k in range(cfg.n_samples))
         finished: list[_Episode] = []
         live: list[_Episode] = []
@@ -159,10 +167,16 @@ class RolloutRunner:
                     ep.truncate("max_total_tokens")
             turn = [(ep, cap) for ep, cap in zip(live, caps) if not ep.done]
             if turn:
-                params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed * 100_003 + call_index)
+                params = SamplingParams(
+                    cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed * 100_003 + call_index
+                )
                 call_index += 1
                 gens = self.engine.generate(
-                    [ep.ids for ep, _ in turn], params, [cap for _, cap in turn], [ep.messages for ep, _ in turn]
+                    [ep.ids for ep, _ in turn],
+                    params,
+                    [cap for _, cap in turn],
+                    [ep.messages for ep, _ in turn],
+                    keys=[id(ep) for ep, _ in turn],
                 )
                 for (ep, cap), gen in zip(turn, gens):
                     self.apply(ep, gen, cap)
@@ -170,12 +184,16 @@ class RolloutRunner:
             for ep in live:
                 if ep.done:
                     finished.append(ep)
+                    if release is not None:
+                        release([id(ep)])
                     if progress is not None:
                         progress(1)
                 else:
                     still.append(ep)
             live = still
-        order = {(task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))}
+        order = {
+            (task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))
+        }
         finished.sort(key=lambda ep: order[(ep.task.id, ep.sample_index)])
         return [self.to_trajectory(ep) for ep in finished]
 
@@ -213,4 +231,3 @@ def rollout(
 ) -> list[Trajectory]:
     """Play ``config.n_samples`` episodes of every task; trajectories come back in task order."""
     return RolloutRunner(engine, tokenizer, fmt, suite, config).run(tasks, progress)
-

@@ -21,8 +21,14 @@ class ScriptedEngine:
         self.eos_id = tokenizer.eos_token_id
         self.batch_sizes: list[int] = []
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: list[int],
-                 messages: list[list[dict[str, str]]] | None = None) -> list[Generation]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        max_new_tokens: list[int],
+        messages: list[list[dict[str, str]]] | None = None,
+        keys: Any = None,
+    ) -> list[Generation]:
         self.batch_sizes.append(len(prompts))
         out = []
         for prompt, cap in zip(prompts, max_new_tokens):

@@ -55,7 +55,9 @@ def evaluate_splits(
     for split in splits:
         tasks = world.tasks(split, limit)
         started = time.perf_counter()
-        with tqdm(total=len(tasks) * config.n_samples, desc=f"eval {split}", disable=not show_progress) as bar:
+        with tqdm(
+            total=len(tasks) * config.n_samples, desc=f"eval {split}", disable=not show_progress
+        ) as bar:
             trajs = rollout(engine, tokenizer, fmt, world.suite, tasks, config, progress=bar.update)
         if rewards is not None:
             rewards.score(trajs, {task.id: task for task in tasks})
@@ -78,7 +80,9 @@ def markdown_table(metrics: dict[str, dict[str, float]], title: str = "") -> str
     return "\n".join(lines) + "\n"
 
 
-def write_eval_outputs(out_dir: Path, metrics: dict, trajectories: dict, title: str, write_trajectories: bool) -> None:
+def write_eval_outputs(
+    out_dir: Path, metrics: dict, trajectories: dict, title: str, write_trajectories: bool
+) -> None:
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_text_atomic(out_dir / "results.md", markdown_table(metrics, title))
     if write_trajectories:
@@ -87,7 +91,15 @@ def write_eval_outputs(out_dir: Path, metrics: dict, trajectories: dict, title: 
 
 
 def run_eval(cfg: DictConfig) -> float:
-    from toolmaster.run import build_engine, build_model, build_rewards, build_world, chat_format_of, rollout_config, settings
+    from toolmaster.run import (
+        build_engine,
+        build_model,
+        build_rewards,
+        build_world,
+        chat_format_of,
+        rollout_config,
+        settings,
+    )
 
     stage: EvalSettings = settings(cfg.stage)
     data: DataSettings = settings(cfg.data)
@@ -100,11 +112,20 @@ def run_eval(cfg: DictConfig) -> float:
     engine = build_engine(sampler, model, fmt)
     config = rollout_config(sampler, env, temperature=stage.temperature, n_samples=stage.n_samples)
     metrics, trajectories = evaluate_splits(
-        engine, model.tokenizer, fmt, world, data.eval_splits, data.eval_limit, config,
-        build_rewards(cfg), stage.pass_k,
+        engine,
+        model.tokenizer,
+        fmt,
+        world,
+        data.eval_splits,
+        data.eval_limit,
+        config,
+        build_rewards(cfg),
+        stage.pass_k,
     )
     out_dir = Path(cfg.output_dir)
-    write_eval_outputs(out_dir, metrics, trajectories, f"{model.name} on {world.name}", stage.write_trajectories)
+    write_eval_outputs(
+        out_dir, metrics, trajectories, f"{model.name} on {world.name}", stage.write_trajectories
+    )
     print(markdown_table(metrics, f"{model.name} on {world.name} (trial budget {env.trial_budget})"))
     print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'results.md'}")
     return sum(m["success"] for m in metrics.values()) / len(metrics)

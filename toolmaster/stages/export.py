@@ -37,6 +37,9 @@ def replace_dir_atomically(final: str | Path, write: Callable[[Path], None]) -> 
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary directory
     old: Path | None = None
     try:
         write(tmp)

@@ -40,10 +40,7 @@ def lr_multiplier(
         if schedule == "constant":
             return 1.0
         progress = min(1.0, (step - warmup_steps) / decay_steps)
-        if schedule == "cosine":
-            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-        else:
-            shape = 1.0 - progress
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
         return min_lr_ratio + (1.0 - min_lr_ratio) * shape
 
     return multiplier

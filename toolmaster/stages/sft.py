@@ -58,12 +58,29 @@ LAST = "last.ckpt"
 
 # --------------------------------------------------------------------------------------------- the loss
 def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of next-token cross-entropies over labelled positions, number of labelled positions)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
+    """(sum of next-token cross-entropies over labelled positions, number of labelled positions).
+
+    Logits are computed only at positions whose next token is labelled in some row (``logits_to_keep``):
+    prompts and observations are most of an episode's tokens, and the vocabulary projection over them is
+    most of the cost for small models with large vocabularies (and most of the memory for large ones).
+    """
     targets = batch["labels"][:, 1:]
+    keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        keep = torch.zeros(1, dtype=torch.long, device=targets.device)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    try:
+        logits = model(**inputs, logits_to_keep=keep).logits
+    except TypeError:  # a model without logits_to_keep: project every position, then select
+        logits = model(**inputs).logits[:, keep]
+    if logits.size(1) != keep.numel():  # logits_to_keep accepted but ignored
+        logits = logits[:, keep]
+    targets = targets[:, keep]
     total = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
     return total, (targets != IGNORE_INDEX).sum()
 
@@ -86,7 +103,14 @@ class SuccessEval:
 
         engine = HFEngine(model, self.tokenizer, stop_strings=self.fmt.tags.closing_tags())
         metrics, _ = evaluate_splits(
-            engine, self.tokenizer, self.fmt, self.world, [self.split], self.limit, self.config, show_progress=False
+            engine,
+            self.tokenizer,
+            self.fmt,
+            self.world,
+            [self.split],
+            self.limit,
+            self.config,
+            show_progress=False,
         )
         return metrics[self.split]
 
@@ -122,6 +146,9 @@ class SFTModule(pl.LightningModule):
         self.strict_loading = not self.partial_checkpoints
         self._val_sum: torch.Tensor | None = None
         self._val_count: torch.Tensor | None = None
+        self.last_validation: tuple[int, float] | None = (
+            None  # (global step, val loss) of the latest fit-time run
+        )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         total, count = token_losses(self.model, batch)
@@ -147,7 +174,11 @@ class SFTModule(pl.LightningModule):
         total = self.trainer.strategy.reduce(self._val_sum.clone(), reduce_op="sum")
         count = self.trainer.strategy.reduce(self._val_count.clone(), reduce_op="sum")
         if float(count) > 0:
-            self.log("val/loss", (total / count).float(), sync_dist=False)
+            val_loss = (total / count).float()
+            # already reduced: identical on every rank (sync_dist only averages equal values)
+            self.log("val/loss", val_loss, sync_dist=True)
+            if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+                self.last_validation = (self.trainer.global_step, float(val_loss))
         if self.success_eval is not None and not self.trainer.sanity_checking:
             self._log_success()
 
@@ -158,21 +189,28 @@ class SFTModule(pl.LightningModule):
             with torch.inference_mode():
                 metrics = self.success_eval(self.model)
             values = torch.tensor(
-                [metrics["success"], metrics.get("valid_format", 0.0)], dtype=torch.float32, device=self.device
+                [metrics["success"], metrics.get("valid_format", 0.0)],
+                dtype=torch.float32,
+                device=self.device,
             )
         values = self.trainer.strategy.broadcast(values, src=0)
-        self.log("val/success", values[0], sync_dist=False)
-        self.log("val/valid_format", values[1], sync_dist=False)
+        self.log("val/success", values[0], sync_dist=True)
+        self.log("val/valid_format", values[1], sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (decay if param.ndim >= 2 and "norm" not in name.lower() else no_decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": self.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
         total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = build_scheduler(optimizer, self.schedule, self.warmup_steps, max(1, total_steps), self.min_lr_ratio)
+        scheduler = build_scheduler(
+            optimizer, self.schedule, self.warmup_steps, max(1, total_steps), self.min_lr_ratio
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -200,8 +238,40 @@ def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
         return last if last.is_file() else None
     path = Path(resume).expanduser()
     if not path.is_file():
-        raise ConfigError(f"stage.resume={resume!r}: no such checkpoint file (use auto, null or a .ckpt path)")
+        raise ConfigError(
+            f"stage.resume={resume!r}: no such checkpoint file (use auto, null or a .ckpt path)"
+        )
     return path
+
+
+class FinalCheckpoint(Callback):
+    """Saves ``last.ckpt`` at the last step (or epoch) when the periodic checkpoint does not fall on it, from
+    inside the loop where the saved loop state is consistent; resuming a finished run then only re-exports."""
+
+    def __init__(self, path: Path, every_n_steps: int) -> None:
+        self.path = path
+        self.every_n_steps = every_n_steps
+
+    def _save_unless_periodic(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step > 0 and trainer.global_step % self.every_n_steps != 0:
+            trainer.save_checkpoint(str(self.path), weights_only=False)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            self._save_unless_periodic(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        max_epochs = trainer.max_epochs
+        finished_by_steps = 0 < trainer.max_steps <= trainer.global_step
+        if (
+            max_epochs is not None
+            and max_epochs > 0
+            and trainer.current_epoch + 1 >= max_epochs
+            and not finished_by_steps
+        ):
+            self._save_unless_periodic(trainer)
 
 
 def build_trainer(
@@ -217,12 +287,14 @@ def build_trainer(
     kwargs.pop("_target_", None)
     callbacks: list[Callback] = list(kwargs.pop("callbacks", None) or []) + list(extra_callbacks or [])
     if kwargs.get("enable_checkpointing", True):
+        callbacks.append(FinalCheckpoint(output_dir / CHECKPOINT_DIR / LAST, stage.checkpoint_every_n_steps))
         callbacks.append(
             ModelCheckpoint(
                 dirpath=str(output_dir / CHECKPOINT_DIR),
                 save_top_k=0,
                 save_last=True,
                 every_n_train_steps=stage.checkpoint_every_n_steps,
+                enable_version_counter=False,  # always last.ckpt, never last-v1.ckpt
             )
         )
     if logger:
@@ -236,7 +308,9 @@ def build_trainer(
     if not has_val:
         kwargs["limit_val_batches"] = 0
     elif stage.val_every_n_steps is not None:
-        kwargs["val_check_interval"] = stage.val_every_n_steps * int(kwargs.get("accumulate_grad_batches") or 1)
+        kwargs["val_check_interval"] = stage.val_every_n_steps * int(
+            kwargs.get("accumulate_grad_batches") or 1
+        )
         kwargs["check_val_every_n_epoch"] = None
     return pl.Trainer(**kwargs)
 
@@ -251,7 +325,9 @@ def run_sft(cfg: DictConfig) -> float | None:
     stage: SFTSettings = settings(cfg.stage)
     data: DataSettings = settings(cfg.data)
     if not data.sft_path:
-        raise ConfigError("stage=sft needs data.sft_path=<trajectories.jsonl> (e.g. the data.jsonl of stage=synthesize)")
+        raise ConfigError(
+            "stage=sft needs data.sft_path=<trajectories.jsonl> (e.g. the data.jsonl of stage=synthesize)"
+        )
     output_dir = Path(cfg.output_dir)
     ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
@@ -262,8 +338,14 @@ def run_sft(cfg: DictConfig) -> float | None:
     loaded = build_model(cfg)
     fmt = chat_format_of(loaded)
     datamodule = SFTDataModule(
-        data.sft_path, loaded.tokenizer, fmt, batch_size=stage.batch_size, max_length=stage.max_length,
-        val_fraction=stage.val_fraction, bucket_size=stage.bucket_size, seed=stage.seed,
+        data.sft_path,
+        loaded.tokenizer,
+        fmt,
+        batch_size=stage.batch_size,
+        max_length=stage.max_length,
+        val_fraction=stage.val_fraction,
+        bucket_size=stage.bucket_size,
+        seed=stage.seed,
     )
     datamodule.setup("fit")  # data errors surface before any process is launched
 
@@ -275,12 +357,21 @@ def run_sft(cfg: DictConfig) -> float | None:
         world.tasks(stage.val_success_split)  # fail fast on an unknown split
         sampler: SamplerSettings = settings(cfg.sampler)
         success_eval = SuccessEval(
-            world, stage.val_success_split, stage.val_success_limit,
-            rollout_config(sampler, env, temperature=0.0, n_samples=1), loaded.tokenizer, fmt,
+            world,
+            stage.val_success_split,
+            stage.val_success_limit,
+            rollout_config(sampler, env, temperature=0.0, n_samples=1),
+            loaded.tokenizer,
+            fmt,
         )
     module = SFTModule(
-        loaded.model, lr=stage.lr, weight_decay=stage.weight_decay, warmup_steps=stage.warmup_steps,
-        schedule=stage.schedule, min_lr_ratio=stage.min_lr_ratio, success_eval=success_eval,
+        loaded.model,
+        lr=stage.lr,
+        weight_decay=stage.weight_decay,
+        warmup_steps=stage.warmup_steps,
+        schedule=stage.schedule,
+        min_lr_ratio=stage.min_lr_ratio,
+        success_eval=success_eval,
     )
     from hydra.utils import instantiate
 
@@ -289,13 +380,15 @@ def run_sft(cfg: DictConfig) -> float | None:
     trainer = build_trainer(trainer_cfg, output_dir, stage, logger, has_val)
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
+    )
     train_loss = _float(trainer.callback_metrics.get("train/loss"))
-    if trainer.checkpoint_callback is not None and trainer.global_step > 0:
-        trainer.save_checkpoint(str(output_dir / CHECKPOINT_DIR / LAST))  # the final state, for idempotent resume
 
     val_loss = None
-    if has_val:
+    if module.last_validation is not None and module.last_validation[0] == trainer.global_step:
+        val_loss = module.last_validation[1]  # validated at the final step already
+    elif has_val:
         results = trainer.validate(module, datamodule=datamodule, verbose=False)
         val_loss = _float(results[0].get("val/loss")) if results else None
     if not trainer.is_global_zero:
@@ -314,11 +407,21 @@ def run_sft(cfg: DictConfig) -> float | None:
     if stage.export:
         from toolmaster.stages.export import export_hf
 
-        info = {"base_model": loaded.name, "chat_format": loaded.chat_format, "global_step": trainer.global_step,
-                "sft_path": str(data.sft_path)}
+        info = {
+            "base_model": loaded.name,
+            "chat_format": loaded.chat_format,
+            "global_step": trainer.global_step,
+            "sft_path": str(data.sft_path),
+        }
         module.model.eval()
-        export_dir = export_hf(module.model, loaded.tokenizer, output_dir / EXPORT_DIR, merge=stage.merge,
-                               inplace=True, info=info)
+        export_dir = export_hf(
+            module.model,
+            loaded.tokenizer,
+            output_dir / EXPORT_DIR,
+            merge=stage.merge,
+            inplace=True,
+            info=info,
+        )
         summary["export_dir"] = str(export_dir)
         print(f"exported the model to {export_dir} (load it with model=hf model.path={export_dir})")
     write_json_atomic(output_dir / "sft_summary.json", summary)

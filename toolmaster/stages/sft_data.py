@@ -95,13 +95,17 @@ def load_sft_records(path: str | Path) -> list[SFTRecord]:
     records = list(read_jsonl(path))  # raises DataError(file:line) on a malformed line
     with open(path, encoding="utf-8") as handle:  # same line splitting as read_jsonl
         numbers = [n for n, line in enumerate(handle.readlines(), start=1) if line.strip()]
-    out = [_check_record(record, f"{path}:{number}") for record, number in zip(records, numbers)]
+    out = [
+        _check_record(record, f"{path}:{number}") for record, number in zip(records, numbers, strict=False)
+    ]  # a skipped torn tail has a number
     if not out:
         raise DataError(f"{path}: no records")
     return out
 
 
-def split_records(records: list[SFTRecord], val_fraction: float, seed: int) -> tuple[list[SFTRecord], list[SFTRecord]]:
+def split_records(
+    records: list[SFTRecord], val_fraction: float, seed: int
+) -> tuple[list[SFTRecord], list[SFTRecord]]:
     """Seeded train / validation split by group (task id), so a task's samples never straddle the split."""
     groups = sorted({r.group for r in records})
     if val_fraction <= 0 or len(groups) < 2:
@@ -133,7 +137,7 @@ def encode_record(record: SFTRecord, tokenizer: Any, fmt: ChatFormat, max_length
     ids, mask = tokenize_conversation(tokenizer, fmt, record.messages, record.tools or None)
     truncated = len(ids) > max_length
     ids, mask = ids[:max_length], mask[:max_length]
-    labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
+    labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
     return SFTExample(input_ids=ids, labels=labels, source=record.source, truncated=truncated)
 
 
@@ -280,7 +284,9 @@ class ResumableDataLoader(DataLoader):
     """A DataLoader Lightning checkpoints: ``state_dict`` records (epoch, batches trained in it) and
     ``load_state_dict`` makes the bucketing sampler skip those batches on resume."""
 
-    def __init__(self, *args: Any, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.position = position
 
@@ -360,7 +366,9 @@ class SFTDataModule(pl.LightningDataModule):
         train, train_stats = encode_records(train_records, encoder, self.chat_format, self.max_length)
         val, val_stats = encode_records(val_records, encoder, self.chat_format, self.max_length)
         if not train:
-            raise DataError(f"{self.path}: no training example left (all records went to validation or were dropped)")
+            raise DataError(
+                f"{self.path}: no training example left (all records went to validation or were dropped)"
+            )
         self.train_set, self.val_set = SFTDataset(train), SFTDataset(val)
         truncated = train_stats.truncated + val_stats.truncated
         dropped = train_stats.dropped + val_stats.dropped
@@ -400,7 +408,12 @@ class SFTDataModule(pl.LightningDataModule):
         assert self.train_set is not None, "call setup() first"
         world, rank = self._world()
         return LengthBucketBatchSampler(
-            self.train_set.lengths, self.batch_size, self.bucket_size, self.seed, num_replicas=world, rank=rank
+            self.train_set.lengths,
+            self.batch_size,
+            self.bucket_size,
+            self.seed,
+            num_replicas=world,
+            rank=rank,
         )
 
     def train_dataloader(self) -> ResumableDataLoader:

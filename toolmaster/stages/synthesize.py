@@ -85,7 +85,9 @@ def run_synthesize(cfg: DictConfig) -> float:
     if not hasattr(teacher, "kind"):  # chat-API teachers count tokens in the student's vocabulary
         from toolmaster.models.loading import load_tokenizer
 
-        tokenizer = load_tokenizer(**{k: v for k, v in cfg.model.items() if k in ("source", "path", "cache_dir")})
+        tokenizer = load_tokenizer(
+            **{k: v for k, v in cfg.model.items() if k in ("source", "path", "cache_dir")}
+        )
 
     out = Path(stage.output_path)
     attempts_path = out.with_suffix(".attempts.jsonl")
@@ -104,17 +106,30 @@ def run_synthesize(cfg: DictConfig) -> float:
         for start in range(0, len(todo), stage.chunk_size):
             chunk = todo[start : start + stage.chunk_size]
             trajs = teacher.play(
-                world, chunk, env.trial_budget, fmt, stage.samples_per_task, timeout_s=env.timeout_s,
-                max_observation_chars=env.max_observation_chars, progress=bar.update, tokenizer=tokenizer,
+                world,
+                chunk,
+                env.trial_budget,
+                fmt,
+                stage.samples_per_task,
+                timeout_s=env.timeout_s,
+                max_observation_chars=env.max_observation_chars,
+                progress=bar.update,
+                tokenizer=tokenizer,
             )
             rewards.score(trajs, {task.id: task for task in chunk})
             kept, new_attempts = [], []
             for task in chunk:
                 mine = [t for t in trajs if t.task_id == task.id]
-                stats = {"task_id": task.id, "samples": len(mine), "correct": sum(t.correct for t in mine),
-                         "kept": 0, "dropped": 0, "duplicates": 0,
-                         "trial_calls": sum(t.num_trial_calls for t in mine),
-                         "execution_calls": sum(t.num_execution_calls for t in mine)}
+                stats = {
+                    "task_id": task.id,
+                    "samples": len(mine),
+                    "correct": sum(t.correct for t in mine),
+                    "kept": 0,
+                    "dropped": 0,
+                    "duplicates": 0,
+                    "trial_calls": sum(t.num_trial_calls for t in mine),
+                    "execution_calls": sum(t.num_execution_calls for t in mine),
+                }
                 for t in mine:
                     if stage.keep == "correct" and not t.correct:
                         stats["dropped"] += 1

@@ -34,7 +34,12 @@ DIRECT_THOUGHTS = (
     "Using {name} now.",
     "Let me run {name} with {args_text}.",
 )
-DIRECT_ANSWER_THOUGHTS = ("That gives the answer.", "I have what I need.", "Done; answering.", "The result answers the task.")
+DIRECT_ANSWER_THOUGHTS = (
+    "That gives the answer.",
+    "I have what I need.",
+    "Done; answering.",
+    "The result answers the task.",
+)
 
 
 def direct_policy(task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
@@ -59,11 +64,18 @@ def episode_messages(
             messages.append({"role": "assistant", "content": think + tags.wrap_answer(str(step.answer))})
             break
         kind = "trial" if step.kind == "trial" else "call"
-        messages.append({"role": "assistant", "content": think + tags.wrap_call(kind, step.name or "", step.arguments or {})})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": think + tags.wrap_call(kind, step.name or "", step.arguments or {}),
+            }
+        )
         assert record is not None
         is_trial = record.phase == TRIAL
         trials += is_trial
-        messages.append({"role": "tool", "content": observation_text(record.observation, is_trial, trials, trial_budget)})
+        messages.append(
+            {"role": "tool", "content": observation_text(record.observation, is_trial, trials, trial_budget)}
+        )
     return messages
 
 
@@ -89,8 +101,15 @@ class ExpertTeacher:
         return expert_policy(world, task)
 
     def play(
-        self, world: World, tasks: list[Task], trial_budget: int, fmt: ChatFormat, samples_per_task: int = 1,
-        timeout_s: float = 5.0, max_observation_chars: int = 600, progress: Callable[[int], None] | None = None,
+        self,
+        world: World,
+        tasks: list[Task],
+        trial_budget: int,
+        fmt: ChatFormat,
+        samples_per_task: int = 1,
+        timeout_s: float = 5.0,
+        max_observation_chars: int = 600,
+        progress: Callable[[int], None] | None = None,
         **_: Any,
     ) -> list[Trajectory]:
         budget = 0 if self.kind == "direct" else trial_budget
@@ -104,10 +123,18 @@ class ExpertTeacher:
                 messages = episode_messages(episode, schemas, budget, fmt)
                 out.append(
                     Trajectory(
-                        task_id=task.id, split=task.split, messages=messages, tools=schemas,
-                        calls=[r.to_dict() for r in env.records], answer=episode.answer, correct=episode.correct,
-                        turns=sum(1 for m in messages if m["role"] == "assistant"), sample_index=k,
-                        trial_budget=budget, counters=dict(env.counters), source=self.kind,
+                        task_id=task.id,
+                        split=task.split,
+                        messages=messages,
+                        tools=schemas,
+                        calls=[r.to_dict() for r in env.records],
+                        answer=episode.answer,
+                        correct=episode.correct,
+                        turns=sum(1 for m in messages if m["role"] == "assistant"),
+                        sample_index=k,
+                        trial_budget=budget,
+                        counters=dict(env.counters),
+                        source=self.kind,
                     )
                 )
                 if progress is not None:

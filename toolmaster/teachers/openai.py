@@ -54,11 +54,13 @@ def chat_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def restore_closing_tag(text: str, tags: ProtocolTags) -> tuple[str, bool]:
     """Re-append the closing tag a server stripped with the stop sequence; True when one was added."""
-    openers = [(m.start(), m.group(1)) for m in re.finditer(rf"<({tags.trial}|{tags.call}|{tags.answer})>", text)]
+    openers = [
+        (m.start(), m.group(1)) for m in re.finditer(rf"<({tags.trial}|{tags.call}|{tags.answer})>", text)
+    ]
     if not openers:
         return text, False
     _, tag = openers[-1]
-    if text.rstrip().endswith(f"</{tag}>") or f"</{tag}>" in text[openers[-1][0]:]:
+    if text.rstrip().endswith(f"</{tag}>") or f"</{tag}>" in text[openers[-1][0] :]:
         return text, False
     return text + f"</{tag}>", True
 
@@ -129,7 +131,9 @@ class OpenAIEngine:
             if attempt < self.max_retries:
                 self.retries += 1
                 time.sleep(wait)
-        raise TeacherError(f"teacher endpoint {self.url} failed after {self.max_retries + 1} attempts ({last})")
+        raise TeacherError(
+            f"teacher endpoint {self.url} failed after {self.max_retries + 1} attempts ({last})"
+        )
 
     def _one(self, messages: list[dict[str, str]], params: SamplingParams, cap: int) -> Generation:
         payload = {
@@ -147,7 +151,9 @@ class OpenAIEngine:
             text = choice["message"]["content"] or ""
             finish = choice.get("finish_reason") or "stop"
         except (KeyError, IndexError, TypeError):
-            raise TeacherError(f"teacher endpoint {self.url} returned no choices: {str(data)[:200]}") from None
+            raise TeacherError(
+                f"teacher endpoint {self.url} returned no choices: {str(data)[:200]}"
+            ) from None
         if finish == "length":
             reason = "length"
         else:
@@ -164,6 +170,7 @@ class OpenAIEngine:
         params: SamplingParams,
         max_new_tokens: list[int],
         messages: list[list[dict[str, str]]] | None = None,
+        keys: Any = None,
     ) -> list[Generation]:
         if messages is None:
             raise ValueError("OpenAIEngine needs the conversations as messages")
@@ -188,8 +195,15 @@ class OpenAITeacher:
         max_turns: int = 10,
         seed: int = 0,
     ) -> None:
-        self.options = dict(base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency,
-                            max_retries=max_retries, backoff_s=backoff_s, timeout_s=timeout_s)
+        self.options = dict(
+            base_url=base_url,
+            model=model,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            timeout_s=timeout_s,
+        )
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.max_turns = max_turns
@@ -201,8 +215,15 @@ class OpenAITeacher:
         return f"openai:{self.options['model']}"
 
     def play(
-        self, world: World, tasks: list[Task], trial_budget: int, fmt: ChatFormat, samples_per_task: int = 1,
-        timeout_s: float = 5.0, max_observation_chars: int = 600, progress: Callable[[int], None] | None = None,
+        self,
+        world: World,
+        tasks: list[Task],
+        trial_budget: int,
+        fmt: ChatFormat,
+        samples_per_task: int = 1,
+        timeout_s: float = 5.0,
+        max_observation_chars: int = 600,
+        progress: Callable[[int], None] | None = None,
         tokenizer: Any = None,
     ) -> list[Trajectory]:
         if tokenizer is None:
@@ -210,9 +231,15 @@ class OpenAITeacher:
         if self.engine is None:
             self.engine = OpenAIEngine(tokenizer, fmt.tags, **self.options)
         config = RolloutConfig(
-            max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, max_total_tokens=1_000_000,
-            trial_budget=trial_budget, tool_timeout_s=timeout_s, max_observation_chars=max_observation_chars,
-            temperature=self.temperature, n_samples=samples_per_task, seed=self.seed,
+            max_turns=self.max_turns,
+            max_new_tokens=self.max_new_tokens,
+            max_total_tokens=1_000_000,
+            trial_budget=trial_budget,
+            tool_timeout_s=timeout_s,
+            max_observation_chars=max_observation_chars,
+            temperature=self.temperature,
+            n_samples=samples_per_task,
+            seed=self.seed,
             batch_size=max(1, int(self.options["concurrency"])),
         )
         trajectories = rollout(self.engine, tokenizer, fmt, world.suite, tasks, config, progress)

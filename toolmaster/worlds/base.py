@@ -17,7 +17,9 @@ class World:
 
     def tasks(self, split: str, limit: int | None = None) -> list[Task]:
         if split not in self.splits:
-            raise ConfigError(f"world {self.name!r} has no split {split!r}; available: {', '.join(self.splits)}")
+            raise ConfigError(
+                f"world {self.name!r} has no split {split!r}; available: {', '.join(self.splits)}"
+            )
         tasks = self.splits[split]
         return tasks[:limit] if limit is not None else tasks
 

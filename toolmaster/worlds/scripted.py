@@ -41,7 +41,9 @@ class ScriptedEpisode:
         return self.task.check(self.answer)
 
 
-def run_policy(policy: Policy, task: Task, env: ToolEnv, rng: random.Random, max_steps: int = 12) -> ScriptedEpisode:
+def run_policy(
+    policy: Policy, task: Task, env: ToolEnv, rng: random.Random, max_steps: int = 12
+) -> ScriptedEpisode:
     """Play ``policy`` on ``task`` through ``env`` (which is reset here)."""
     env.reset(task)
     episode = ScriptedEpisode(task)

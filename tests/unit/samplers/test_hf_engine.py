@@ -12,10 +12,12 @@ pytestmark = pytest.mark.slow
 
 
 def _prompts(tokenizer) -> list[list[int]]:
-    texts = ["<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n",
-             "<|im_start|>user\nWrite one short sentence about tools and why people like them.<|im_end|>\n"
-             "<|im_start|>assistant\n",
-             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"]
+    texts = [
+        "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\nWrite one short sentence about tools and why people like them.<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    ]
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
@@ -27,8 +29,14 @@ def test_greedy_matches_unbatched_generate(smollm2):
     for prompt, gen, cap in zip(prompts, gens, [12, 12, 5]):
         ids = torch.tensor([prompt])
         with torch.inference_mode():
-            ref = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=cap,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, len(prompt):].tolist()
+            ref = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=cap,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )[0, len(prompt) :].tolist()
         assert gen.token_ids == ref
         assert gen.finish_reason == ("eos" if ref[-1] == tok.eos_token_id and len(ref) <= cap else "length")
 
@@ -36,7 +44,9 @@ def test_greedy_matches_unbatched_generate(smollm2):
 def test_logprobs_equal_teacher_forced_forward(smollm2):
     model, tok = smollm2.model, smollm2.tokenizer
     prompts = _prompts(tok)
-    gens = HFEngine(model, tok).generate(prompts, SamplingParams(temperature=0.7, max_new_tokens=10, seed=3), [10] * 3)
+    gens = HFEngine(model, tok).generate(
+        prompts, SamplingParams(temperature=0.7, max_new_tokens=10, seed=3), [10] * 3
+    )
     for prompt, gen in zip(prompts, gens):
         full = torch.tensor([prompt + gen.token_ids])
         with torch.inference_mode():
@@ -62,8 +72,59 @@ def test_stop_strings_end_the_turn_and_seed_is_reproducible(smollm2):
 
 def test_sample_tokens_top_p_keeps_only_the_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
-    tokens, logprobs = sample_tokens(logits, SamplingParams(temperature=1.0, top_p=0.7), torch.Generator().manual_seed(0))
+    tokens, logprobs = sample_tokens(
+        logits, SamplingParams(temperature=1.0, top_p=0.7), torch.Generator().manual_seed(0)
+    )
     assert set(tokens.tolist()) == {0, 1}  # 0.5 + 0.3 reaches 0.7; the tail is never sampled
     assert torch.allclose(logprobs[tokens == 0], torch.log(torch.tensor(0.5)), atol=1e-5)
     greedy, _ = sample_tokens(logits[:1], SamplingParams(temperature=0.0), None)
     assert greedy.tolist() == [0]
+
+
+def test_cross_turn_cache_reuse_matches_full_prefill(smollm2):
+    """Turn 2 with the saved KV caches generates what a full re-prefill generates, for a fraction of the prefill."""
+    model, tok = smollm2.model, smollm2.tokenizer
+    prompts = _prompts(tok)
+    params = SamplingParams(temperature=0, max_new_tokens=8)
+    reuse = HFEngine(model, tok)
+    keys = ["a", "b", "c"]
+    first = reuse.generate(prompts, params, [8, 3, 8], keys=keys)
+    observation = tok(
+        "<|im_end|>\n<|im_start|>tool\nError: bad spec<|im_end|>\n<|im_start|>assistant\n",
+        add_special_tokens=False,
+    )["input_ids"]
+    second_prompts = [p + g.token_ids + observation for p, g in zip(prompts, first)]
+    before = reuse.prefill_tokens
+    again = reuse.generate(second_prompts, params, [8] * 3, keys=keys)
+    reused_prefill = reuse.prefill_tokens - before
+    fresh = HFEngine(model, tok, reuse_cache=False)
+    full = fresh.generate(second_prompts, params, [8] * 3, keys=keys)
+    assert [g.token_ids for g in again] == [g.token_ids for g in full]
+    for a, b in zip(again, full):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-3)
+    assert fresh.prefill_tokens == sum(len(p) for p in second_prompts)
+    assert reused_prefill == sum(len(observation) + 1 for _ in prompts)  # last sampled token + appended turn
+    reuse.release(keys)
+    assert not reuse._saved
+
+
+def test_rollout_identical_with_and_without_cache_reuse(smollm2):
+    from toolmaster.protocol import get_chat_format
+    from toolmaster.samplers.loop import RolloutConfig, rollout
+    from toolmaster.worlds.toolworld import build_toolworld
+
+    world = build_toolworld(seed=1, n_train=4, n_test=4)
+    fmt = get_chat_format("chatml")
+    config = RolloutConfig(max_turns=3, max_new_tokens=24, temperature=0.0, batch_size=4)
+    tasks = world.tasks("test_seen")
+
+    def play(reuse_cache: bool):
+        engine = HFEngine(smollm2.model, smollm2.tokenizer, fmt.tags.closing_tags(), reuse_cache=reuse_cache)
+        return rollout(engine, smollm2.tokenizer, fmt, world.suite, tasks, config), engine
+
+    with_reuse, engine_a = play(True)
+    without, engine_b = play(False)
+    assert [t.token_ids for t in with_reuse] == [t.token_ids for t in without]
+    assert not engine_a._saved  # every finished episode released its cache
+    if sum(t.turns for t in with_reuse) > len(tasks):
+        assert engine_a.prefill_tokens < engine_b.prefill_tokens

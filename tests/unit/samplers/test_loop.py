@@ -19,7 +19,11 @@ def _suite() -> ToolSuite:
         state["log"] = state.get("log", []) + [a + b]
         return a + b
 
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+    }
     return ToolSuite.of([Tool("zq_add", "Adds.", schema, zq_add)])
 
 
@@ -28,7 +32,7 @@ def _task(i: int = 0) -> Task:
 
 
 def _call(kind: str, a: int, b: int) -> str:
-    return f'<think>try it</think><{kind}>{json.dumps({"name": "zq_add", "arguments": {"a": a, "b": b}})}</{kind}>'
+    return f"<think>try it</think><{kind}>{json.dumps({'name': 'zq_add', 'arguments': {'a': a, 'b': b}})}</{kind}>"
 
 
 def _script(turns: list[str]):
@@ -58,11 +62,15 @@ def test_trial_then_call_then_answer(smollm2_tokenizer):
     assert traj.token_ids == ids
     # loss mask: 1 only on generated tokens, identical to the render's mask for eos-terminated turns
     assert traj.loss_mask == mask
-    assert sum(traj.loss_mask) == sum(len(smollm2_tokenizer(m["content"], add_special_tokens=False)["input_ids"]) + 1
-                                      for m in traj.messages if m["role"] == "assistant")
+    assert sum(traj.loss_mask) == sum(
+        len(smollm2_tokenizer(m["content"], add_special_tokens=False)["input_ids"]) + 1
+        for m in traj.messages
+        if m["role"] == "assistant"
+    )
     assert len(traj.logprobs) == len(traj.token_ids)
-    assert traj.prompt_length == len(tokenize_conversation(smollm2_tokenizer, FMT, traj.messages[:2],
-                                                           add_generation_prompt=True)[0])
+    assert traj.prompt_length == len(
+        tokenize_conversation(smollm2_tokenizer, FMT, traj.messages[:2], add_generation_prompt=True)[0]
+    )
 
 
 def test_malformed_call_becomes_observation_and_episode_continues(smollm2_tokenizer):
@@ -76,14 +84,20 @@ def test_malformed_call_becomes_observation_and_episode_continues(smollm2_tokeni
 def test_no_action_is_a_format_error_not_a_call(smollm2_tokenizer):
     (traj,), _ = _run(["I think the answer is 2", "<answer>2</answer>"], smollm2_tokenizer)
     assert traj.format_errors == 1 and traj.calls == []
-    assert traj.messages[3]["role"] == "tool" and traj.messages[3]["content"].startswith("Format error: no action")
+    assert traj.messages[3]["role"] == "tool" and traj.messages[3]["content"].startswith(
+        "Format error: no action"
+    )
 
 
 def test_wrong_arguments_get_informative_observation(smollm2_tokenizer):
     wrong = '<call>{"name": "zq_add", "arguments": {"a": "1", "c": 2}}</call>'
     (traj,), _ = _run([wrong, "<answer>x</answer>"], smollm2_tokenizer)
     obs = traj.calls[0]["observation"]
-    assert "missing required argument(s): 'b'" in obs and "unknown argument(s): 'c'" in obs and "'a' must be of type integer" in obs
+    assert (
+        "missing required argument(s): 'b'" in obs
+        and "unknown argument(s): 'c'" in obs
+        and "'a' must be of type integer" in obs
+    )
     assert traj.counters["execution_errors"] == 1 and not traj.correct
 
 
@@ -96,7 +110,9 @@ def test_trial_budget_enforced_in_loop(smollm2_tokenizer):
 
 def test_max_turns_truncates_and_flags(smollm2_tokenizer):
     (traj,), _ = _run([_call("call", 1, 1)], smollm2_tokenizer, max_turns=3)
-    assert traj.truncated and traj.truncation_reason == "max_turns" and traj.turns == 3 and traj.answer is None
+    assert (
+        traj.truncated and traj.truncation_reason == "max_turns" and traj.turns == 3 and traj.answer is None
+    )
     ids, _ = tokenize_conversation(smollm2_tokenizer, FMT, traj.messages)
     assert traj.token_ids == ids  # ends on the last observation, no dangling generation prompt
 

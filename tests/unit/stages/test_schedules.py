@@ -14,7 +14,7 @@ from toolmaster.stages.schedules import build_scheduler, lr_multiplier
 def test_warmup_rises_to_one(schedule):
     f = lr_multiplier(schedule, warmup_steps=4, total_steps=20)
     warm = [f(s) for s in range(5)]
-    assert warm[0] > 0 and all(a < b for a, b in zip(warm, warm[1:])) and warm[-1] == 1.0
+    assert warm[0] > 0 and all(a < b for a, b in zip(warm, warm[1:], strict=False)) and warm[-1] == 1.0
 
 
 def test_decay_shapes():
@@ -26,7 +26,7 @@ def test_decay_shapes():
     assert linear(7) == pytest.approx(0.5) and linear(12) == pytest.approx(0.0)
     assert all(constant(s) == 1.0 for s in range(2, 30))
     decay = [cosine(s) for s in range(2, 13)]
-    assert all(a > b for a, b in zip(decay, decay[1:]))
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
 
 
 def test_scheduler_drives_the_optimizer():

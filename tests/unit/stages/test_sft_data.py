@@ -54,20 +54,20 @@ def test_labels_cover_exactly_the_assistant_turns(smollm2_tokenizer, format_name
         ids, labels = example.input_ids, example.labels
         assert not example.truncated and len(ids) == len(labels)
         # a label, where set, is the token itself (the shift happens in the loss)
-        assert all(label in (IGNORE_INDEX, t) for t, label in zip(ids, labels))
+        assert all(label in (IGNORE_INDEX, t) for t, label in zip(ids, labels, strict=True))
         # the whole sequence decodes to the rendered conversation (tools rendered natively in qwen2.5)
         rendered = fmt.render(record.messages, record.tools)
         assert tok.decode(ids) == rendered
         assistant = [m["content"] for m in record.messages if m["role"] == "assistant"]
         spans = _labelled_spans(labels)
         assert len(spans) == len(assistant)
-        for (start, end), content in zip(spans, assistant):
+        for (start, end), content in zip(spans, assistant, strict=True):
             assert tok.decode(ids[start:end]) == content + END
             # token by token: the tokens just outside the span are the header and the newline after <|im_end|>
             assert tok.decode(ids[:start]).endswith("<|im_start|>assistant\n")
             assert tok.decode(ids[end : end + 1]) == "\n"
         # prompt, tool schemas and observations carry no label
-        unlabelled = tok.decode([t for t, label in zip(ids, labels) if label == IGNORE_INDEX])
+        unlabelled = tok.decode([t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX])
         labelled = tok.decode([t for t in labels if t != IGNORE_INDEX])
         for message in record.messages:
             if message["role"] != "assistant":
@@ -80,7 +80,9 @@ def test_labels_cover_exactly_the_assistant_turns(smollm2_tokenizer, format_name
 
 
 def test_collate_pads_without_labels():
-    examples = encode_records([_record(0), _record(1)], _FakeTokenizer(), get_chat_format("chatml"), 10_000)[0]
+    examples = encode_records([_record(0), _record(1)], _FakeTokenizer(), get_chat_format("chatml"), 10_000)[
+        0
+    ]
     batch = collate(examples, pad_id=0)
     lengths = [len(e) for e in examples]
     assert batch["input_ids"].shape == (2, max(lengths))
@@ -111,7 +113,7 @@ def test_truncation_is_counted_and_label_free_examples_are_dropped(smollm2_token
     examples, stats = encode_records(records, smollm2_tokenizer, fmt, cut)
     assert stats.truncated == sum(len(e) > cut for e in full) > 0
     assert all(len(e) <= cut for e in examples) and stats.dropped == 0
-    assert all(e.truncated == (len(f) > cut) for e, f in zip(examples, full))
+    assert all(e.truncated == (len(f) > cut) for e, f in zip(examples, full, strict=True))
     # a cut inside the prompt leaves nothing to train on: counted as dropped
     examples, stats = encode_records(records, smollm2_tokenizer, fmt, prompt_len)
     assert examples == [] and stats.dropped == 6 and stats.truncated == 6
@@ -148,7 +150,7 @@ def test_batches_are_length_homogeneous():
     # one bucket holding everything: batches are consecutive runs of the sorted lengths
     whole = LengthBucketBatchSampler(lengths, batch_size=8, bucket_size=1000, seed=0)
     ranges = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in whole)
-    assert all(prev[1] <= cur[0] for prev, cur in zip(ranges, ranges[1:]))
+    assert all(prev[1] <= cur[0] for prev, cur in zip(ranges, ranges[1:], strict=False))
 
     # smaller buckets: far less padding than random batches
     def padded_tokens(batches: list[list[int]]) -> int:
@@ -206,7 +208,9 @@ def test_split_keeps_tasks_together_and_is_seeded():
 
 def test_datamodule_reads_the_documented_format(tmp_path, smollm2_tokenizer):
     path = write_dataset(tmp_path / "data.jsonl", 10)
-    dm = SFTDataModule(path, smollm2_tokenizer, get_chat_format("chatml"), batch_size=3, val_fraction=0.2, seed=0)
+    dm = SFTDataModule(
+        path, smollm2_tokenizer, get_chat_format("chatml"), batch_size=3, val_fraction=0.2, seed=0
+    )
     dm.setup()
     assert dm.stats["records"] == 10 and dm.stats["train_examples"] == 8 and dm.stats["val_examples"] == 2
     batch = next(iter(dm.train_dataloader()))
@@ -221,7 +225,9 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
-GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<answer>x</answer>"}]})
+GOOD = json.dumps(
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<answer>x</answer>"}]}
+)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +237,10 @@ GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "ass
         (json.dumps({"task_id": "t1", "split": "train"}), "no 'messages'"),
         (json.dumps({"messages": [{"role": "user", "content": "only a question"}]}), "no assistant turn"),
         (json.dumps({"messages": [{"role": "robot", "content": "beep"}]}), "messages[0].role='robot'"),
-        (json.dumps({"messages": [{"role": "assistant", "content": 3}]}), "messages[0].content must be a string"),
+        (
+            json.dumps({"messages": [{"role": "assistant", "content": 3}]}),
+            "messages[0].content must be a string",
+        ),
         (json.dumps({"messages": "hello"}), "'messages' must be a non-empty list"),
         ('["a", "list"]', "expected a JSON object"),
     ],
