@@ -100,4 +100,8 @@ def run(cfg: DictConfig) -> float | None:
         from toolmaster.stages.sft import run_sft
 
         return run_sft(cfg)
-    raise ConfigError(f"stage.name={stage!r} has no runner; available: eval, synthesize, sft")
+    if stage == "grpo":
+        from toolmaster.stages.grpo_runner import run_grpo
+
+        return run_grpo(cfg)
+    raise ConfigError(f"stage.name={stage!r} has no runner; available: eval, synthesize, sft, grpo")

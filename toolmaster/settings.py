@@ -142,3 +142,76 @@ class SFTSettings:
             self.val_every_n_steps is None or self.val_every_n_steps >= 1,
             "stage.val_every_n_steps must be >= 1 or null",
         )
+
+
+@dataclass
+class GRPOSettings:
+    """``stage=grpo``: multi-turn GRPO in the tool environment with Lightning (``toolmaster.stages.grpo``).
+
+    One GRPO step = ``tasks_per_step`` tasks per process x ``group_size`` episodes each, then ``mu`` optimizer
+    updates on them. ``trainer.max_steps`` counts GRPO steps. ``resume`` as in ``SFTSettings``.
+    ``val_every_n_steps`` null: no validation; ``log_trajectories_every`` 0: no trajectory samples.
+    """
+
+    name: Literal["grpo"] = "grpo"
+    tasks_per_step: int = 4
+    group_size: int = 8
+    mu: int = 1
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "linear", "constant"] = "constant"
+    min_lr_ratio: float = 0.0
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    advantage: Literal["grpo", "dr_grpo"] = "grpo"
+    aggregation: Literal["token_mean", "sequence_mean", "dr_grpo_constant"] = "token_mean"
+    kl_coef: float = 0.0
+    drop_truncated: bool = False
+    old_logprobs: Literal["recompute", "sampler"] = "recompute"
+    micro_batch_size: int = 4
+    log_trajectories_every: int = 10
+    val_every_n_steps: int | None = None
+    resume: str | None = "auto"
+    checkpoint_every_n_steps: int = 50
+    export: bool = True
+    merge: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("tasks_per_step", "mu", "micro_batch_size", "checkpoint_every_n_steps"):
+            _check(getattr(self, key) >= 1, f"stage.{key} must be >= 1, got {getattr(self, key)}")
+        _check(
+            self.group_size >= 2,
+            f"stage.group_size must be >= 2 (advantages are relative to the group), got {self.group_size}",
+        )
+        _check(self.lr > 0, f"stage.lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"stage.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.warmup_steps >= 0, f"stage.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(0 <= self.min_lr_ratio <= 1, f"stage.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _check(self.clip_eps >= 0, f"stage.clip_eps must be >= 0, got {self.clip_eps}")
+        _check(
+            self.clip_eps_high is None or self.clip_eps_high >= 0,
+            f"stage.clip_eps_high must be >= 0 or null, got {self.clip_eps_high}",
+        )
+        _check(self.kl_coef >= 0, f"stage.kl_coef must be >= 0, got {self.kl_coef}")
+        _check(
+            self.advantage in ("grpo", "dr_grpo"),
+            f"stage.advantage must be grpo or dr_grpo, got {self.advantage!r}",
+        )
+        _check(
+            self.aggregation in ("token_mean", "sequence_mean", "dr_grpo_constant"),
+            f"stage.aggregation must be token_mean, sequence_mean or dr_grpo_constant, got {self.aggregation!r}",
+        )
+        _check(
+            self.old_logprobs in ("recompute", "sampler"),
+            f"stage.old_logprobs must be recompute or sampler, got {self.old_logprobs!r}",
+        )
+        _check(
+            self.log_trajectories_every >= 0,
+            f"stage.log_trajectories_every must be >= 0, got {self.log_trajectories_every}",
+        )
+        _check(
+            self.val_every_n_steps is None or self.val_every_n_steps >= 1,
+            "stage.val_every_n_steps must be >= 1 or null",
+        )

@@ -4,7 +4,8 @@ It renders the request's messages with the model's own chat template, generates 
 HFEngine (the protocol stop strings come from the request's ``stop``, stripped from the output as OpenAI
 servers do) and answers in the chat-completions JSON shape. ``faults`` is a queue of injected behaviours
 consumed one per request: ``"429"`` / ``"500"`` / ``"400"`` answer with that status, ``"slow"`` sleeps
-``slow_s`` before answering normally, ``"ok"`` (or an empty queue) answers normally. Used only by tests;
+``slow_s`` and then answers 504 without generating (the client has timed out by then, and a generation
+would only hold the model lock against its retry), ``"ok"`` (or an empty queue) answers normally. Used only by tests;
 ``vllm serve`` is the production server.
 """
 
@@ -105,6 +106,7 @@ class ChatServer:
                     return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)
                 if fault == "slow":
                     time.sleep(server.slow_s)
+                    return self._send(504, {"error": {"message": "injected slow answer"}})
                 self._send(200, server.complete(payload))
 
         return Handler

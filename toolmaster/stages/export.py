@@ -9,6 +9,9 @@ into the base weights and saves a plain model; ``merge=False`` saves only the ad
 The directory is written under a temporary name next to the target and renamed into place; an existing
 export is first renamed aside and removed after the swap. A crash can therefore leave a stray hidden
 temporary directory, never a half-written export under the final name.
+
+Not in the paper (which publishes its checkpoints but not how they were written): the export format, the
+LoRA merge and the metadata file are this implementation's.
 """
 
 from __future__ import annotations
