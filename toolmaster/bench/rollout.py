@@ -1,9 +1,11 @@
 """Rollout throughput: this project's batched multi-turn sampler vs plain ``model.generate``.
 
-Both run in one process on the same model, dtype and batch. The sampler plays real toolworld episodes
-(parsing, tool execution, observations, re-prefill each turn); ``model.generate`` then produces the same
-number of new tokens for the same batch of opening prompts (``min_new_tokens == max_new_tokens``), which is
-the cost of generation alone. Each side runs ``--repeats`` times, alternating, after a warm-up; the best
+Both run in one process on the same model, dtype and batch width. The sampler plays ``--episodes`` real
+toolworld episodes (default 3 x ``--batch``) at most ``--batch`` at a time (parsing, tool execution,
+observations, prefill of each new turn, token-level continuous batching); ``model.generate`` then produces
+the same number of new tokens for the same opening prompts in batches of ``--batch``
+(``min_new_tokens == max_new_tokens``), which is the cost of generation alone. ``--turn-batching`` switches
+the sampler to turn-level batching (one engine call per turn for all live episodes) for comparison. Each side runs ``--repeats`` times, alternating, after a warm-up; the best
 time of each is reported.
 
     python -m toolmaster.bench.rollout --batch 8
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", default="smollm2", choices=["smollm2", "tiny", "hf"])
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--episodes", type=int, default=None, help="default: 3 x --batch")
+    parser.add_argument("--turn-batching", action="store_true", help="batch per turn, not per token")
     parser.add_argument("--split", default="test_seen")
     parser.add_argument("--max-turns", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     lm = load_model(source=source, path=args.model_path, dtype=args.dtype, seed=args.seed)
     fmt = get_chat_format(lm.chat_format)
     world = build_toolworld(seed=args.seed)
-    tasks = world.tasks(args.split, args.batch)
+    tasks = world.tasks(args.split, args.episodes or 3 * args.batch)
     engine = HFEngine(lm.model, lm.tokenizer, stop_strings=fmt.tags.closing_tags())
     config = RolloutConfig(
         max_turns=args.max_turns,
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         temperature=args.temperature,
         batch_size=args.batch,
         seed=args.seed,
+        continuous=not args.turn_batching,
     )
 
     prompts = []
@@ -65,10 +70,15 @@ def main(argv: list[str] | None = None) -> None:
         prompts.append(
             tokenize_conversation(lm.tokenizer, fmt, messages, schemas, add_generation_prompt=True)[0]
         )
-    width = max(len(p) for p in prompts)
     pad = lm.tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=lm.device)
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
+
+    def left_padded(group: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in group)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in group], device=lm.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in group], device=lm.device)
+        return ids, mask
+
+    batches = [left_padded(prompts[i : i + args.batch]) for i in range(0, len(prompts), args.batch)]
 
     def run_sampler() -> tuple[float, int, int]:
         start = time.perf_counter()
@@ -81,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def run_generate(per_row: int) -> float:
         start = time.perf_counter()
+        for input_ids, attention in batches:
+            generate_batch(input_ids, attention, per_row)
+        return time.perf_counter() - start
+
+    def generate_batch(input_ids: torch.Tensor, attention: torch.Tensor, per_row: int) -> None:
         with torch.inference_mode():
             lm.model.generate(
                 input_ids=input_ids,
@@ -93,10 +108,9 @@ def main(argv: list[str] | None = None) -> None:
                 min_new_tokens=per_row,
                 pad_token_id=pad,
             )
-        return time.perf_counter() - start
 
-    _, warm_tokens, _ = run_sampler()  # warm-up (also fixes the token count)
-    run_generate(8)
+    rollout(engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
+    generate_batch(*batches[0], 8)
     sampler_times, generate_times = [], []
     tokens = turns = 0
     for _ in range(args.repeats):
@@ -107,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     sampler_tps = tokens / min(sampler_times)
     generate_tps = per_row * len(tasks) / min(generate_times)
     print(
-        f"model={lm.name} dtype={next(lm.model.parameters()).dtype} batch={len(tasks)} threads={torch.get_num_threads()}"
+        f"model={lm.name} dtype={next(lm.model.parameters()).dtype} episodes={len(tasks)} batch={args.batch} "
+        f"batching={'turn' if args.turn_batching else 'token'} threads={torch.get_num_threads()}"
     )
     print(
         f"toolmaster sampler : {tokens} tokens in {min(sampler_times):.2f} s over {turns} turns -> {sampler_tps:.1f} tokens/s"

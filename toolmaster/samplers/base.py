@@ -27,6 +27,15 @@ class Generation:
     finish_reason: str  # "eos" | "stop" (a stop string) | "length"
 
 
+@dataclass
+class TurnRequest:
+    """One row of a continuous batch: an episode's prompt for its next turn and that turn's token cap."""
+
+    key: Hashable
+    prompt: list[int]
+    cap: int
+
+
 class GenerationEngine(Protocol):
     def generate(
         self,

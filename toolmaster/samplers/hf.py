@@ -5,7 +5,11 @@ stop strings and end-of-turn token, (2) return the log-prob of every sampled tok
 pass that produced it (no second pass for old log-probs), (3) drop finished rows from the batch and the
 KV cache, so long turns do not keep paying for short ones, and (4) keep each episode's KV cache between
 turns: when the rollout loop passes episode ``keys``, the next turn prefills only the tokens appended since
-(the observation and the generation prompt) instead of the whole conversation.
+(the observation and the generation prompt) instead of the whole conversation, and (5) batch continuously at
+token granularity (``generate_continuous``): when a row ends its turn, the rollout loop executes the call at
+once and hands back the episode's next turn (or a new episode), which is prefilled and merged into the
+running batch while the other rows keep decoding, so the batch stays full instead of waiting for its
+longest turn.
 
 Batch layout with cache reuse, per row i with ``c_i`` cached and ``n_i`` new tokens (C = max c, N = max n):
 ``[pad (C - c_i)] [cached c_i] [pad (N - n_i)] [new n_i]``. The cached part is the past_key_values tensor;
@@ -15,15 +19,64 @@ would compute alone (tested against full re-prefill and against ``model.generate
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from toolmaster.samplers.base import Generation, SamplingParams
+from toolmaster.samplers.base import Generation, SamplingParams, TurnRequest
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of one row, [1, heads, length, dim]
+
+
+@dataclass
+class _LiveRow:
+    request: TurnRequest
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    reason: str = "length"
+
+
+def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad a [batch, heads, length, dim] KV tensor with zeros to ``width`` positions."""
+    missing = width - t.shape[2]
+    if missing <= 0:
+        return t
+    return torch.cat([t.new_zeros((t.shape[0], t.shape[1], missing, t.shape[3])), t], dim=2)
+
+
+def _merge_batches(
+    a: tuple[DynamicCache, torch.Tensor], b: tuple[DynamicCache, torch.Tensor]
+) -> tuple[DynamicCache, torch.Tensor]:
+    """Stack two (cache, attention mask) batches; the narrower one is left-padded (masked) to match."""
+    (cache_a, att_a), (cache_b, att_b) = a, b
+    width = max(att_a.shape[1], att_b.shape[1])
+    merged = DynamicCache()
+    for index, (la, lb) in enumerate(zip(cache_a.layers, cache_b.layers)):
+        keys = torch.cat([_left_pad(la.keys, width), _left_pad(lb.keys, width)])
+        values = torch.cat([_left_pad(la.values, width), _left_pad(lb.values, width)])
+        merged.update(keys, values, index)
+    attention = torch.cat(
+        [
+            torch.nn.functional.pad(att_a, (width - att_a.shape[1], 0)),
+            torch.nn.functional.pad(att_b, (width - att_b.shape[1], 0)),
+        ]
+    )
+    return merged, attention
+
+
+def _trim_left(cache: DynamicCache, attention: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
+    """Drop leading positions that every row masks (left behind by rows that left the batch)."""
+    used = attention.any(dim=0).nonzero()
+    start = int(used[0]) if len(used) else attention.shape[1]
+    if start == 0:
+        return cache, attention
+    trimmed = DynamicCache()
+    for index, layer in enumerate(cache.layers):
+        trimmed.update(layer.keys[:, :, start:].contiguous(), layer.values[:, :, start:].contiguous(), index)
+    return trimmed, attention[:, start:]
 
 
 def sample_tokens(
@@ -69,6 +122,7 @@ class HFEngine:
         self.reuse_cache = reuse_cache
         self._saved: dict[Hashable, tuple[list[int], KV]] = {}  # episode key -> (ids fed, their KV)
         self.prefill_tokens = 0  # tokens run through prefill, for benchmarks and tests
+        self.decode_steps = 0  # batched one-token forward passes, for benchmarks and tests
 
     @property
     def device(self) -> torch.device:
@@ -223,6 +277,7 @@ class HFEngine:
             )
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
+            self.decode_steps += 1
 
         if was_training:
             self.model.train()
@@ -232,3 +287,94 @@ class HFEngine:
             text = self.tokenizer.decode(text_ids, skip_special_tokens=False)
             results.append(Generation(ids[row], lps[row], text, reasons[row]))
         return results
+
+    def _finish_row(self, row: _LiveRow) -> Generation:
+        text_ids = row.ids[:-1] if row.reason == "eos" else row.ids
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=False)
+        return Generation(row.ids, row.logprobs, text, row.reason)
+
+    @torch.inference_mode()
+    def generate_continuous(
+        self,
+        requests: list[TurnRequest],
+        params: SamplingParams,
+        on_finish: Callable[[list[tuple[Hashable, Generation]]], list[TurnRequest]],
+    ) -> None:
+        """Decode turns with token-level continuous batching until no row is live and nothing is queued.
+
+        ``requests`` start the batch. Whenever rows end their turn, ``on_finish`` receives their
+        ``(key, Generation)`` pairs and returns the requests to add (an episode's next turn, new episodes);
+        those are prefilled (from their saved KV cache when the key is known) and merged into the running
+        batch. Every row computes what it would compute alone (tested against ``generate``); only the
+        random stream differs, since rows share one generator seeded by ``params.seed``.
+        """
+        device = self.device
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+        was_training = self.model.training
+        self.model.eval()
+        rows: list[_LiveRow] = []
+        cache: DynamicCache | None = None
+        attention = next_pos = logits = None
+        pending = [r for r in requests]
+        while pending or rows:
+            if pending:
+                added = [
+                    _LiveRow(TurnRequest(r.key, r.prompt, max(1, min(r.cap, params.max_new_tokens))))
+                    for r in pending
+                ]
+                keys = [r.request.key if self.reuse_cache else None for r in added]
+                new_logits, new_cache, new_att, new_pos = self._prefill(
+                    [r.request.prompt for r in added], keys
+                )
+                if rows:
+                    cache, attention = _merge_batches((cache, attention), (new_cache, new_att))
+                    logits = torch.cat([logits, new_logits])
+                    next_pos = torch.cat([next_pos, new_pos])
+                else:
+                    cache, attention, logits, next_pos = new_cache, new_att, new_logits, new_pos
+                rows += added
+                pending = []
+            tokens, logprobs = sample_tokens(logits, params, generator)
+            token_list, logprob_list = tokens.tolist(), logprobs.tolist()
+            keep_idx: list[int] = []
+            done: list[_LiveRow] = []
+            for j, row in enumerate(rows):
+                row.ids.append(token_list[j])
+                row.logprobs.append(logprob_list[j])
+                if token_list[j] in self.eos_ids:
+                    row.reason = "eos"
+                elif self._hit_stop_string(row.ids):
+                    row.reason = "stop"
+                elif len(row.ids) >= row.request.cap:
+                    row.reason = "length"
+                else:
+                    keep_idx.append(j)
+                    continue
+                done.append(row)
+                if self.reuse_cache:  # what this row has fed: its prompt and all but the last token
+                    self._saved[row.request.key] = (
+                        row.request.prompt + row.ids[:-1],
+                        self._row_kv(cache, j, attention[j]),
+                    )
+            if done:
+                keep = torch.tensor(keep_idx, device=device, dtype=torch.long)
+                rows = [rows[j] for j in keep_idx]
+                if rows:
+                    cache.batch_select_indices(keep)
+                    tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
+                    cache, attention = _trim_left(cache, attention)
+                pending = on_finish([(row.request.key, self._finish_row(row)) for row in done])
+            if rows:
+                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+                out = self.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=attention,
+                    position_ids=next_pos[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :]
+                next_pos = next_pos + 1
+                self.decode_steps += 1
+        if was_training:
+            self.model.train()

@@ -1,7 +1,10 @@
 """The engine-agnostic multi-turn rollout loop (model <-> environment).
 
-Each turn, every live episode (up to ``batch_size``; finished episodes leave and queued ones join, i.e.
-continuous batching at turn granularity) generates one assistant turn in a single engine call. Each
+Up to ``batch_size`` episodes are live at once. With an engine that offers ``generate_continuous`` (the HF
+engine) batching is continuous at token granularity: the moment one episode ends its turn, its call runs and
+its next turn (or a queued episode) joins the running batch. Other engines (vLLM, the OpenAI teacher,
+scripted) get one ``generate`` call per turn for every live episode (continuous batching at turn
+granularity: finished episodes leave and queued ones join between turns). Each
 generation is parsed into an action; calls run in the episode's ``ToolEnv`` (trial phase on the sandbox,
 execution phase on the real state); the observation becomes a tool turn. Token ids are appended
 incrementally and never re-tokenized, so the ids RL trains on are the ids that were sampled.
@@ -19,7 +22,7 @@ turn); it keeps the protocol unambiguous for small models and costs only extra t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from toolmaster.envs.environment import EXECUTION, TRIAL, ToolEnv
@@ -30,7 +33,7 @@ from toolmaster.protocol.actions import TRIAL as TRIAL_ACTION
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.prompt import build_messages, observation_text
 from toolmaster.protocol.tokenize import SegmentTokenizer, tokenize_conversation, tokenize_segments
-from toolmaster.samplers.base import Generation, GenerationEngine, SamplingParams
+from toolmaster.samplers.base import Generation, GenerationEngine, SamplingParams, TurnRequest
 from toolmaster.trajectory import Trajectory
 
 
@@ -47,6 +50,7 @@ class RolloutConfig:
     n_samples: int = 1
     seed: int = 0
     batch_size: int = 8
+    continuous: bool = True  # token-level continuous batching where the engine offers it
 
 
 @dataclass
@@ -81,7 +85,12 @@ class RolloutRunner:
     """Holds what is shared by every episode of a rollout: engine, tokenizer, format, tools, limits."""
 
     def __init__(
-        self, engine: GenerationEngine, tokenizer, fmt: ChatFormat, suite: ToolSuite, config: RolloutConfig
+        self,
+        engine: GenerationEngine,
+        tokenizer,
+        fmt: ChatFormat,
+        suite: ToolSuite,
+        config: RolloutConfig,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -152,6 +161,64 @@ class RolloutRunner:
 
     # -------------------------------------------------------------------- run
     def run(self, tasks: list[Task], progress: Callable[[int], None] | None = None) -> list[Trajectory]:
+        if self.config.continuous and hasattr(self.engine, "generate_continuous"):
+            finished = self._run_continuous(tasks, progress)
+        else:
+            finished = self._run_by_turns(tasks, progress)
+        cfg = self.config
+        order = {
+            (task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))
+        }
+        finished.sort(key=lambda ep: order[(ep.task.id, ep.sample_index)])
+        return [self.to_trajectory(ep) for ep in finished]
+
+    def _run_continuous(self, tasks: list[Task], progress: Callable[[int], None] | None) -> list[_Episode]:
+        cfg = self.config
+        release = getattr(self.engine, "release", None)
+        queue = deque((task, k) for task in tasks for k in range(cfg.n_samples))
+        finished: list[_Episode] = []
+        live: dict[int, tuple[_Episode, int]] = {}  # engine key -> (episode, this turn's token cap)
+
+        def finish(ep: _Episode) -> None:
+            finished.append(ep)
+            if release is not None:
+                release([id(ep)])
+            if progress is not None:
+                progress(1)
+
+        def next_turn(ep: _Episode) -> TurnRequest | None:
+            cap = min(cfg.max_new_tokens, cfg.max_total_tokens - len(ep.ids))
+            if cap <= 0:
+                ep.truncate("max_total_tokens")
+                finish(ep)
+                return None
+            live[id(ep)] = (ep, cap)
+            return TurnRequest(id(ep), ep.ids, cap)
+
+        def refill() -> list[TurnRequest]:
+            requests = []
+            while queue and len(live) < cfg.batch_size:
+                request = next_turn(self.new_episode(*queue.popleft()))
+                if request is not None:
+                    requests.append(request)
+            return requests
+
+        def on_finish(results: list[tuple[Hashable, Generation]]) -> list[TurnRequest]:
+            requests = []
+            for key, gen in results:
+                ep, cap = live.pop(key)  # type: ignore[arg-type]
+                self.apply(ep, gen, cap)
+                if ep.done:
+                    finish(ep)
+                elif (request := next_turn(ep)) is not None:
+                    requests.append(request)
+            return requests + refill()
+
+        params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed * 100_003)
+        self.engine.generate_continuous(refill(), params, on_finish)  # type: ignore[attr-defined]
+        return finished
+
+    def _run_by_turns(self, tasks: list[Task], progress: Callable[[int], None] | None) -> list[_Episode]:
         cfg = self.config
         release = getattr(self.engine, "release", None)
         queue = deque((task, k) for task in tasks for k in range(cfg.n_samples))
@@ -191,11 +258,7 @@ class RolloutRunner:
                 else:
                     still.append(ep)
             live = still
-        order = {
-            (task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))
-        }
-        finished.sort(key=lambda ep: order[(ep.task.id, ep.sample_index)])
-        return [self.to_trajectory(ep) for ep in finished]
+        return finished
 
     def to_trajectory(self, ep: _Episode) -> Trajectory:
         return Trajectory(

@@ -128,3 +128,35 @@ def test_rollout_identical_with_and_without_cache_reuse(smollm2):
     assert not engine_a._saved  # every finished episode released its cache
     if sum(t.turns for t in with_reuse) > len(tasks):
         assert engine_a.prefill_tokens < engine_b.prefill_tokens
+
+
+def test_token_level_continuous_batching_matches_turn_batching_with_fewer_steps(smollm2):
+    """Rows that end a turn are refilled mid-batch (next turn or a queued episode, merged into the running
+    KV cache); greedy trajectories must equal turn-level batching, in fewer batched decode steps."""
+    from toolmaster.protocol import get_chat_format
+    from toolmaster.samplers.loop import RolloutConfig, rollout
+    from toolmaster.worlds.toolworld import build_toolworld
+
+    world = build_toolworld(seed=2, n_train=4, n_test=6)
+    fmt = get_chat_format("chatml")
+    tasks = world.tasks("test_seen") + world.tasks("test_unseen")[:2]
+
+    def play(continuous: bool):
+        config = RolloutConfig(
+            max_turns=3, max_new_tokens=20, temperature=0.0, batch_size=3, continuous=continuous
+        )
+        engine = HFEngine(smollm2.model, smollm2.tokenizer, fmt.tags.closing_tags())
+        return rollout(engine, smollm2.tokenizer, fmt, world.suite, tasks, config), engine
+
+    by_token, engine_token = play(True)
+    by_turn, engine_turn = play(False)
+    assert [t.task_id for t in by_token] == [t.id for t in tasks]
+    assert [t.token_ids for t in by_token] == [t.token_ids for t in by_turn]
+    assert [t.loss_mask for t in by_token] == [t.loss_mask for t in by_turn]
+    for a, b in zip(by_token, by_turn):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-3)
+    assert not engine_token._saved  # finished episodes released their caches
+    # each turn's first token comes from its prefill, the rest from batched steps of <= batch_size rows
+    from_steps = sum(t.num_generated_tokens - t.turns for t in by_token)
+    assert engine_token.decode_steps < engine_turn.decode_steps
+    assert engine_token.decode_steps >= from_steps / 3

@@ -1,0 +1,277 @@
+"""``stage=pipeline``: run stages one after another (synthesize -> SFT -> GRPO -> eval ...) and compare them.
+
+Each step of ``stage.steps`` runs as its own process,
+``python -m toolmaster <stage.common_overrides> <step overrides> hydra.run.dir=<run dir>/<step>``, so a step
+frees its memory when it ends, may launch its own DDP processes (``trainer=ddp_cpu``) and cannot take the others
+down with it. In overrides, ``{run_dir}`` is the pipeline's output directory (``data.sft_path={run_dir}/
+synthesize/data.jsonl``, ``model.path={run_dir}/sft/hf``) and ``{model}`` the pipeline's own ``model`` choice,
+so ``python -m toolmaster +experiment=quickstart model=tiny`` runs the same pipeline from the tiny model.
+
+Before the first step runs, every step's command line is composed and validated, so a typo in the last step
+fails at once. Each step's stdout and stderr go to ``<run dir>/<step>/step.log`` (``stage.echo=true`` also
+streams them to the console); the console gets one line per step with its wall time. A step that exits 0
+writes ``<step>/.done`` (its overrides and wall time); running the pipeline again with the same
+``hydra.run.dir`` skips finished steps and resumes at the first unfinished one (the training stages resume
+from their own checkpoints, synthesis from its JSONL). A finished step whose overrides have changed since is an
+error, not a silent reuse. A failing step stops the pipeline with one line naming the step, the last line of
+its output and its log file. Steps die with the pipeline (Linux: parent-death signal), so a killed pipeline
+leaves no step running.
+
+At the end, ``stage.compare`` (row label -> the steps behind the row, ending with an eval step) becomes a table
+of success per eval split plus the row's wall time (the sum over its steps), printed and written to
+``comparison.md`` and ``comparison.json``; ``pipeline_summary.json`` records every step's status and wall time.
+A step's wall time is that of the run that finished it (a resumed step counts its last run only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from toolmaster.errors import ConfigError, ToolMasterError
+from toolmaster.io import write_json_atomic, write_text_atomic
+from toolmaster.settings import PipelineSettings
+
+DONE = ".done"
+LOG = "step.log"
+SUMMARY = "pipeline_summary.json"
+TOOLMASTER = (sys.executable, "-m", "toolmaster")
+
+
+def expand(override: str, placeholders: dict[str, str]) -> str:
+    """Replace ``{name}`` for each known placeholder; other braces (Hydra dict values) are left alone."""
+    for key, value in placeholders.items():
+        override = override.replace("{" + key + "}", value)
+    return override
+
+
+def step_overrides(settings: PipelineSettings, name: str, placeholders: dict[str, str]) -> list[str]:
+    """A step's overrides as its command line gets them: the common ones first, so the step's own win."""
+    overrides = [*settings.common_overrides, *settings.steps[name]["overrides"]]
+    return [expand(o, placeholders) for o in overrides]
+
+
+def step_command(
+    settings: PipelineSettings,
+    name: str,
+    run_dir: Path,
+    placeholders: dict[str, str],
+    command: Sequence[str] = TOOLMASTER,
+) -> list[str]:
+    overrides = step_overrides(settings, name, {**placeholders, "run_dir": str(run_dir)})
+    return [*command, *overrides, f"hydra.run.dir={run_dir / name}"]
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn: the step gets SIGTERM when the pipeline process dies, however it dies (Linux only)."""
+
+    def setup() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the pipeline died before prctl took effect
+                os._exit(1)
+
+    return setup
+
+
+def error_line(log: Path) -> str:
+    """The line of a failed step's log that says what went wrong: toolmaster's own one-line error if there
+    is one, else the last line naming an error (Hydra's stack-trace hint skipped), else the last line."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 16384))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    lines = [line for line in lines if "HYDRA_FULL_ERROR" not in line]
+    own = [line for line in lines if line.startswith("toolmaster:")]
+    named = [line for line in lines if "error" in line.lower()]
+    return (own or named or lines or [""])[-1]
+
+
+def _run_step(command: list[str], log: Path, echo: bool) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as handle:
+        handle.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+        handle.flush()
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE if echo else handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+        try:
+            if echo:
+                assert proc.stdout is not None
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    handle.write(chunk)
+                    handle.flush()
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+            return proc.wait()
+        except BaseException:  # Ctrl-C and the like: take the step down too, then stop
+            proc.terminate()
+            proc.wait()
+            raise
+
+
+def run_pipeline(
+    settings: PipelineSettings,
+    run_dir: Path,
+    placeholders: dict[str, str] | None = None,
+    command: Sequence[str] = TOOLMASTER,
+    check: Callable[[list[str]], str | None] | None = None,
+    out: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) every step, then write the comparison; return the summary record.
+
+    ``command`` is what each step runs (``python -m toolmaster``); ``check(overrides)`` returns a one-line
+    problem with a step's overrides, or None, and runs on every step before the first one starts.
+    """
+    if not settings.steps:
+        raise ConfigError("stage.steps is empty: a pipeline needs steps (see +experiment=quickstart)")
+    run_dir = Path(run_dir)
+    placeholders = dict(placeholders or {})
+    if check is not None:
+        for name in settings.steps:
+            problem = check(step_overrides(settings, name, {**placeholders, "run_dir": str(run_dir)}))
+            if problem is not None:
+                raise ConfigError(f"pipeline step {name!r}: {problem}")
+
+    names = list(settings.steps)
+    steps: dict[str, dict[str, Any]] = {n: {"status": "pending", "wall_s": None} for n in names}
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": steps}
+    started = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        step_dir = run_dir / name
+        log = step_dir / LOG
+        recorded = step_overrides(
+            settings, name, placeholders
+        )  # {run_dir} kept: a moved run dir still resumes
+        prefix = f"[{i}/{len(names)}] {name}"
+        done = step_dir / DONE
+        if done.exists():
+            record = json.loads(done.read_text())
+            if record.get("overrides") != recorded:
+                raise ConfigError(
+                    f"pipeline step {name!r} finished earlier with other overrides ({record.get('overrides')}); "
+                    f"delete {step_dir} to run it again, or use a new hydra.run.dir"
+                )
+            steps[name] = {"status": "skipped", "wall_s": record["wall_s"], "log": str(log)}
+            out(f"{prefix}: finished earlier ({record['wall_s']:.0f} s), skipped")
+            continue
+        out(f"{prefix}: running (log: {log})")
+        t0 = time.perf_counter()
+        code = _run_step(step_command(settings, name, run_dir, placeholders, command), log, settings.echo)
+        wall = time.perf_counter() - t0
+        if code != 0:
+            steps[name] = {"status": "failed", "wall_s": wall, "log": str(log), "exit_code": code}
+            summary["wall_s"] = time.perf_counter() - started
+            write_json_atomic(run_dir / SUMMARY, summary)
+            last = error_line(log)
+            raise ToolMasterError(
+                f"pipeline step {name!r} failed with exit code {code} after {wall:.0f} s"
+                + (f": {last}" if last else "")
+                + f" (log: {log})"
+            )
+        write_json_atomic(done, {"overrides": recorded, "wall_s": wall, "finished": time.time()})
+        steps[name] = {"status": "done", "wall_s": wall, "log": str(log)}
+        write_json_atomic(run_dir / SUMMARY, {**summary, "wall_s": time.perf_counter() - started})
+        out(f"{prefix}: done in {wall:.0f} s")
+    summary["wall_s"] = time.perf_counter() - started
+    write_json_atomic(run_dir / SUMMARY, summary)
+    if settings.compare:
+        comparison = compare(settings.compare, run_dir, {n: s["wall_s"] for n, s in steps.items()})
+        table = comparison_markdown(comparison)
+        write_json_atomic(run_dir / "comparison.json", comparison)
+        write_text_atomic(run_dir / "comparison.md", table)
+        summary["comparison"] = comparison
+        out("\n" + table)
+        out(f"wrote {run_dir / 'comparison.md'}, {run_dir / 'comparison.json'}, {run_dir / SUMMARY}")
+    return summary
+
+
+def compare(spec: dict[str, Any], run_dir: Path, walls: dict[str, float | None]) -> dict[str, Any]:
+    """Rows (label -> steps, the last an eval step) read from each eval step's ``metrics.json``."""
+    rows, splits = [], []
+    for label, names in spec.items():
+        names = [names] if isinstance(names, str) else list(names)
+        path = Path(run_dir) / names[-1] / "metrics.json"
+        if not path.exists():
+            raise ConfigError(
+                f"stage.compare.{label}: {path} does not exist (is {names[-1]!r} a stage=eval step?)"
+            )
+        metrics: dict[str, dict[str, float]] = json.loads(path.read_text())
+        splits += [s for s in metrics if s not in splits]
+        rows.append(
+            {
+                "label": label,
+                "steps": names,
+                "success": {s: m["success"] for s, m in metrics.items()},
+                "episodes": {s: int(m["episodes"]) for s, m in metrics.items()},
+                "wall_s": sum(walls.get(n) or 0.0 for n in names),
+            }
+        )
+    return {"splits": splits, "rows": rows}
+
+
+def comparison_markdown(comparison: dict[str, Any]) -> str:
+    splits = comparison["splits"]
+    lines = [
+        "| arm | " + " | ".join(splits) + " | wall s |",
+        "|---" * (len(splits) + 2) + "|",
+    ]
+    for row in comparison["rows"]:
+        cells = [f"{row['success'][s]:.3f}" if s in row["success"] else "-" for s in splits]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {row['wall_s']:.0f} |")
+    episodes = sorted({n for row in comparison["rows"] for n in row["episodes"].values()})
+    note = "Success rate per eval split (episodes per split: " + ", ".join(map(str, episodes)) + ")."
+    return note + " Wall s: the row's steps together.\n\n" + "\n".join(lines) + "\n"
+
+
+def run_pipeline_stage(cfg: DictConfig) -> float | None:
+    """``stage=pipeline`` from the Hydra config; returns the mean success of the last comparison row."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from toolmaster.__main__ import precheck
+    from toolmaster.run import settings as build_settings
+
+    stage: PipelineSettings = build_settings(cfg.stage)
+    placeholders = {}
+    if HydraConfig.initialized():
+        model = HydraConfig.get().runtime.choices.get("model")
+        if model:
+            placeholders["model"] = str(model)
+    run_dir = Path(cfg.output_dir)
+
+    def check(overrides: list[str]) -> str | None:
+        missing = [o for o in overrides if "{model}" in o]
+        if missing:
+            return f"{missing[0]!r}: no model choice to fill {{model}} with"
+        held = GlobalHydra.instance().hydra  # precheck composes with its own Hydra instance; keep the app's
+        try:
+            return precheck(overrides)
+        finally:
+            GlobalHydra.instance().hydra = held
+
+    summary = run_pipeline(stage, run_dir, placeholders, check=check)
+    rows = summary.get("comparison", {}).get("rows", [])
+    if not rows:
+        return None
+    success = rows[-1]["success"]
+    return sum(success.values()) / max(len(success), 1)
