@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format bench clean
+.PHONY: help setup demo test test-fast lint format bench bench-trl clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## / - /'
@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install the pinned stack (CPU torch 2.13.0) + SmolLM2
 
-demo: setup  ## run the main job on the embedded default (SmolLM2-135M on CPU, toolworld)
-	$(PY) -m toolmaster $(ARGS)
+demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, SmolLM2-135M on CPU, toolworld
+	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
 test: setup  ## run the whole test suite
 	$(PY) -m pytest -q $(ARGS)
@@ -39,6 +39,10 @@ format: setup  ## apply ruff fixes and formatting
 
 bench: setup  ## rollout throughput: this sampler vs plain model.generate
 	$(PY) -m toolmaster.bench.rollout $(ARGS)
+
+bench-trl: setup  ## one GRPO step: this project vs TRL's GRPOTrainer (installs the bench extra)
+	$(PIP) install -q -c constraints.txt -e '.[bench]'
+	$(PY) -m toolmaster.bench.grpo_vs_trl $(ARGS)
 
 clean:  ## remove the venv and caches (not the model cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -171,6 +172,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    # conf/hydra/launcher/submitit_local.yaml extends the plugin's config of the same name through Hydra's schema
+    # matching, which still works in Hydra 1.3 but warns on every run.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against ConfigStore schema"
+    )
     argv = sys.argv[1:]
     if not any(
         a in ("-h", "--help", "--hydra-help", "--info", "--version") or a.startswith("--shell") for a in argv

@@ -104,4 +104,8 @@ def run(cfg: DictConfig) -> float | None:
         from toolmaster.stages.grpo_runner import run_grpo
 
         return run_grpo(cfg)
-    raise ConfigError(f"stage.name={stage!r} has no runner; available: eval, synthesize, sft, grpo")
+    if stage == "pipeline":
+        from toolmaster.stages.pipeline import run_pipeline_stage
+
+        return run_pipeline_stage(cfg)
+    raise ConfigError(f"stage.name={stage!r} has no runner; available: eval, synthesize, sft, grpo, pipeline")

@@ -215,3 +215,63 @@ class GRPOSettings:
             self.val_every_n_steps is None or self.val_every_n_steps >= 1,
             "stage.val_every_n_steps must be >= 1 or null",
         )
+
+
+_STEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+@dataclass
+class PipelineSettings:
+    """``stage=pipeline``: run other stages in order, each as its own ``python -m toolmaster`` process.
+
+    ``steps``: step name -> ``{overrides: [...]}`` (Hydra overrides; ``{run_dir}`` is the pipeline's output
+    directory, ``{model}`` its ``model`` choice); ``common_overrides`` go before every step's own (later
+    overrides win). ``compare``: row label -> the steps behind that row, the last one an eval step (a single
+    name is accepted); the row's wall time is the sum over its steps. See ``toolmaster.stages.pipeline``.
+    """
+
+    name: Literal["pipeline"] = "pipeline"
+    steps: dict[str, Any] = field(default_factory=dict)
+    common_overrides: list[str] = field(default_factory=list)
+    compare: dict[str, Any] = field(default_factory=dict)
+    echo: bool = False  # also stream each step's output to the console (it always goes to <step>/step.log)
+
+    def __post_init__(self) -> None:
+        import re
+
+        for name, step in self.steps.items():
+            _check(
+                bool(re.fullmatch(_STEP_NAME, name)),
+                f"stage.steps: bad step name {name!r} (letters, digits, _.-)",
+            )
+            _check(
+                isinstance(step, dict) and set(step) == {"overrides"},
+                f"stage.steps.{name} must be a mapping with one key, overrides (a list of Hydra overrides)",
+            )
+            overrides = step["overrides"]
+            _check(
+                isinstance(overrides, list) and all(isinstance(o, str) for o in overrides),
+                f"stage.steps.{name}.overrides must be a list of strings, got {overrides!r}",
+            )
+        for where, overrides in [("common_overrides", self.common_overrides)] + [
+            (f"steps.{n}.overrides", s["overrides"]) for n, s in self.steps.items()
+        ]:
+            for override in overrides:
+                key = override.split("=", 1)[0].lstrip("+~")
+                _check("=" in override, f"stage.{where}: {override!r} is not a key=value override")
+                _check(
+                    not key.startswith(("hydra.run", "hydra.sweep")),
+                    f"stage.{where}: {override!r}: the pipeline sets each step's run dir itself",
+                )
+        for label, names in self.compare.items():
+            names = [names] if isinstance(names, str) else names
+            _check(
+                isinstance(names, list) and len(names) > 0,
+                f"stage.compare.{label} must be a step name or a list of step names",
+            )
+            unknown = [n for n in names if n not in self.steps]
+            _check(
+                not unknown,
+                f"stage.compare.{label}: unknown step {unknown[0] if unknown else ''!r}; "
+                f"steps: {', '.join(self.steps)}",
+            )

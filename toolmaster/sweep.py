@@ -16,6 +16,9 @@ Writes to DIR (or ``--out``):
   value (default ``reward``, the reward shape), in small multiples: the mean over splits, then each split.
   Jobs sharing a (series, x) point, e.g. several seeds, are averaged.
 
+``stage=grpo`` writes the same ``metrics.json`` from its final validation (``nest_metrics``), so a sweep of
+GRPO runs (``+experiment=ablation``) aggregates like a sweep of evaluations.
+
 A key missing from a job's overrides (a default left untouched) is looked up in the job's
 ``.hydra/hydra.yaml`` (config group choices such as ``reward``) and then in ``.hydra/config.yaml``.
 Plotting needs matplotlib (the ``dev`` extra); it is imported only when the plot is drawn.
@@ -156,6 +159,21 @@ def load_job(root: Path, path: Path) -> Job:
     if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
         return Job(name, path, overrides, status=UNREADABLE, detail="metrics.json is not split -> metrics")
     return Job(name, path, overrides, metrics)
+
+
+def nest_metrics(flat: dict[str, Any], prefix: str = "val/") -> dict[str, dict[str, float]]:
+    """Logged metrics ``{"val/test_seen/success": 0.5, "val/success": 0.4}`` -> the ``metrics.json`` layout
+    ``{"test_seen": {"success": 0.5}}``: keys ``<prefix><split>/<name>`` only (``stage=grpo`` writes its final
+    validation this way, so a GRPO sweep aggregates like an eval sweep)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        if not key.startswith(prefix):
+            continue
+        split, sep, name = key[len(prefix) :].partition("/")
+        number = _number(value.item() if hasattr(value, "item") else value)
+        if sep and split and name and number is not None:
+            out.setdefault(split, {})[name] = number
+    return out
 
 
 # ------------------------------------------------------------------------------------------ aggregating

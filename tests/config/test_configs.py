@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from toolmaster.__main__ import CONF_DIR, command_line_overrides, first_of_sweeps
+from toolmaster.__main__ import CONF_DIR, command_line_overrides, first_of_sweeps, precheck
 from toolmaster.config import validate
 from toolmaster.errors import ConfigError
+from toolmaster.settings import PipelineSettings
+from toolmaster.stages.pipeline import step_overrides
 
 GROUPS = ["stage", "model", "tools", "reward", "sampler", "data", "trainer", "logger"]
 REQUIRED = {  # options with a mandatory (???) value and what to give them in tests
@@ -60,6 +63,26 @@ def test_every_experiment_composes_and_binds(experiment):
     assert "Hypothesis" in text or "test" in text.lower()
     assert f"+experiment={experiment}" in text  # the file says how to run it
     validate(compose_cfg([f"+experiment={experiment}"]))
+
+
+PIPELINES = [
+    e
+    for e in options("experiment")
+    if "override /stage: pipeline" in (Path(CONF_DIR) / "experiment" / f"{e}.yaml").read_text()
+]
+
+
+@pytest.mark.parametrize("experiment", PIPELINES)
+def test_every_pipeline_step_composes_and_binds(experiment):
+    """Each step's own command line passes the entry point's check, as the pipeline checks it before running."""
+    cfg = compose_cfg([f"+experiment={experiment}"])
+    stage = OmegaConf.to_container(cfg.stage, resolve=True)
+    stage.pop("_target_")
+    settings = PipelineSettings(**stage)
+    assert settings.steps and settings.compare
+    for name in settings.steps:
+        overrides = step_overrides(settings, name, {"model": "smollm2_135m", "run_dir": "/tmp/tm-run"})
+        assert precheck(overrides) is None, (name, precheck(overrides))
 
 
 @pytest.mark.parametrize("launcher", options("hydra/launcher") + ["submitit_local"])
@@ -145,3 +168,28 @@ def test_cli_prints_resolved_config():
     result = _cli("--cfg", "job", "model=tiny", "sampler.max_turns=3")
     assert result.returncode == 0, result.stderr
     assert "source: tiny" in result.stdout and "max_turns: 3" in result.stdout
+
+
+def test_ablation_sweeps_trial_budget_by_reward_shape():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = compose_cfg(["+experiment=ablation"], hydra_cfg=True)
+    params = cfg.hydra.sweeper.params
+    assert dict(params) == {"tools.trial_budget": "0,1,2,4", "reward": "outcome,outcome_format,shaped"}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    (points,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    assert len(points) == 12
+    assert {tuple(p) for p in points} == {
+        (f"tools.trial_budget={b}", f"reward={r}")
+        for b in (0, 1, 2, 4)
+        for r in ("outcome", "outcome_format", "shaped")
+    }
+    for point in points:  # every sweep point composes and binds, and runs GRPO from the SFT export
+        job = compose_cfg(["+experiment=ablation", *point])
+        validate(job)
+        assert job.stage.name == "grpo" and job.model.source == "hf" and job.model.path
+        assert job.stage.val_every_n_steps  # each run ends with an evaluation (its metrics.json)
+    assert (
+        compose_cfg(["+experiment=ablation", "reward=outcome_format"]).reward.components.format.weight == 0.1
+    )

@@ -76,7 +76,9 @@ def _suite() -> ToolSuite:
 
 
 def _tasks(n: int = 4) -> list[Task]:
-    return [Task(id=f"t{i}", query=f"Add {i} and 2.", answer=str(i + 2), tool_names=["zq_add"]) for i in range(n)]
+    return [
+        Task(id=f"t{i}", query=f"Add {i} and 2.", answer=str(i + 2), tool_names=["zq_add"]) for i in range(n)
+    ]
 
 
 def _cycle(*kinds: str) -> Callable[[str], Any]:
@@ -97,9 +99,7 @@ def _cycle(*kinds: str) -> Callable[[str], Any]:
     return respond
 
 
-def _module(
-    loaded: Any, respond: Callable[[str], Any], settings: GRPOSettings, **kwargs: Any
-) -> GRPOModule:
+def _module(loaded: Any, respond: Callable[[str], Any], settings: GRPOSettings, **kwargs: Any) -> GRPOModule:
     return GRPOModule(
         loaded.model,
         loaded.tokenizer,
@@ -115,7 +115,13 @@ def _module(
 
 
 def _settings(**overrides: Any) -> GRPOSettings:
-    base = {"tasks_per_step": 2, "group_size": 4, "lr": 1e-3, "micro_batch_size": 3, "log_trajectories_every": 0}
+    base = {
+        "tasks_per_step": 2,
+        "group_size": 4,
+        "lr": 1e-3,
+        "micro_batch_size": 3,
+        "log_trajectories_every": 0,
+    }
     return GRPOSettings(**{**base, **overrides})
 
 
@@ -366,7 +372,9 @@ def test_runner_logs_metrics_and_trajectories_validates_resumes_and_exports(tmp_
     # resume: one more step continues from the checkpoint (step count, task order), not from scratch
     result = run(_compose(tmp_path, *TINY_RUN, "trainer.max_steps=3"))
     summary = json.loads((tmp_path / "grpo_summary.json").read_text())
-    assert summary["grpo_steps"] == 3 and summary["resumed_from"] == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert summary["grpo_steps"] == 3 and summary["resumed_from"] == str(
+        tmp_path / "checkpoints" / "last.ckpt"
+    )
     assert summary["val_success"] is None and result == summary["train_reward"]
     assert len((tmp_path / "trajectories" / "train.jsonl").read_text().splitlines()) == 3 * 2
 
@@ -432,7 +440,9 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     oracle = ExpertTeacher("oracle").play(world, tasks[:20], trial_budget=2, fmt=FMT)
     data = tmp_path / "sft.jsonl"
     append_jsonl(data, (t.to_dict() for t in oracle))
-    sft = SFTSettings(lr=1e-4, warmup_steps=1, schedule="constant", batch_size=2, max_length=1024, val_fraction=0)
+    sft = SFTSettings(
+        lr=1e-4, warmup_steps=1, schedule="constant", batch_size=2, max_length=1024, val_fraction=0
+    )
     datamodule = SFTDataModule(data, loaded.tokenizer, FMT, batch_size=2, max_length=1024, val_fraction=0.0)
     trainer_cfg = {
         "accelerator": "cpu",
@@ -455,10 +465,16 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     shaped = {
         "outcome": {"_target_": "toolmaster.rewards.components.Outcome", "weight": 1.0},
         "format": {"_target_": "toolmaster.rewards.components.Format", "weight": 0.1},
-        "exec_error": {"_target_": "toolmaster.rewards.components.ExecError", "weight": 1.0, "per_error": 0.05},
+        "exec_error": {
+            "_target_": "toolmaster.rewards.components.ExecError",
+            "weight": 1.0,
+            "per_error": 0.05,
+        },
         "call_match": {"_target_": "toolmaster.rewards.components.CallMatch", "weight": 0.2},
     }
-    config = RolloutConfig(max_turns=3, max_new_tokens=48, max_total_tokens=1024, temperature=1.0, batch_size=4)
+    config = RolloutConfig(
+        max_turns=3, max_new_tokens=48, max_total_tokens=1024, temperature=1.0, batch_size=4
+    )
     module = GRPOModule(
         loaded.model,
         loaded.tokenizer,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from toolmaster.errors import ToolMasterError
-from toolmaster.sweep import aggregate, main, parse_overrides, plot, to_csv, to_markdown
+from toolmaster.sweep import aggregate, main, nest_metrics, parse_overrides, plot, to_csv, to_markdown
 
 # (job folder, overrides, metrics or None when the job has not finished)
 JOBS: list[tuple[str, list[str], dict[str, Any] | None]] = [
@@ -250,3 +250,36 @@ def test_module_entry_point_tables_only(sweep_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (sweep_dir / "sweep.md").exists() and (sweep_dir / "sweep.csv").exists()
     assert not (sweep_dir / "sweep.png").exists()
+
+
+def test_nest_metrics_turns_logged_validation_into_split_metrics() -> None:
+    import torch
+
+    flat = {
+        "val/test_seen/success": torch.tensor(0.5),  # Lightning's callback_metrics hold tensors
+        "val/test_seen/trial_calls": 1.25,
+        "val/test_unseen/success": 0.0,
+        "val/success": 0.25,  # the mean over splits: no split, left out
+        "train/success": 1.0,  # another prefix
+        "val/test_seen/bad": float("nan"),  # not a finite number
+        "val//x": 1.0,
+    }
+    assert nest_metrics(flat) == {
+        "test_seen": {"success": 0.5, "trial_calls": 1.25},
+        "test_unseen": {"success": 0.0},
+    }
+    assert nest_metrics({"train/a/b": 2}, prefix="train/") == {"a": {"b": 2.0}}
+
+
+def test_grpo_style_metrics_aggregate_like_eval(tmp_path: Path) -> None:
+    # a stage=grpo job writes nest_metrics(final validation) as metrics.json: the aggregator reads it
+    flat = {"val/test_seen/success": 0.75, "val/test_seen/episodes": 4.0, "val/success": 0.75}
+    write_job(
+        tmp_path,
+        "0_trial_budget=1,reward=shaped",
+        ["tools.trial_budget=1", "reward=shaped"],
+        nest_metrics(flat),
+    )
+    table = aggregate(tmp_path)
+    assert table.splits == ["test_seen"]
+    assert table.rows[0]["success/test_seen"] == 0.75 and table.rows[0]["status"] == "ok"

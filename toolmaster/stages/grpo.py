@@ -398,7 +398,9 @@ class GRPOModule(pl.LightningModule):
         for i, task in enumerate(tasks):  # the advantages assume contiguous groups, in task order
             ids = {t.task_id for t in trajectories[i * group : (i + 1) * group]}
             if ids != {task.id}:
-                raise RuntimeError(f"rollout groups are not contiguous: expected {task.id}, got {sorted(ids)}")
+                raise RuntimeError(
+                    f"rollout groups are not contiguous: expected {task.id}, got {sorted(ids)}"
+                )
         return trajectories
 
     def pack(self, trajectories: list[Trajectory], advantages: Tensor) -> PackedBatch:

@@ -16,7 +16,9 @@ run directory:
 - ``checkpoints/last.ckpt`` (every ``stage.checkpoint_every_n_steps`` GRPO steps and at the end), from which
   ``stage.resume=auto`` continues (model, optimizer, schedule, step and position in the task order);
 - ``hf/``: the final model in Hugging Face format (the SFT stage's export; LoRA merged by default), and
-  ``grpo_summary.json``.
+  ``grpo_summary.json``;
+- ``metrics.json`` when validation ran: the final validation as split -> metrics (``stage=eval``'s layout), which
+  ``python -m toolmaster.sweep`` aggregates over a multirun (``+experiment=ablation``).
 
 Trainer arguments are the ``trainer`` group's, with three GRPO-specific readings: ``trainer.max_steps``
 counts GRPO steps (Lightning counts ``stage.mu`` optimizer updates per step, so it is given ``max_steps *
@@ -44,10 +46,12 @@ from toolmaster.io import write_json_atomic
 from toolmaster.settings import DataSettings, GRPOSettings, SamplerSettings
 from toolmaster.stages.grpo import GRPODataModule, GRPOModule
 from toolmaster.stages.sft import CHECKPOINT_DIR, EXPORT_DIR, build_trainer, resolve_resume
+from toolmaster.sweep import nest_metrics
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "grpo_summary.json"
+METRICS = "metrics.json"
 
 
 def _float(value: Any) -> float | None:
@@ -59,7 +63,9 @@ def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str,
     kwargs = dict(trainer_cfg)
     max_steps = kwargs.get("max_steps")
     if not isinstance(max_steps, int) or max_steps < 1:
-        raise ConfigError(f"stage=grpo needs trainer.max_steps >= 1 (the number of GRPO steps), got {max_steps}")
+        raise ConfigError(
+            f"stage=grpo needs trainer.max_steps >= 1 (the number of GRPO steps), got {max_steps}"
+        )
     accumulate = kwargs.pop("accumulate_grad_batches", 1) or 1
     if accumulate != 1:
         raise ConfigError(
@@ -69,7 +75,9 @@ def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str,
     clip = kwargs.pop("gradient_clip_val", None)
     algorithm = kwargs.pop("gradient_clip_algorithm", None)
     if algorithm not in (None, "norm"):
-        raise ConfigError(f"stage=grpo clips gradients by norm only, got trainer.gradient_clip_algorithm={algorithm}")
+        raise ConfigError(
+            f"stage=grpo clips gradients by norm only, got trainer.gradient_clip_algorithm={algorithm}"
+        )
     kwargs["max_steps"] = max_steps * mu
     return kwargs, (float(clip) if clip else None)
 
@@ -161,6 +169,8 @@ def run_grpo(cfg: DictConfig) -> float | None:
         summary["val"] = {
             key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val/")
         }
+        # the final validation as split -> metrics, the layout of stage=eval that toolmaster.sweep aggregates
+        write_json_atomic(output_dir / METRICS, nest_metrics(summary["val"]))
     if stage.export:
         from toolmaster.stages.export import export_hf
 
@@ -173,7 +183,12 @@ def run_grpo(cfg: DictConfig) -> float | None:
         }
         module.model.eval()
         export_dir = export_hf(
-            module.model, loaded.tokenizer, output_dir / EXPORT_DIR, merge=stage.merge, inplace=True, info=info
+            module.model,
+            loaded.tokenizer,
+            output_dir / EXPORT_DIR,
+            merge=stage.merge,
+            inplace=True,
+            info=info,
         )
         summary["export_dir"] = str(export_dir)
         print(f"exported the model to {export_dir} (load it with model=hf model.path={export_dir})")

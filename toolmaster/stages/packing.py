@@ -86,7 +86,9 @@ def pack_trajectories(
     """Pad the kept trajectories into a ``PackedBatch`` (see the module docstring)."""
     advantages = torch.as_tensor(advantages, dtype=torch.float32).detach().cpu()
     if advantages.shape != (len(trajectories),):
-        raise ValueError(f"need one advantage per trajectory: {tuple(advantages.shape)} vs {len(trajectories)}")
+        raise ValueError(
+            f"need one advantage per trajectory: {tuple(advantages.shape)} vs {len(trajectories)}"
+        )
     if keep is not None and len(keep) != len(trajectories):
         raise ValueError(f"keep has {len(keep)} entries for {len(trajectories)} trajectories")
     rows = [i for i in range(len(trajectories)) if keep is None or keep[i]]

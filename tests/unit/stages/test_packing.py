@@ -80,7 +80,9 @@ def _respond(prompt: str) -> str:
 
 @pytest.fixture(scope="module")
 def trajectories(smollm2_tokenizer) -> list[Any]:
-    tasks = [Task(id=f"t{i}", query=f"Add {i} and 2.", answer=str(i + 2), tool_names=["zq_add"]) for i in SCRIPTS]
+    tasks = [
+        Task(id=f"t{i}", query=f"Add {i} and 2.", answer=str(i + 2), tool_names=["zq_add"]) for i in SCRIPTS
+    ]
     engine = LogprobEngine(smollm2_tokenizer, _respond)
     trajs = rollout(engine, smollm2_tokenizer, FMT, _suite(), tasks, RolloutConfig(max_turns=5, n_samples=1))
     assert [t.correct for t in trajs] == [True, True, True]
@@ -93,7 +95,9 @@ def _sampled_ids(tokenizer, traj) -> list[int]:
     out: list[int] = []
     for message in traj.messages:
         if message["role"] == "assistant":
-            out += tokenizer(message["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            out += tokenizer(message["content"], add_special_tokens=False)["input_ids"] + [
+                tokenizer.eos_token_id
+            ]
     return out
 
 
@@ -102,7 +106,8 @@ def _turn_spans(tokenizer, ids: list[int]) -> list[tuple[str, int, int]]:
     start_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
     starts = [p for p, token in enumerate(ids) if token == start_id] + [len(ids)]
     return [
-        (tokenizer.decode(ids[a + 1 : a + 3]).split("\n")[0].strip(), a, b) for a, b in zip(starts, starts[1:])
+        (tokenizer.decode(ids[a + 1 : a + 3]).split("\n")[0].strip(), a, b)
+        for a, b in zip(starts, starts[1:])
     ]
 
 
