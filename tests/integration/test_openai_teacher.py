@@ -28,7 +28,7 @@ FMT = get_chat_format("chatml")
 
 @pytest.fixture(scope="module")
 def server(smollm2):
-    with ChatServer(smollm2.model, smollm2.tokenizer, slow_s=8.0) as srv:
+    with ChatServer(smollm2.model, smollm2.tokenizer, slow_s=20.0) as srv:
         yield srv
 
 
@@ -63,8 +63,9 @@ def test_plays_real_episodes_through_the_loop(server, smollm2_tokenizer):
 
 def test_retries_429_500_and_slow_answers(server, smollm2_tokenizer):
     world = build_toolworld(seed=0, n_train=4, n_test=2)
-    # The timeout must cut the slow answer (8 s) yet leave the real generation ample time on a loaded CI box.
-    teacher = _teacher(server, timeout_s=4.0, concurrency=1, max_turns=1)
+    # The timeout must cut the slow answer (20 s) yet leave the real 24-token generation ample time on a loaded
+    # CI box (a 4 s timeout cut a real generation there once).
+    teacher = _teacher(server, timeout_s=12.0, concurrency=1, max_turns=1)
     server.faults.extend(["429", "500", "slow", "503"])
     trajs = teacher.play(world, world.tasks("train")[:1], 2, FMT, tokenizer=smollm2_tokenizer)
     assert len(trajs) == 1 and trajs[0].turns == 1
