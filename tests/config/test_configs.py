@@ -193,3 +193,18 @@ def test_ablation_sweeps_trial_budget_by_reward_shape():
     assert (
         compose_cfg(["+experiment=ablation", "reward=outcome_format"]).reward.components.format.weight == 0.1
     )
+
+
+def test_sft_compare_steps_are_paper_small_steps():
+    """A run dir of sft_compare resumes into paper_small: the shared steps must be composed identically (the
+    pipeline refuses a finished step whose overrides changed)."""
+    sft = compose_cfg(["+experiment=sft_compare"])
+    paper = compose_cfg(["+experiment=paper_small"])
+    assert sft.stage.common_overrides == paper.stage.common_overrides
+    assert set(sft.stage.steps) < set(paper.stage.steps)
+    for name, step in sft.stage.steps.items():
+        assert step == paper.stage.steps[name], name
+    for key in ("data", "sampler"):
+        assert sft[key] == paper[key], key
+    for row, steps in sft.stage.compare.items():
+        assert paper.stage.compare[row] == steps, row
