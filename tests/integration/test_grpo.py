@@ -472,7 +472,11 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
         },
         "call_match": {"_target_": "toolmaster.rewards.components.CallMatch", "weight": 0.2},
         # every trial call costs a little, so samples that differ only in how much they explore still differ
-        "trial_cost": {"_target_": "toolmaster.rewards.components.TrialCost", "weight": 1.0, "per_call": 0.02},
+        "trial_cost": {
+            "_target_": "toolmaster.rewards.components.TrialCost",
+            "weight": 1.0,
+            "per_call": 0.02,
+        },
     }
     config = RolloutConfig(
         max_turns=3, max_new_tokens=48, max_total_tokens=1024, temperature=1.0, batch_size=4
