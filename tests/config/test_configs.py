@@ -100,6 +100,7 @@ def test_launchers_compose(launcher):
         ("sampler.temperature=hot", "sampler.temperature"),
         ("sampler.top_p=2.0", "sampler.top_p must be in (0, 1]"),
         ("sampler.engine=tgi", "one of 'hf', 'vllm'"),
+        ("+sampler.vllm.max_lora=8", "sampler.vllm has unknown keys ['max_lora']"),
         ("tools.trial_budget=-1", "tools.trial_budget must be >= 0"),
         ("model.dtype=int8", None),  # checked when the model is built
         ("stage.name=train", "one of 'eval'"),
@@ -113,6 +114,23 @@ def test_bad_values_raise_config_errors(override, expected):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_vllm_options_are_the_engine_arguments():
+    """Every ``sampler.vllm`` key the settings accept reaches VLLMEngine (and conf/sampler/vllm.yaml sets them)."""
+    import inspect
+
+    from toolmaster.samplers.vllm_engine import VLLMEngine
+    from toolmaster.settings import VLLM_OPTIONS
+
+    keyword_only = [
+        name
+        for name, p in inspect.signature(VLLMEngine).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    assert sorted(keyword_only) == sorted(VLLM_OPTIONS)
+    cfg = compose_cfg(["sampler=vllm"])
+    assert set(cfg.sampler.vllm) == set(VLLM_OPTIONS) - {"seed"}  # the seed comes from sampler.seed
 
 
 def test_override_parsing_helpers():

@@ -8,7 +8,12 @@ the same number of new tokens for the same opening prompts in batches of ``--bat
 the sampler to turn-level batching (one engine call per turn for all live episodes) for comparison. Each side runs ``--repeats`` times, alternating, after a warm-up; the best
 time of each is reported.
 
+``--vllm`` adds a third side: the same episodes through the same rollout loop with ``sampler=vllm``'s engine
+(a colocated ``vllm.LLM`` serving the same weights; ``make vllm`` installs it), reported as tokens/s and as
+its ratio to this project's HF sampler.
+
     python -m toolmaster.bench.rollout --batch 8
+    python -m toolmaster.bench.rollout --batch 8 --vllm
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vllm", action="store_true", help="also time the vLLM engine on the same episodes")
     args = parser.parse_args(argv)
 
     from toolmaster.models import load_model
@@ -109,15 +115,33 @@ def main(argv: list[str] | None = None) -> None:
                 pad_token_id=pad,
             )
 
+    vllm_engine = None
+    if args.vllm:
+        from toolmaster.samplers.vllm_engine import VLLMEngine
+
+        started = time.perf_counter()
+        vllm_engine = VLLMEngine(
+            lm.model, lm.tokenizer, fmt.tags.closing_tags(), max_model_len=config.max_total_tokens
+        )
+        print(f"vLLM engine started in {time.perf_counter() - started:.1f} s")
+        rollout(vllm_engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
+
+    def run_vllm() -> tuple[float, int]:
+        start = time.perf_counter()
+        trajs = rollout(vllm_engine, lm.tokenizer, fmt, world.suite, tasks, config)
+        return time.perf_counter() - start, sum(t.num_generated_tokens for t in trajs)
+
     rollout(engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
     generate_batch(*batches[0], 8)
-    sampler_times, generate_times = [], []
+    sampler_times, generate_times, vllm_runs = [], [], []
     tokens = turns = 0
     for _ in range(args.repeats):
         elapsed, tokens, turns = run_sampler()
         sampler_times.append(elapsed)
         per_row = max(1, math.ceil(tokens / len(tasks)))
         generate_times.append(run_generate(per_row))
+        if vllm_engine is not None:
+            vllm_runs.append(run_vllm())
     sampler_tps = tokens / min(sampler_times)
     generate_tps = per_row * len(tasks) / min(generate_times)
     print(
@@ -131,6 +155,11 @@ def main(argv: list[str] | None = None) -> None:
         f"model.generate     : {per_row * len(tasks)} tokens in {min(generate_times):.2f} s -> {generate_tps:.1f} tokens/s"
     )
     print(f"ratio (sampler / generate): {sampler_tps / generate_tps:.2f}")
+    if vllm_runs:
+        vllm_time, vllm_tokens = min(vllm_runs)
+        vllm_tps = vllm_tokens / vllm_time
+        print(f"vLLM engine        : {vllm_tokens} tokens in {vllm_time:.2f} s -> {vllm_tps:.1f} tokens/s")
+        print(f"ratio (vLLM / toolmaster HF sampler): {vllm_tps / sampler_tps:.2f}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ log-probs are under ``logits / T`` (T the sampling temperature), so every policy
 log-prob here is computed from ``logits / T`` as well; the two then differ only by numerics (KV-cache
 decoding vs one full forward, batch padding), and the clipped ratio corrects for that gap.
 
+Engines that keep their own copy of the weights (``sampler=vllm``) are synced lazily: every optimizer step
+(and a restored checkpoint) marks them stale, and the next rollout, training or validation, first calls
+their ``sync_weights``; during the update they sleep where they support it (vLLM on CUDA). The HF engine
+decodes with the policy module itself and needs neither.
+
 KL to a frozen reference (k3 estimator, ``stage.kl_coef``): the reference exists only when
 ``kl_coef > 0``. With LoRA it is the base model with the adapter switched off (peft's ``disable_adapter()``
 context, no second copy of the weights); without LoRA it is a frozen deep copy of the initial policy, kept
@@ -307,6 +312,7 @@ class GRPOModule(pl.LightningModule):
             rollout_config.max_turns * rollout_config.max_new_tokens, rollout_config.max_total_tokens
         )
         self._engine = engine
+        self._engine_stale = True  # weights changed since the engine last synced (engines that copy them)
 
         self.trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
         if not self.trainable_names:
@@ -336,6 +342,29 @@ class GRPOModule(pl.LightningModule):
             self._engine = HFEngine(self.model, self.tokenizer, stop_strings=self.fmt.tags.closing_tags())
         return self._engine
 
+    def synced_engine(self) -> GenerationEngine:
+        """The engine, first made to serve the current weights if it keeps its own copy (vLLM) and they
+        changed (an optimizer step, a restored checkpoint). The HF engine shares the model: nothing to do."""
+        engine = self.engine
+        sync = getattr(engine, "sync_weights", None)
+        if sync is not None and self._engine_stale:
+            sync(self.model)
+        self._engine_stale = False
+        return engine
+
+    @contextlib.contextmanager
+    def engine_asleep(self) -> Iterator[None]:
+        """Release the engine's memory while the policy updates, where the engine supports it."""
+        engine = self._engine
+        asleep = engine is not None and getattr(engine, "sleep_supported", False)
+        if asleep:
+            engine.sleep()  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            if asleep:
+                engine.wake_up()  # type: ignore[union-attr]
+
     @property
     def has_reference(self) -> bool:
         return self.settings.kl_coef > 0
@@ -353,6 +382,7 @@ class GRPOModule(pl.LightningModule):
         return self.trainer.global_step // self.settings.mu
 
     def on_fit_start(self) -> None:
+        self._engine_stale = True  # a restored checkpoint replaced the weights the engine started from
         if self._reference is not None:
             self._reference.model.to(self.device)
         if self.output_dir is not None and self.trainer.is_global_zero:
@@ -393,7 +423,7 @@ class GRPOModule(pl.LightningModule):
     # --------------------------------------------------------------------------------- the step
     def rollout_tasks(self, tasks: list[Task], step: int) -> list[Trajectory]:
         config = replace(self.rollout_config, seed=self._rollout_seed(step))
-        trajectories = rollout(self.engine, self.tokenizer, self.fmt, self.suite, tasks, config)
+        trajectories = rollout(self.synced_engine(), self.tokenizer, self.fmt, self.suite, tasks, config)
         group = self.settings.group_size
         for i, task in enumerate(tasks):  # the advantages assume contiguous groups, in task order
             ids = {t.task_id for t in trajectories[i * group : (i + 1) * group]}
@@ -434,8 +464,9 @@ class GRPOModule(pl.LightningModule):
         started = time.perf_counter()
         packed = self.pack(trajectories, advantages)
 
-        # 5. mu inner updates
-        stats = self.update(packed, episodes=len(trajectories))
+        # 5. mu inner updates (a vLLM engine sleeps meanwhile where it can)
+        with self.engine_asleep():
+            stats = self.update(packed, episodes=len(trajectories))
         time_update = time.perf_counter() - started
 
         self._log_step(trajectories, stats, (time_rollout, time_score, time_update))
@@ -508,6 +539,7 @@ class GRPOModule(pl.LightningModule):
                     optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
                 )
             optimizer.step()
+            self._engine_stale = True
         scheduler.step()
         return {**sums, "entropy": entropy_sum, "entropy_tokens": entropy_tokens}
 
@@ -545,7 +577,8 @@ class GRPOModule(pl.LightningModule):
     # ------------------------------------------------------------------------------- validation
     def validation_step(self, batch: tuple[str, list[Task]], batch_idx: int) -> None:
         split, tasks = batch
-        trajectories = rollout(self.engine, self.tokenizer, self.fmt, self.suite, tasks, self.val_config)
+        engine = self.synced_engine()
+        trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, self.val_config)
         self.rewards.score(trajectories, {task.id: task for task in tasks})
         self.val_metrics[split].update(trajectories)
 

@@ -96,12 +96,17 @@ class SuccessEval:
     config: Any  # RolloutConfig
     tokenizer: Any
     fmt: ChatFormat
+    engine: Any = None  # sampler=vllm: an engine synced to the model before each evaluation; None = HF
 
     def __call__(self, model: Any) -> dict[str, float]:
         from toolmaster.samplers.hf import HFEngine
         from toolmaster.stages.evaluate import evaluate_splits
 
-        engine = HFEngine(model, self.tokenizer, stop_strings=self.fmt.tags.closing_tags())
+        engine = self.engine
+        if engine is None:
+            engine = HFEngine(model, self.tokenizer, stop_strings=self.fmt.tags.closing_tags())
+        elif hasattr(engine, "sync_weights"):
+            engine.sync_weights(model)
         metrics, _ = evaluate_splits(
             engine,
             self.tokenizer,
@@ -320,7 +325,15 @@ def _float(value: Any) -> float | None:
 
 
 def run_sft(cfg: DictConfig) -> float | None:
-    from toolmaster.run import build_model, build_world, chat_format_of, plain, rollout_config, settings
+    from toolmaster.run import (
+        build_engine,
+        build_model,
+        build_world,
+        chat_format_of,
+        plain,
+        rollout_config,
+        settings,
+    )
 
     stage: SFTSettings = settings(cfg.stage)
     data: DataSettings = settings(cfg.data)
@@ -363,6 +376,7 @@ def run_sft(cfg: DictConfig) -> float | None:
             rollout_config(sampler, env, temperature=0.0, n_samples=1),
             loaded.tokenizer,
             fmt,
+            engine=None if sampler.engine == "hf" else build_engine(sampler, loaded, fmt),
         )
     module = SFTModule(
         loaded.model,
