@@ -75,7 +75,8 @@ def vllm_server(tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
         "--enforce-eager",
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # set by the in-process engine tests; the server spawns its own
+    # the in-process engine tests set this; the server runs its engine in its own process
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True

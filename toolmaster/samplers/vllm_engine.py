@@ -237,4 +237,3 @@ class VLLMEngine:
     def wake_up(self) -> None:
         if self.enable_sleep_mode:
             self.llm.wake_up()
-
