@@ -200,6 +200,65 @@ def test_forward_passes_per_step(mu, old_logprobs, expected):
     assert math.isfinite(_metric(trainer, "train/loss"))
 
 
+class RecordingEngine(ScriptedEngine):
+    """Scripted turns plus the weight-sync / sleep interface of ``sampler=vllm``, recording the order of calls.
+
+    A test double: vLLM's sleep mode needs CUDA, so the real engine cannot sleep on this CPU; the real engine's
+    sync is tested in test_vllm_sampler.py. Here only the module's protocol is checked: sleep before the
+    update, wake after it, one sync before every rollout whose weights changed."""
+
+    sleep_supported = True
+
+    def __init__(self, tokenizer: Any, respond: Callable[[str], Any], model: Any) -> None:
+        super().__init__(tokenizer, respond)
+        self.model = model
+        self.events: list[str] = []
+        self.synced_to: list[dict[str, torch.Tensor]] = []
+
+    def generate(self, prompts, params, max_new_tokens, messages=None, keys=None):
+        self.events.append("generate")
+        return super().generate(prompts, params, max_new_tokens, messages, keys)
+
+    def sync_weights(self, model: Any) -> None:
+        self.events.append("sync")
+        self.synced_to.append(_snapshot(model))
+
+    def sleep(self) -> None:
+        self.events.append("sleep")
+
+    def wake_up(self) -> None:
+        self.events.append("wake")
+
+
+@pytest.mark.parametrize("mu", [1, 2])
+def test_engine_syncs_after_updates_and_sleeps_through_them(mu):
+    loaded = load_model(source="tiny", dtype="float32", device="cpu")
+    engine = RecordingEngine(loaded.tokenizer, _cycle("right", "wrong"), loaded.model)
+    settings = _settings(mu=mu)
+    module = GRPOModule(
+        loaded.model,
+        loaded.tokenizer,
+        FMT,
+        _suite(),
+        build_reward_group(OUTCOME),
+        RolloutConfig(max_turns=3, max_new_tokens=48, temperature=1.0),
+        settings,
+        engine=engine,
+        max_grad_norm=1.0,
+    )
+    _fit(module, steps=2)
+    events = [e for i, e in enumerate(engine.events) if e != "generate" or engine.events[i - 1] != "generate"]
+    # per GRPO step: sync (weights changed: fit start, then the previous update), rollout, sleep, update, wake
+    assert events == ["sync", "generate", "sleep", "wake"] * 2, engine.events
+    # the second sync carried the weights after step 1's updates, not the initial ones
+    assert any(
+        not torch.equal(a, b) for a, b in zip(engine.synced_to[0].values(), engine.synced_to[1].values())
+    )
+    assert module.synced_engine() is engine and engine.events[-1] == "sync"  # step 2's update made it stale
+    module.synced_engine()
+    assert engine.events.count("sync") == 3  # no new update: no second sync
+
+
 # --------------------------------------------------------------------------------------------- (3) KL
 def test_no_reference_without_kl():
     loaded = load_model(source="tiny", dtype="float32", device="cpu")

@@ -342,3 +342,36 @@ def test_ddp_cpu_two_processes_train_and_rank_zero_exports(tmp_path):
     reloaded = load_model(source="hf", path=str(run_dir / "hf"), dtype="float32", device="cpu")
     assert _logits(reloaded.model, reloaded.tokenizer).isfinite().all()
     assert _logged_steps(run_dir, "train/loss") == [0, 1, 2]
+
+
+def test_success_validation_syncs_an_engine_with_its_own_weights():
+    """With ``sampler=vllm`` the SFT stage's success validation plays its episodes on an engine that keeps its
+    own copy of the weights; it must be synced to the model being trained before every evaluation. A scripted
+    engine stands in for vLLM here (the real engine is tested in test_vllm_sampler.py)."""
+    from toolmaster.samplers.loop import RolloutConfig
+    from toolmaster.samplers.scripted import ScriptedEngine
+    from toolmaster.stages.sft import SuccessEval
+    from toolmaster.worlds.toolworld import build_toolworld
+
+    loaded = load_model(source="tiny", dtype="float32", device="cpu")
+    synced: list[Any] = []
+
+    class SyncedEngine(ScriptedEngine):
+        def sync_weights(self, model: Any) -> None:
+            synced.append(model)
+
+    engine = SyncedEngine(loaded.tokenizer, lambda prompt: "<answer>42</answer>")
+    world = build_toolworld(seed=0, n_train=2, n_test=2)
+    evaluate = SuccessEval(
+        world,
+        "test_seen",
+        2,
+        RolloutConfig(max_turns=1, temperature=0.0),
+        loaded.tokenizer,
+        get_chat_format("chatml"),
+        engine=engine,
+    )
+    metrics = evaluate(loaded.model)
+    assert synced == [loaded.model] and metrics["episodes"] == 2 and metrics["valid_format"] == 1.0
+    evaluate(loaded.model)
+    assert len(synced) == 2
