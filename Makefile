@@ -35,7 +35,7 @@ demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, Smol
 	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
 test: setup vllm  ## run the whole test suite (installs the vLLM extra: its tests run too)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=15 $(ARGS)
 
 test-fast: setup  ## tests that need no real model weights
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

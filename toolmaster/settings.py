@@ -188,6 +188,7 @@ class GRPOSettings:
     drop_truncated: bool = False
     old_logprobs: Literal["recompute", "sampler"] = "recompute"
     micro_batch_size: int = 4
+    share_prompts: bool = True
     log_trajectories_every: int = 10
     val_every_n_steps: int | None = None
     resume: str | None = "auto"

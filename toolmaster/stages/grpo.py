@@ -14,6 +14,9 @@ process) it runs, timing each phase (``train/time/rollout``, ``train/time/score`
 5. ``stage.mu`` inner updates of the clipped token-level surrogate (``toolmaster.algorithms.grpo_loss``) over
    the model's own tokens only (each trajectory's ``loss_mask``: prompts and observations carry no loss),
    aggregated by ``stage.aggregation`` and computed in micro-batches of ``stage.micro_batch_size`` rows.
+   A group's rows stay together, and with ``stage.share_prompts`` (default) the prompt they share runs
+   through the model once per micro-batch (``toolmaster.stages.prefix_sharing``): same log-probs and
+   gradients, (G - 1) x prompt length fewer tokens of forward and backward per group.
 
 Old log-probs: with ``mu = 1`` and ``stage.old_logprobs=recompute`` they *are* the current log-probs
 (``logprobs.detach()``: no extra forward pass, ratio 1, the plain policy gradient); with ``mu > 1`` one
@@ -83,6 +86,7 @@ from toolmaster.samplers.loop import RolloutConfig, rollout
 from toolmaster.settings import GRPOSettings
 from toolmaster.stages.export import is_peft_model
 from toolmaster.stages.packing import PackedBatch, pack_trajectories
+from toolmaster.stages.prefix_sharing import plan_prefixes, shared_prefix_logprobs, worth_sharing
 from toolmaster.stages.schedules import build_scheduler
 from toolmaster.stages.sft_data import ResumableDataLoader
 from toolmaster.trajectory import Trajectory
@@ -229,7 +233,11 @@ class GRPODataModule(pl.LightningDataModule):
 
 # ------------------------------------------------------------------------------------------ log-probs
 def policy_logprobs(
-    model: Any, batch: PackedBatch, temperature: float, with_entropy: bool = False
+    model: Any,
+    batch: PackedBatch,
+    temperature: float,
+    with_entropy: bool = False,
+    share_prompts: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs ``[N, T - 1]`` of ``batch.input_ids`` under ``logits / temperature``, aligned with
     ``batch.loss_mask`` (the layout of ``token_logprobs``), and optionally the summed entropy over the loss
@@ -239,8 +247,17 @@ def policy_logprobs(
     observations are most of an episode, and the vocabulary projection plus its float32 log-softmax over
     them would dominate compute and memory. Columns without a loss token in any row hold 0.0; masked entries
     of computed columns hold real values that the loss masks out.
+
+    ``share_prompts``: rows that start from the same prompt (a GRPO group) run it once
+    (``toolmaster.stages.prefix_sharing``); same values, less compute.
     """
     mask = batch.loss_mask
+    if share_prompts:
+        plan = plan_prefixes(batch.input_ids, mask, batch.lengths)
+        if worth_sharing(model, plan):
+            return shared_prefix_logprobs(
+                model, batch.input_ids, batch.attention_mask, mask, plan, temperature, with_entropy
+            )
     columns = mask.any(dim=0).nonzero().squeeze(-1)
     if columns.numel() == 0:
         columns = torch.zeros(1, dtype=torch.long, device=mask.device)
@@ -410,15 +427,16 @@ class GRPOModule(pl.LightningModule):
 
     def _logprobs(self, batch: PackedBatch, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         self.forward_passes += 1
-        return policy_logprobs(self.model, batch, self.temperature, with_entropy)
+        return policy_logprobs(self.model, batch, self.temperature, with_entropy, self.settings.share_prompts)
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: PackedBatch) -> Tensor:
         self.forward_passes += 1
+        share = self.settings.share_prompts
         if self._reference is not None:
-            return policy_logprobs(self._reference.model, batch, self.temperature)[0]
+            return policy_logprobs(self._reference.model, batch, self.temperature, share_prompts=share)[0]
         with self.model.disable_adapter():
-            return policy_logprobs(self.model, batch, self.temperature)[0]
+            return policy_logprobs(self.model, batch, self.temperature, share_prompts=share)[0]
 
     # --------------------------------------------------------------------------------- the step
     def rollout_tasks(self, tasks: list[Task], step: int) -> list[Trajectory]:
@@ -436,7 +454,8 @@ class GRPOModule(pl.LightningModule):
     def pack(self, trajectories: list[Trajectory], advantages: Tensor) -> PackedBatch:
         keep = [not (self.settings.drop_truncated and t.truncated) for t in trajectories]
         if any(keep):
-            packed = pack_trajectories(trajectories, advantages, self.pad_id, keep=keep)
+            groups = [i // self.settings.group_size for i in range(len(trajectories))]
+            packed = pack_trajectories(trajectories, advantages, self.pad_id, keep=keep, groups=groups)
         else:  # nothing to learn from here, but DDP needs every process to run the same backward passes
             packed = pack_trajectories(trajectories[:1], torch.zeros(1), self.pad_id)
             packed.loss_mask.zero_()

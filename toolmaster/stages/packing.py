@@ -16,7 +16,9 @@ For N trajectories and T the longest token sequence, ``pack_trajectories`` build
 ``keep`` drops trajectories (e.g. truncated episodes) before packing; rows are sorted longest first so that
 ``micro_batches`` cuts batches of similar lengths (little padding) and the largest comes first (an
 out-of-memory error surfaces on the first micro-batch, not after minutes of work). Each micro-batch is cut
-to its own longest row.
+to its own longest row. With ``groups`` (a group id per trajectory, e.g. its GRPO group) the rows of a group
+stay together, groups ordered by their longest row and rows longest first within a group, so that a
+micro-batch holds whole groups whose shared prompt is run once (``toolmaster.stages.prefix_sharing``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def pack_trajectories(
     pad_id: int,
     keep: Sequence[bool] | None = None,
     sort_by_length: bool = True,
+    groups: Sequence[int] | None = None,
 ) -> PackedBatch:
     """Pad the kept trajectories into a ``PackedBatch`` (see the module docstring)."""
     advantages = torch.as_tensor(advantages, dtype=torch.float32).detach().cpu()
@@ -103,7 +106,14 @@ def pack_trajectories(
             )
         if len(t.token_ids) < 2:
             raise ValueError(f"trajectory {i} ({t.task_id}) has fewer than 2 tokens")
-    if sort_by_length:
+    if groups is not None and len(groups) != len(trajectories):
+        raise ValueError(f"groups has {len(groups)} entries for {len(trajectories)} trajectories")
+    if sort_by_length and groups is not None:
+        longest: dict[int, int] = {}
+        for i in rows:
+            longest[groups[i]] = max(longest.get(groups[i], 0), len(trajectories[i].token_ids))
+        rows.sort(key=lambda i: (-longest[groups[i]], groups[i], -len(trajectories[i].token_ids), i))
+    elif sort_by_length:
         rows.sort(key=lambda i: (-len(trajectories[i].token_ids), i))
     n = len(rows)
     width = max(len(trajectories[i].token_ids) for i in rows)
