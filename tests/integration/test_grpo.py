@@ -184,9 +184,11 @@ def _metric(trainer: pl.Trainer, name: str) -> float:
 def test_forward_passes_per_step(mu, old_logprobs, expected):
     """8 episodes in micro-batches of 3 = 3 micro-batches; rollouts are scripted, so every forward pass
     counted here is the update's. mu = 1 needs one pass per micro-batch (old = current, detached);
-    mu = 2 adds one no-grad pass for old log-probs, unless they come from the sampler."""
+    mu = 2 adds one no-grad pass for old log-probs, unless they come from the sampler. Prompt sharing is off
+    here: a shared pass is two model calls (prompts, then continuations), counted in test_prefix_sharing.py."""
     loaded = load_model(source="tiny", dtype="float32", device="cpu")
-    module = _module(loaded, _cycle("right", "wrong"), _settings(mu=mu, old_logprobs=old_logprobs))
+    settings = _settings(mu=mu, old_logprobs=old_logprobs, share_prompts=False)
+    module = _module(loaded, _cycle("right", "wrong"), settings)
     calls: list[bool] = []
     loaded.model.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
     trainer = _fit(module, steps=1)
