@@ -69,7 +69,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -86,7 +85,12 @@ from toolmaster.samplers.loop import RolloutConfig, rollout
 from toolmaster.settings import GRPOSettings
 from toolmaster.stages.export import is_peft_model
 from toolmaster.stages.packing import PackedBatch, pack_trajectories
-from toolmaster.stages.prefix_sharing import plan_prefixes, shared_prefix_logprobs, worth_sharing
+from toolmaster.stages.prefix_sharing import (
+    plan_prefixes,
+    score_columns,
+    shared_prefix_logprobs,
+    worth_sharing,
+)
 from toolmaster.stages.schedules import build_scheduler
 from toolmaster.stages.sft_data import ResumableDataLoader
 from toolmaster.trajectory import Trajectory
@@ -266,13 +270,7 @@ def policy_logprobs(
         logits = model(**inputs, logits_to_keep=columns).logits
     except TypeError:  # a model without logits_to_keep
         logits = model(**inputs).logits
-    if logits.size(1) != columns.numel():  # full logits (argument missing or ignored)
-        logits = logits[:, columns]
-    scaled = logits.float()
-    if temperature != 1.0:
-        scaled = scaled / temperature
-    targets = batch.input_ids[:, columns + 1]
-    picked = -F.cross_entropy(scaled.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    picked, scaled = score_columns(logits, columns, batch.input_ids[:, columns + 1], temperature)
     full = picked.new_zeros(mask.shape).index_copy(1, columns, picked)
     entropy = None
     if with_entropy:

@@ -49,6 +49,20 @@ class PrefixPlan:
         return sum(self.prefix_lengths[c] for c in self.prefix_of) - sum(self.prefix_lengths)
 
 
+def score_columns(
+    logits: Tensor, columns: Tensor, targets: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """Log-probs of ``targets`` ``[N, K]`` under ``logits / temperature`` at the kept ``columns``, and those
+    scaled float32 logits. ``logits`` may hold every position (a model that ignored ``logits_to_keep``)."""
+    if logits.size(1) != columns.numel():  # full logits (argument missing or ignored)
+        logits = logits[:, columns]
+    scaled = logits.float()
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    picked = -F.cross_entropy(scaled.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    return picked, scaled
+
+
 def plan_prefixes(input_ids: Tensor, loss_mask: Tensor, lengths: Tensor) -> PrefixPlan:
     """Group rows by their prompt: the tokens before the first logit the loss needs (``[N, T]`` right-padded)."""
     has_loss = loss_mask.any(dim=1)
@@ -133,15 +147,10 @@ def shared_prefix_logprobs(
         use_cache=True,
         logits_to_keep=columns,
     ).logits
-    if logits.size(1) != columns.numel():  # full logits (argument missing or ignored)
-        logits = logits[:, columns]
-    scaled = logits.float()
-    if temperature != 1.0:
-        scaled = scaled / temperature
     original = suffix_cols[:, columns]  # [N, K] loss column of each computed logit
     kept = needed[:, columns]  # the row's own loss tokens (in range by construction)
     targets = input_ids.gather(1, (original + 1).clamp(max=width - 1))
-    picked = -F.cross_entropy(scaled.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    picked, scaled = score_columns(logits, columns, targets, temperature)
     picked = torch.where(kept, picked, torch.zeros_like(picked))
     full = picked.new_zeros((rows, width - 1)).scatter_add(1, original.clamp(max=width - 2), picked)
     entropy = None
