@@ -2,7 +2,8 @@
 
 Both run in one process on the same model, dtype and batch width. The sampler plays ``--episodes`` real
 toolworld episodes (default 3 x ``--batch``) at most ``--batch`` at a time (parsing, tool execution,
-observations, prefill of each new turn, token-level continuous batching); ``model.generate`` then produces
+observations, prefill of each new turn, token-level continuous batching, prompt prefixes shared between
+episodes); ``model.generate`` then produces
 the same number of new tokens for the same opening prompts in batches of ``--batch``
 (``min_new_tokens == max_new_tokens``), which is the cost of generation alone. ``--turn-batching`` switches
 the sampler to turn-level batching (one engine call per turn for all live episodes) for comparison. Each side runs ``--repeats`` times, alternating, after a warm-up; the best
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     batches = [left_padded(prompts[i : i + args.batch]) for i in range(0, len(prompts), args.batch)]
 
     def run_sampler() -> tuple[float, int, int]:
+        engine.prefill_tokens = engine.shared_tokens = 0
         start = time.perf_counter()
         trajs = rollout(engine, lm.tokenizer, fmt, world.suite, tasks, config)
         return (
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"toolmaster sampler : {tokens} tokens in {min(sampler_times):.2f} s over {turns} turns -> {sampler_tps:.1f} tokens/s"
+    )
+    print(
+        f"  sampler prefill: {engine.prefill_tokens} tokens run, {engine.shared_tokens} reused from other"
+        f" episodes' caches (prompts: {sum(map(len, prompts))} tokens)"
     )
     print(
         f"model.generate     : {per_row * len(tasks)} tokens in {min(generate_times):.2f} s -> {generate_tps:.1f} tokens/s"

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from toolmaster.errors import ConfigError
+from toolmaster.models.attention import use_gqa_attention
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ def load_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device)
+    use_gqa_attention(model)
     if lora and lora.get("enabled"):
         model = apply_lora(model, lora["r"], lora["alpha"], lora.get("dropout", 0.0), lora["target_modules"])
     model.eval()

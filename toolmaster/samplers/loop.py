@@ -161,10 +161,17 @@ class RolloutRunner:
 
     # -------------------------------------------------------------------- run
     def run(self, tasks: list[Task], progress: Callable[[int], None] | None = None) -> list[Trajectory]:
-        if self.config.continuous and hasattr(self.engine, "generate_continuous"):
-            finished = self._run_continuous(tasks, progress)
-        else:
-            finished = self._run_by_turns(tasks, progress)
+        clear = getattr(self.engine, "clear", None)  # cached KV must not outlive this rollout's weights
+        if clear is not None:
+            clear()
+        try:
+            if self.config.continuous and hasattr(self.engine, "generate_continuous"):
+                finished = self._run_continuous(tasks, progress)
+            else:
+                finished = self._run_by_turns(tasks, progress)
+        finally:
+            if clear is not None:
+                clear()
         cfg = self.config
         order = {
             (task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))
