@@ -23,6 +23,10 @@ trial phase on either side by default (``--trial-budget 0``: TRL has no notion o
 budget gives this project's episodes the trial phase and longer system prompt (more work on our side).
 Episodes are sampled, so the two sides generate different numbers of tokens: both counts are printed.
 
+Both models run the same attention (``toolmaster_sdpa``, which ``load_model`` selects on CPU: grouped-query
+SDPA without copying key/value heads); TRL's model is switched to it explicitly, so the comparison is about the
+frameworks, not the kernel.
+
 Timed: the training step only (rollout, reward, advantages, update), from a callback around the step on
 each side (Lightning's ``on_train_batch_start/end``, transformers' ``on_step_begin/end``); model loading and
 trainer set-up are excluded. With ``--steps N > 1`` the first step is a warm-up and the rest are averaged.
@@ -176,6 +180,8 @@ def run_trl(args: argparse.Namespace, world: Any, tasks: list[Task], model_dir: 
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
         from trl import GRPOConfig, GRPOTrainer
         from trl.chat_template_utils import qwen2_5_chat_template
+
+        from toolmaster.models.attention import use_gqa_attention
     except ImportError as exc:
         raise ToolMasterError(
             f"this benchmark needs the bench extra: pip install -e '.[bench]' ({exc})"
@@ -209,6 +215,7 @@ def run_trl(args: argparse.Namespace, world: Any, tasks: list[Task], model_dir: 
         tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    use_gqa_attention(model)  # the attention kernel this project's load_model picks on CPU, for a fair match
     times: list[float] = []
     generated: list[float] = []
 
