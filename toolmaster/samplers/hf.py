@@ -101,6 +101,7 @@ class HFEngine:
         self.share_prefixes = share_prefixes and reuse_cache
         self.min_shared_tokens = min_shared_tokens  # shorter shared prefixes are cheaper to recompute
         self._prefixes = PrefixStore(prefix_entries)
+        self._cached_version: int | None = None  # weights version the saved caches were computed with
         self.shared_tokens = 0  # prompt tokens taken from another episode's cache, for benchmarks and tests
         self.prefill_tokens = 0  # tokens run through prefill, for benchmarks and tests
         self.decode_steps = 0  # batched one-token forward passes, for benchmarks and tests
@@ -117,10 +118,26 @@ class HFEngine:
                 self._prefixes.add(*entry)
 
     def clear(self) -> None:
-        """Drop every saved cache and stored prefix (the rollout loop calls this around each rollout, so
-        nothing computed with older weights is ever reused)."""
+        """Drop every saved cache and stored prefix (the rollout loop calls this around each rollout)."""
         self._saved.clear()
         self._prefixes.clear()
+
+    def _weights_version(self) -> int | None:
+        """Sum of the parameters' version counters: every in-place update (optimizer steps, no-grad
+        writes, ``load_state_dict``) bumps it. None when unknowable (inference tensors have no counter)."""
+        try:
+            return sum(p._version for p in self.model.parameters())
+        except RuntimeError:
+            return None
+
+    def _forget_if_weights_changed(self) -> None:
+        """Cached keys and values are only valid for the weights that computed them: drop them when the
+        weights changed since the last call (writes through ``.data`` are invisible here; the rollout
+        loop's ``clear`` around every rollout covers those)."""
+        version = self._weights_version()
+        if version is None or version != self._cached_version:
+            self.clear()
+        self._cached_version = version
 
     def _hit_stop_string(self, ids: list[int]) -> bool:
         if not self.stop_strings:
@@ -138,7 +155,7 @@ class HFEngine:
                 return ids, kv
         if not self.share_prefixes:
             return [], None
-        length, kv = self._prefixes.longest(prompt, self._saved.values())
+        length, kv = self._prefixes.longest(prompt, self._saved.values(), self.min_shared_tokens)
         if length < self.min_shared_tokens:
             return [], None
         return prompt[:length], kv
@@ -147,8 +164,11 @@ class HFEngine:
         """Rows whose prompt opens with at least ``min_shared_tokens`` more tokens of an earlier row's
         prompt than they have cached; return those earlier rows (the leaders to prefill first)."""
         leaders: set[int] = set()
+        heads = [prompt[: self.min_shared_tokens] for prompt in prompts]
         for row, prompt in enumerate(prompts):
             for earlier in range(row):
+                if heads[earlier] != heads[row]:
+                    continue
                 shared = min(common_prefix_length(prompt, prompts[earlier]), len(prompt) - 1)
                 if shared >= cached[row] + self.min_shared_tokens:
                     leaders.add(earlier)
@@ -226,6 +246,7 @@ class HFEngine:
         generator = torch.Generator(device=device).manual_seed(params.seed)
         was_training = self.model.training
         self.model.eval()
+        self._forget_if_weights_changed()
 
         caps = [max(0, min(cap, params.max_new_tokens)) for cap in max_new_tokens]
         logits, cache, attention, next_pos = self._prefill(prompts, keys_list, max(caps))
@@ -316,6 +337,7 @@ class HFEngine:
         generator = torch.Generator(device=device).manual_seed(params.seed)
         was_training = self.model.training
         self.model.eval()
+        self._forget_if_weights_changed()
         rows: list[_LiveRow] = []
         cache: DynamicCache | None = None
         attention = next_pos = logits = None

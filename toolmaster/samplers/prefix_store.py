@@ -7,8 +7,9 @@ new episode can start from another episode's cache and prefill only where the tw
 
 ``PrefixStore`` keeps (token ids, KV) pairs of finished episodes, least recently used first out, and
 answers "which stored entry shares the longest prefix with this prompt". It never outlives the
-weights that produced it: the rollout loop clears the engine's store at the start and end of every
-rollout, so a policy update between GRPO steps cannot serve stale keys and values. vLLM's automatic
+weights that produced it: the HF engine drops it (and every episode's saved cache) when the parameters'
+version counters show an in-place update since its last call (an optimizer step, a weight sync), and the
+rollout loop clears it at the start and end of every rollout. vLLM's automatic
 prefix caching does the same job in ``sampler=vllm``.
 """
 
@@ -53,16 +54,18 @@ class PrefixStore:
         self._entries.clear()
 
     def longest(
-        self, prompt: list[int], others: Iterable[tuple[list[int], KV]] = ()
+        self, prompt: list[int], others: Iterable[tuple[list[int], KV]] = (), min_length: int = 1
     ) -> tuple[int, KV | None]:
         """The longest prefix of ``prompt`` held by a stored entry or one of ``others``, capped at
         ``len(prompt) - 1`` (the last prompt token must run to give the next-token logits); the KV
-        comes back sliced to that length (views, no copy)."""
+        comes back sliced to that length (views, no copy). Entries that do not share the first
+        ``min_length`` tokens are skipped with one C-level list comparison."""
         best, best_kv, best_key = 0, None, None
+        head = prompt[: max(1, min_length)]
         candidates = [(key, entry) for key, entry in self._entries.items()]
         candidates += [(None, entry) for entry in others]
         for key, (ids, kv) in candidates:
-            if not ids or not prompt or ids[0] != prompt[0]:
+            if ids[: len(head)] != head:
                 continue
             length = min(common_prefix_length(prompt, ids), len(prompt) - 1)
             if length > best:

@@ -88,3 +88,27 @@ def test_finished_episodes_share_with_later_ones_and_a_rollout_leaves_nothing_be
     trajs = rollout(engine, tok, fmt, world.suite, tasks, config)
     assert len(trajs) == 4 and engine.shared_tokens > 0  # each task's second sample reused the first
     assert not engine._saved and len(engine._prefixes) == 0  # nothing survives into the next policy update
+
+
+def test_an_optimizer_step_invalidates_cached_prefixes_between_direct_generate_calls(smollm2_tokenizer):
+    """Direct ``generate`` calls (no rollout loop around them) must not reuse KV from older weights."""
+    from toolmaster.models import load_model
+
+    model = load_model(source="tiny", seed=3).model
+    prompts = _prompts(smollm2_tokenizer, ["Name a colour.", "Name a tool."])
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    engine = HFEngine(model, smollm2_tokenizer)
+    engine.generate(prompts, params, [6, 6])
+    first_call = engine.prefill_tokens
+    assert len(engine._prefixes) == 1  # the leader's prompt, kept for later calls with the same weights
+    engine.generate(prompts, params, [6, 6])
+    assert engine.prefill_tokens - first_call < first_call  # same weights: the stored prefix is reused
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(input_ids=torch.tensor([prompts[0]]), labels=torch.tensor([prompts[0]])).loss.backward()
+    optimizer.step()
+    before = engine.prefill_tokens
+    after = engine.generate(prompts, params, [6, 6])
+    assert engine.prefill_tokens - before == first_call  # nothing computed with the old weights was reused
+    fresh = HFEngine(model, smollm2_tokenizer, share_prefixes=False).generate(prompts, params, [6, 6])
+    assert [g.token_ids for g in after] == [g.token_ids for g in fresh]
