@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 ARGS ?=
+# pytest-xdist workers for `make test` (each computes on one thread; see tests/conftest.py); JOBS=0 runs serially
+JOBS ?= 2
 
 VLLM_STAMP := $(VENV)/.installed-vllm
 
@@ -35,7 +37,7 @@ demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, Smol
 	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
 test: setup vllm  ## run the whole test suite (installs the vLLM extra: its tests run too)
-	$(PY) -m pytest -q --durations=15 $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
 test-fast: setup  ## tests that need no real model weights
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

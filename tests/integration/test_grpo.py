@@ -576,13 +576,16 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     assert math.isfinite(_metric(trainer, "train/loss"))
 
     # The gradient of the loss reaches the logits only where a sampled token is scored: exactly zero at
-    # every prompt, observation (tool turn) and padding position, on a real packed GRPO batch.
+    # every prompt, observation (tool turn) and padding position, on a real packed GRPO batch whose rows
+    # hold observations. (The model's forward runs without a graph: only d loss / d logits is inspected.)
     trajectories = seen["trajectories"][-1]
-    assert any(m["role"] == "tool" for t in trajectories for m in t.messages)  # observations are in there
-    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
-    packed = pack_trajectories(trajectories[:2], advantages[:2], loaded.tokenizer.pad_token_id)
-    logits = loaded.model(input_ids=packed.input_ids, attention_mask=packed.attention_mask).logits
-    logits.retain_grad()
+    observed = [t for t in trajectories if any(m["role"] == "tool" for m in t.messages)]
+    assert observed, "no episode of the last step has a tool turn"
+    rows = (observed + [t for t in trajectories if t not in observed])[:2]
+    packed = pack_trajectories(rows, torch.tensor([1.0, -1.0]), loaded.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = loaded.model(input_ids=packed.input_ids, attention_mask=packed.attention_mask).logits
+    logits.requires_grad_(True)
     logprobs = token_logprobs(logits, packed.input_ids, temperature=1.0)
     loss, _ = grpo_loss(logprobs, logprobs.detach(), packed.advantages, packed.loss_mask)
     loss.backward()
