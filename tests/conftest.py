@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,7 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_vllm_module_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def one_vllm_module_at_a_time(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) the modules marked ``vllm`` take turns:
     each holds an exclusive file lock, shared by the workers, from before its module-scoped fixtures (the
     engine, the server) are built until after they are torn down, so two vLLM CPU engines never compete

@@ -579,9 +579,12 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     # every prompt, observation (tool turn) and padding position, on a real packed GRPO batch whose rows
     # hold observations. (The model's forward runs without a graph: only d loss / d logits is inspected.)
     trajectories = seen["trajectories"][-1]
-    observed = [t for t in trajectories if any(m["role"] == "tool" for m in t.messages)]
-    assert observed, "no episode of the last step has a tool turn"
-    rows = (observed + [t for t in trajectories if t not in observed])[:2]
+
+    def has_observation(trajectory) -> bool:
+        return any(m["role"] == "tool" for m in trajectory.messages)
+
+    assert any(map(has_observation, trajectories)), "no episode of the last step has a tool turn"
+    rows = sorted(trajectories, key=has_observation, reverse=True)[:2]  # episodes with tool turns first
     packed = pack_trajectories(rows, torch.tensor([1.0, -1.0]), loaded.tokenizer.pad_token_id)
     with torch.no_grad():
         logits = loaded.model(input_ids=packed.input_ids, attention_mask=packed.attention_mask).logits

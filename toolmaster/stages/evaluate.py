@@ -89,12 +89,12 @@ def markdown_table(metrics: dict[str, dict[str, float]], title: str = "") -> str
     for split, m in metrics.items():
         cells = " | ".join(f"{m.get(key, float('nan')):.3f}" for key, _ in columns)
         lines.append(f"| {split} | {int(m['episodes'])} | {cells} |")
-    walls = {round(m["wall_s"], 1) for m in metrics.values() if "wall_s" in m}
-    if len(walls) == 1:  # the splits were rolled out together
+    walls = [m["wall_s"] for m in metrics.values() if "wall_s" in m]
+    if walls:  # every split carries the joint rollout's wall time (evaluate_splits)
         episodes = sum(int(m["episodes"]) for m in metrics.values())
         lines += [
             "",
-            f"{episodes} episodes of {len(metrics)} split(s) rolled out together in {walls.pop():.0f} s",
+            f"{episodes} episodes of {len(metrics)} split(s) rolled out together in {max(walls):.0f} s",
         ]
     return "\n".join(lines) + "\n"
 
