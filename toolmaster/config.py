@@ -52,10 +52,29 @@ def _matches(value: Any, hint: Any) -> bool:
     return True  # classes and other hints: not checked here
 
 
-def _describe_hint(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+# Values this project resolves itself before the target sees them, outside the target's own type hints.
+EXTRA_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
+    ("pytorch_lightning.Trainer", "precision"): ("auto",),  # toolmaster.stages.precision
+}
+
+
+def _hint_choices(hint: Any) -> list[str]:
+    """Readable alternatives of a hint: Literal values by repr, Unions flattened, other types by name."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return [repr(a) for a in typing.get_args(hint)]
+    if origin in (typing.Union, types.UnionType):
+        return [choice for arg in typing.get_args(hint) for choice in _hint_choices(arg)]
+    if hint is type(None):
+        return ["None"]
+    return [getattr(hint, "__name__", None) or str(hint).replace("typing.", "")]
+
+
+def _describe_hint(hint: Any, extra: tuple[Any, ...] = ()) -> str:
+    choices = list(dict.fromkeys([*(repr(value) for value in extra), *_hint_choices(hint)]))
+    if len(choices) == 1 and typing.get_origin(hint) is not Literal:
+        return choices[0]
+    return "one of " + ", ".join(choices)
 
 
 def bind_target(node: dict[str, Any], where: str) -> None:
@@ -90,8 +109,11 @@ def bind_target(node: dict[str, Any], where: str) -> None:
         hints = {}
     for key, value in kwargs.items():
         hint = hints.get(key)
+        extra = EXTRA_VALUES.get((node["_target_"], key), ())
+        if value in extra:
+            continue
         if hint is not None and not _matches(value, hint):
-            raise ConfigError(f"bad value {where}.{key}={value!r}; expected {_describe_hint(hint)}")
+            raise ConfigError(f"bad value {where}.{key}={value!r}; expected {_describe_hint(hint, extra)}")
     if dataclasses.is_dataclass(target):
         try:
             target(**kwargs)

@@ -104,6 +104,8 @@ def test_launchers_compose(launcher):
         ("tools.trial_budget=-1", "tools.trial_budget must be >= 0"),
         ("model.dtype=int8", None),  # checked when the model is built
         ("stage.name=train", "one of 'eval'"),
+        ("trainer.precision=bogus", "one of 'auto', 64, 32, 16, "),  # Lightning's values + ours
+        ("trainer.precision=auto", None),  # resolved by toolmaster.stages.precision
     ],
 )
 def test_bad_values_raise_config_errors(override, expected):

@@ -125,10 +125,11 @@ def _settings(**overrides: Any) -> GRPOSettings:
     return GRPOSettings(**{**base, **overrides})
 
 
-def _fit(module: GRPOModule, steps: int = 1) -> pl.Trainer:
+def _fit(module: GRPOModule, steps: int = 1, precision: str = "32-true") -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
+        precision=precision,
         max_steps=steps * module.settings.mu,
         max_epochs=None,
         logger=False,
@@ -230,6 +231,29 @@ class RecordingEngine(ScriptedEngine):
 
     def wake_up(self) -> None:
         self.events.append("wake")
+
+
+def test_bf16_mixed_inner_updates_see_the_updated_weights():
+    """Under ``bf16-mixed`` the whole training step runs in one autocast context, which caches the bf16
+    copies of the weights; without clearing that cache after each optimizer step, the second of mu = 2
+    updates would compute its log-probs with the weights from before the first (ratio exactly 1)."""
+    loaded = load_model(source="tiny", dtype="float32", device="cpu")
+    module = _module(
+        loaded, _cycle("right", "wrong"), _settings(mu=2, micro_batch_size=8, share_prompts=False)
+    )
+    outputs: list[torch.Tensor] = []
+    logprobs = module._logprobs
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        result = logprobs(*args, **kwargs)
+        outputs.append(result[0].detach().float().clone())
+        return result
+
+    module._logprobs = recording  # type: ignore[method-assign]
+    _fit(module, steps=1, precision="bf16-mixed")
+    old, first, second = outputs  # one micro-batch: old log-probs, then one pass per inner update
+    assert torch.equal(first, old)  # same weights, same cached casts
+    assert not torch.equal(second, old)  # the first update is visible to the second
 
 
 @pytest.mark.parametrize("mu", [1, 2])

@@ -220,6 +220,41 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_top_layer_training_leaves_the_rest_untouched_and_resumes_from_its_partial_checkpoint(tmp_path):
+    """``model.train_top_layers=2`` of 4: the embeddings and layers 0-1 end bit-identical to the initial model,
+    layers 2-3 change; checkpoints hold only the trainable tensors, and resuming from one on a fresh model
+    (the frozen weights rebuilt from the config) ends where an uninterrupted run does."""
+    data = write_dataset(tmp_path / "data.jsonl", 8)
+    stage = SFTSettings(
+        lr=3e-3, warmup_steps=1, batch_size=2, max_length=512, val_fraction=0.0, checkpoint_every_n_steps=1
+    )
+
+    def tiny():
+        return load_model(
+            source="tiny", dtype="float32", device="cpu", seed=1, tiny_num_layers=4, train_top_layers=2
+        )
+
+    initial = {n: p.detach().clone() for n, p in tiny().model.named_parameters()}
+    ref = tiny()
+    _, ref_module, _ = _fit(ref.model, ref.tokenizer, data, tmp_path / "ref", 4, stage)
+    for name, param in ref_module.model.named_parameters():
+        lower = "embed_tokens" in name or ".layers.0." in name or ".layers.1." in name
+        assert torch.equal(param, initial[name]) is lower, name
+
+    first = tiny()
+    _fit(first.model, first.tokenizer, data, tmp_path / "run", 4, stage, checkpointing=True, stop_at=2)
+    ckpt = resolve_resume("auto", tmp_path / "run" / "checkpoints")
+    assert ckpt is not None
+    saved = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert saved and not any("embed_tokens" in k or ".layers.0." in k for k in saved)
+    second = tiny()
+    _, module, _ = _fit(
+        second.model, second.tokenizer, data, tmp_path / "run", 4, stage, ckpt=ckpt, checkpointing=True
+    )
+    for (name, a), b in zip(module.model.named_parameters(), ref_module.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_resume_argument(tmp_path):
     assert resolve_resume(None, tmp_path) is None and resolve_resume("auto", tmp_path) is None
     (tmp_path / "last.ckpt").write_bytes(b"x")

@@ -29,6 +29,7 @@ import torch
 
 from toolmaster.errors import ConfigError
 from toolmaster.models.attention import use_gqa_attention
+from toolmaster.models.freezing import freeze_below_top
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,13 @@ def load_model(
     tiny_num_layers: int = 2,
     seed: int = 0,
     lora: dict[str, Any] | None = None,
+    train_top_layers: int | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Build the model and tokenizer described by the ``model`` config group."""
+    """Build the model and tokenizer described by the ``model`` config group.
+
+    ``train_top_layers=N`` freezes the embeddings and all decoder layers below the top N
+    (``toolmaster.models.freezing``); null leaves every weight (or every LoRA adapter) trainable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if source not in SOURCES:
@@ -230,6 +235,8 @@ def load_model(
     use_gqa_attention(model)
     if lora and lora.get("enabled"):
         model = apply_lora(model, lora["r"], lora["alpha"], lora.get("dropout", 0.0), lora["target_modules"])
+    if train_top_layers is not None:
+        freeze_below_top(model, int(train_top_layers))
     model.eval()
     log.info("loaded %s (%s, %s) in %.2f s", name, torch_dtype, device, time.perf_counter() - started)
     return LoadedModel(model=model, tokenizer=tokenizer, chat_format=chat_format, name=name)

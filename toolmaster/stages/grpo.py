@@ -556,6 +556,9 @@ class GRPOModule(pl.LightningModule):
                     optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
                 )
             optimizer.step()
+            # bf16-mixed: autocast caches the bf16 copies of the weights until its context (the whole
+            # training step) ends; the next inner update must see the weights this step just changed.
+            torch.clear_autocast_cache()
             self._engine_stale = True
         scheduler.step()
         return {**sums, "entropy": entropy_sum, "entropy_tokens": entropy_tokens}

@@ -45,6 +45,7 @@ from toolmaster.errors import ConfigError
 from toolmaster.io import write_json_atomic
 from toolmaster.settings import DataSettings, GRPOSettings, SamplerSettings
 from toolmaster.stages.grpo import GRPODataModule, GRPOModule
+from toolmaster.stages.precision import resolve_training_precision
 from toolmaster.stages.sft import CHECKPOINT_DIR, EXPORT_DIR, build_trainer, resolve_resume
 from toolmaster.sweep import nest_metrics
 
@@ -111,8 +112,7 @@ def run_grpo(cfg: DictConfig) -> float | None:
     ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
-    if "mixed" in str(trainer_kwargs.get("precision", "")) and cfg.model.get("dtype") == "auto":
-        cfg.model.dtype = "float32"  # mixed precision keeps fp32 master weights
+    resolve_training_precision(trainer_kwargs, cfg.model)  # precision=auto; fp32 master weights
     loaded = build_model(cfg)
     fmt = chat_format_of(loaded)
     module = GRPOModule(

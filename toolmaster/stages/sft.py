@@ -20,8 +20,9 @@ averages micro-batch means. Validation loss is the exact token-weighted mean ove
 split (``evaluate_splits`` with ``HFEngine``, at most ``val_success_limit`` tasks) logged as ``val/success``
 at each validation, on rank 0 only.
 
-Precision: ``trainer.precision`` (``32-true`` on CPU, where bf16 is ~4x slower without avx512_bf16;
-``bf16-mixed`` on GPU). With a ``*-mixed`` precision the weights are kept in fp32 (master weights).
+Precision: ``trainer.precision`` (``auto`` on CPU: ``bf16-mixed`` where the CPU has native bf16, else
+``32-true``; ``bf16-mixed`` on GPU). ``model.dtype=auto`` trains fp32 weights (master weights) unless the
+precision is a half ``*-true`` one (``toolmaster.stages.precision``).
 
 Departures from the paper: it trains the 7B student with full fine-tuning on its synthesized trajectories;
 here LoRA is an option and the defaults target SmolLM2-135M. Its optimizer settings are not all given:
@@ -46,6 +47,7 @@ from toolmaster.errors import ConfigError
 from toolmaster.io import write_json_atomic
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.settings import DataSettings, SFTSettings
+from toolmaster.stages.precision import resolve_training_precision
 from toolmaster.stages.schedules import build_scheduler
 from toolmaster.stages.sft_data import IGNORE_INDEX, SFTDataModule
 
@@ -346,8 +348,7 @@ def run_sft(cfg: DictConfig) -> float | None:
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
     trainer_cfg = plain(cfg.trainer)
-    if "mixed" in str(trainer_cfg.get("precision", "")) and cfg.model.get("dtype") == "auto":
-        cfg.model.dtype = "float32"  # mixed precision keeps fp32 master weights
+    resolve_training_precision(trainer_cfg, cfg.model)  # precision=auto; fp32 master weights
     loaded = build_model(cfg)
     fmt = chat_format_of(loaded)
     datamodule = SFTDataModule(

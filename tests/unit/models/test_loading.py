@@ -42,7 +42,7 @@ def test_smollm2_cache_is_plain_hf_safetensors(smollm2):
 
 
 def test_checkpoint_path_loads_as_hf(tmp_path):
-    lm = load_model(source="tiny", seed=1)
+    lm = load_model(source="tiny", seed=1, dtype="float32")
     lm.model.save_pretrained(tmp_path)
     lm.tokenizer.save_pretrained(tmp_path)
     again = load_model(source="hf", path=str(tmp_path), dtype="float32")

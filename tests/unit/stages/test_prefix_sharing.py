@@ -108,8 +108,12 @@ def test_same_logprobs_entropy_and_gradients_as_the_plain_pass(tiny, packed, tem
     assert (shared[~mask] == 0).all()
     torch.testing.assert_close(shared_entropy, plain_entropy, atol=1e-3, rtol=1e-5)
     assert shared_grads.keys() == plain_grads.keys() and len(plain_grads) == len(list(model.parameters()))
+    # fp32 summation order differs between the two passes; on an AVX512 host one embedding gradient entry of 3.1M
+    # differed by 1.6e-6 (relative 3e-4), hence atol 5e-6: a real masking or prefix bug moves whole rows.
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(shared_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+        torch.testing.assert_close(
+            shared_grads[name], grad, atol=5e-6, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 def test_shared_pass_runs_each_prompt_once(tiny, packed):
