@@ -13,8 +13,12 @@ time of each is reported.
 (a colocated ``vllm.LLM`` serving the same weights; ``make vllm`` installs it), reported as tokens/s and as
 its ratio to this project's HF sampler.
 
+``--random-shape qwen2.5-0.5b`` replaces SmolLM2 with a randomly initialised model of Qwen2.5-0.5B's shape
+(``toolmaster.bench.shapes``): for GPU machines, where no weights can be downloaded.
+
     python -m toolmaster.bench.rollout --batch 8
     python -m toolmaster.bench.rollout --batch 8 --vllm
+    python -m toolmaster.bench.rollout --batch 32 --vllm --random-shape qwen2.5-0.5b   # on a GPU
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vllm", action="store_true", help="also time the vLLM engine on the same episodes")
+    parser.add_argument(
+        "--random-shape",
+        default=None,
+        choices=["qwen2.5-0.5b", "smollm2-135m"],
+        help="a random-init model of this shape (toolmaster.bench.shapes), for machines without weights",
+    )
     args = parser.parse_args(argv)
 
     from toolmaster.models import load_model
@@ -55,8 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     from toolmaster.samplers.loop import RolloutConfig, rollout
     from toolmaster.worlds.toolworld import build_toolworld
 
-    source = "hf" if args.model_path else args.source
-    lm = load_model(source=source, path=args.model_path, dtype=args.dtype, seed=args.seed)
+    if args.random_shape:
+        from toolmaster.bench.shapes import random_model
+        from toolmaster.models.loading import resolve_dtype
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        lm = random_model(args.random_shape, resolve_dtype(args.dtype, device), device, args.seed)
+    else:
+        source = "hf" if args.model_path else args.source
+        lm = load_model(source=source, path=args.model_path, dtype=args.dtype, seed=args.seed)
     fmt = get_chat_format(lm.chat_format)
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks(args.split, args.episodes or 3 * args.batch)
