@@ -20,7 +20,8 @@ import torch
 
 from toolmaster.models.loading import cpu_has_fast_bf16
 
-HALF_TRUE = ("bf16-true", "16-true", "bf16", "16", "half")
+# Half-precision weights on purpose. Lightning's short forms "bf16" and "16" mean the *-mixed ones.
+HALF_TRUE = ("bf16-true", "16-true")
 
 
 def _on_cuda(trainer_kwargs: dict[str, Any]) -> bool:

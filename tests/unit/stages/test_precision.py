@@ -47,6 +47,7 @@ def test_explicit_precision_is_kept(monkeypatch, explicit):
         ("auto", "32-true", "float32"),  # auto would pick bf16 weights on a bf16 CPU: not for training
         ("auto", "bf16-mixed", "float32"),  # master weights
         ("auto", "bf16-true", "auto"),  # half-true training asks for half weights
+        ("auto", "bf16", "float32"),  # Lightning's alias of bf16-mixed
         ("bfloat16", "32-true", "bfloat16"),  # explicit is obeyed
         ("float32", "bf16-mixed", "float32"),
     ],
