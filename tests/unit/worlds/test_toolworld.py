@@ -128,6 +128,7 @@ def test_evolved_tool_names_absent_from_train(world: ToolWorld) -> None:
     unseen_tools = {name for task in world.tasks("test_unseen") for name in task.tool_names}
     assert evolved_tools and not evolved_tools & train_tools
     assert unseen_tools and not unseen_tools & train_tools
+
     # evolved variants also rename parameters: no evolved argument name occurs in the family's train tasks
     def params(split: str, family: str) -> set[str]:
         return {

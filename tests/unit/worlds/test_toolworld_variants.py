@@ -110,7 +110,9 @@ def test_same_seed_same_world_in_both_modes() -> None:
         a, b = build_toolworld(4, 28, 7, mode), build_toolworld(4, 28, 7, mode)
         assert sorted(a.suite.tools) == sorted(b.suite.tools)
         assert [t.to_dict() for t in _tasks(a, *SPLITS)] == [t.to_dict() for t in _tasks(b, *SPLITS)]
-        assert {k: v.convention for k, v in a.variants.items()} == {k: v.convention for k, v in b.variants.items()}
+        assert {k: v.convention for k, v in a.variants.items()} == {
+            k: v.convention for k, v in b.variants.items()
+        }
 
 
 def test_building_a_thousand_tasks_is_cheap() -> None:
