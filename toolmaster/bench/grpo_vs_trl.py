@@ -8,7 +8,8 @@ Both sides, in one process, one after the other, each from a fresh copy of SmolL
   ``per_family`` world (every task of a family offers the same tools, so TRL's one tool list is exactly
   each task's tool set; a stateless family, because TRL's plain ``tools=`` have no per-episode state),
   ``--group-size`` episodes per task, sampling at temperature 1.0, reward = the outcome reward (1 for a
-  correct ``<answer>``), KL off, one update per step (``mu = 1``), learning rate 1e-6, the whole batch in one forward/backward (micro-batch = tasks x group);
+  correct ``<answer>``), KL off, one update per step (``mu = 1``), learning rate 1e-6, the whole batch in
+  one forward/backward (micro-batch = tasks x group);
 - the same prompt text: Qwen2.5's tool format on both sides (``chat_format=qwen2.5`` here; TRL renders
   Qwen2.5's chat template, set on SmolLM2's tokenizer, which shares its ChatML tokens), tool schemas in
   ``<tools>``, execution calls in ``<tool_call>``, the protocol's instructions in the system turn;
