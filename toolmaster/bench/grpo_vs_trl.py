@@ -305,9 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model_dir = str(smollm2_dir(None))
-        world = build_toolworld(
-            seed=args.seed, variants="per_family"
-        )  # one tool set per family, as TRL needs
+        # the per_family world: every task of a family offers one tool set, as TRL's one tool list needs
+        world = build_toolworld(seed=args.seed, variants="per_family")
         tasks = pick_tasks(world, args.family, args.tasks)
         ours = run_toolmaster(args, world, tasks, model_dir)
         trl = run_trl(args, world, tasks, model_dir)
