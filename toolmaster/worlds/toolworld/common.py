@@ -48,9 +48,10 @@ class NameGen:
         self.used: set[str] = set()
         self.prefixes: set[str] = set()
 
-    def pick(self, options: Sequence[str]) -> str:
-        """One of ``options`` (argument names and the like; uniqueness is not needed there)."""
-        return self.rng.choice(list(options))
+    def tools(self, *suffix_sets: Sequence[str]) -> list[str]:
+        """Names for one variant's tools under one fresh prefix, one per set of suffixes."""
+        prefix = self.prefix()
+        return [self.name(prefix, suffixes) for suffixes in suffix_sets]
 
     def prefix(self) -> str:
         while True:

@@ -1,7 +1,7 @@
 """Family ``cipher`` (seen): Caesar-style letter rotation (encode or decode a short message).
 
 Tests probing a silent direction convention and reading a key format from an error.
-Hidden conventions (12 seen, 12 evolved):
+Hidden conventions (12 seen, 6 evolved):
 - one key step moves letters by a silent stride: backwards (a -> z for 1) or 3, 5 or 7 letters either way
   (evolved: forwards, backwards or 3); the probe "abc" by 1 returning "zab" or "def" reveals it;
 - seen keys are integers (the schema says integer or string), evolved keys a *letter* (a=0, b=1, ... or
@@ -87,8 +87,7 @@ def key_value(key_form: str, value: Any, pname: str) -> int:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main, decoy = (names.name(prefix, suffixes) for suffixes in _SUFFIXES[evolved])
+    main, decoy = names.tools(*_SUFFIXES[evolved])
     p_text, p_key = rng.choice(_P_TEXT[evolved]), rng.choice(_P_KEY[evolved])
     conv = {"stride": rng.choice(_STRIDES[evolved]), "key": rng.choice(_KEYS[evolved])}
     key_type = "integer" if conv["key"] == "int" else "string"

@@ -55,9 +55,7 @@ _DECOY_DOCS = ("City profile.", "Where a city is.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main = names.name(prefix, ("gzt", "cfx", "twn"))
-    decoy = names.name(prefix, ("prof", "cpr", "whr"))
+    main, decoy = names.tools(("gzt", "cfx", "twn"), ("prof", "cpr", "whr"))
     p_city, p_field = rng.choice(("city", "place", "town")), rng.choice(("field", "key", "fact", "attr"))
     keys = {
         "population": rng.choice(("population", "pop", "inhabitants")),

@@ -57,9 +57,7 @@ def render(seconds: int, with_seconds: bool = False) -> str:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main = names.name(prefix, ("clk", "hhm", "tmv"))
-    decoy = names.name(prefix, ("tdy", "qtr", "nrm"))
+    main, decoy = names.tools(("clk", "hhm", "tmv"), ("tdy", "qtr", "nrm"))
     p_time, p_delta = rng.choice(_P_TIME), rng.choice(_P_DELTA)
     step = rng.choice(_STEPS)
     conv = {"step_s": step, "show_seconds": step == 1 or rng.random() < 0.5}

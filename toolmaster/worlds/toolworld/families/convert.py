@@ -109,8 +109,7 @@ _P_VALUE = {False: ("value", "amount", "x", "qty"), True: ("magnitude", "size", 
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main, decoy = (names.name(prefix, suffixes) for suffixes in _SUFFIXES[evolved])
+    main, decoy = names.tools(*_SUFFIXES[evolved])
     p_spec, p_value = rng.choice(_P_SPEC[evolved]), rng.choice(_P_VALUE[evolved])
     conv = {
         "sep": rng.choice(_SEPS[evolved]),

@@ -92,8 +92,7 @@ _P_DST = {False: ("dst", "to_cur", "quote", "want"), True: ("into", "target", "d
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main, decoy = (names.name(prefix, suffixes) for suffixes in _SUFFIXES[evolved])
+    main, decoy = names.tools(*_SUFFIXES[evolved])
     p_amt, p_src, p_dst = (
         rng.choice(_P_AMT[evolved]),
         rng.choice(_P_SRC[evolved]),

@@ -76,8 +76,7 @@ _P_N = {False: ("n", "offset", "shift", "steps"), True: ("delta", "by", "move")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main, decoy = (names.name(prefix, suffixes) for suffixes in _SUFFIXES[evolved])
+    main, decoy = names.tools(*_SUFFIXES[evolved])
     p_ts, p_n = rng.choice(_P_TS[evolved]), rng.choice(_P_N[evolved])
     conv = {"step_s": rng.choice(_STEPS[evolved]), "out": rng.choice(_OUT)}
 

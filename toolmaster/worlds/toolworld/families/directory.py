@@ -101,8 +101,7 @@ _P_NAME = {False: ("name", "q", "who", "text"), True: ("query", "needle", "patte
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main, search, decoy = (names.name(prefix, suffixes) for suffixes in _SUFFIXES[evolved])
+    main, search, decoy = names.tools(*_SUFFIXES[evolved])
     p_id, p_name = rng.choice(_P_ID[evolved]), rng.choice(_P_NAME[evolved])
     if evolved:
         id_fmt = {"pre": "", "post": rng.choice(_ID_POST), "width": rng.choice((5, 6))}

@@ -81,8 +81,7 @@ _P_QTY = {False: ("qty", "quantity", "n", "amount"), True: ("count", "units", "v
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main, decoy = (names.name(prefix, suffixes) for suffixes in _SUFFIXES[evolved])
+    main, decoy = names.tools(*_SUFFIXES[evolved])
     p_item, p_qty = rng.choice(_P_ITEM[evolved]), rng.choice(_P_QTY[evolved])
     qty_counts, total_in = rng.choice(_RULES)
     fields = rng.choice(_SCHEMES[evolved])

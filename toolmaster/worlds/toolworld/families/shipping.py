@@ -70,8 +70,7 @@ _P_Z = {False: ("zone", "dest", "band"), True: ("region", "area", "sector")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main, decoy = (names.name(prefix, suffixes) for suffixes in _SUFFIXES[evolved])
+    main, decoy = names.tools(*_SUFFIXES[evolved])
     p_w, p_z = rng.choice(_P_W[evolved]), rng.choice(_P_Z[evolved])
     conv = {"unit": rng.choice(_UNITS[evolved]), "fields": rng.choice(_FIELDS[evolved])}
     unit, (f_price, f_billed) = conv["unit"], conv["fields"]

@@ -71,9 +71,7 @@ _P_SCALE = ("scale", "mode", "conv", "pair")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main = names.name(prefix, ("thm", "tcv", "dgx"))
-    decoy = names.name(prefix, ("tck", "feel", "thr"))
+    main, decoy = names.tools(("thm", "tcv", "dgx"), ("tck", "feel", "thr"))
     p_value, p_scale = rng.choice(_P_VALUE), rng.choice(_P_SCALE)
     conv = {"sep": rng.choice(_SEPS), "upper": rng.random() < 0.6, "factor": rng.choice((10, 100))}
     sep, upper, factor = conv["sep"], conv["upper"], conv["factor"]
