@@ -177,3 +177,12 @@ def test_scorecard_prints_one_row_per_split(capsys: pytest.CaptureFixture[str]) 
     assert lines[0].startswith("| split (per_task, seeds 0) | docs-only | expert with trials |")
     assert [line.split(" | ")[0] for line in lines[2:]] == [f"| {split}" for split in SPLITS]
     assert all("(7)" in line for line in lines[2:])
+
+
+def test_policies_resolve_a_task_of_another_build() -> None:
+    """A task played against a world of another size still gets its own variant (rebuilt from its record)."""
+    small, big = build_toolworld(6, n_train=7, n_test=3), build_toolworld(6, n_train=21, n_test=7)
+    for task in small.tasks("test_seen") + small.tasks("test_evolved"):
+        assert task.metadata["variant"] in big.variants  # same key, other tools: the tools decide
+        env = ToolEnv(small.suite, trial_budget=2)
+        assert run_policy(expert_policy(big, task), task, env, random.Random(0)).correct, task.id

@@ -176,17 +176,19 @@ def _variants_for_build(seed: int, variants: str, n_train: int, n_test: int) -> 
 def _resolve(world: World, task: Task) -> tuple[FamilySpec, Variant]:
     if task.family not in BY_NAME:
         raise KeyError(f"task {task.id!r} is not a toolworld task (family {task.family!r})")
-    if isinstance(world, ToolWorld):
-        variants = world.variants
-    else:  # a plain World (e.g. rebuilt by a stage): rebuild the variants from the task's record
-        build: dict[str, Any] = task.metadata.get("build") or {"variants": "per_family"}
-        variants = _variants_for_build(
-            int(task.metadata["seed"]),
-            str(build["variants"]),
-            int(build.get("n_train", 0)),
-            int(build.get("n_test", 0)),
-        )
-    return BY_NAME[task.family], variants[task.metadata["variant"]]
+    key = task.metadata["variant"]
+    own = world.variants.get(key) if isinstance(world, ToolWorld) else None
+    if own is not None and sorted(own.tool_names) == sorted(task.tool_names):
+        return BY_NAME[task.family], own
+    # a plain World (e.g. rebuilt by a stage) or another build: rebuild the variants from the task's record
+    build: dict[str, Any] = task.metadata.get("build") or {"variants": "per_family"}
+    variants = _variants_for_build(
+        int(task.metadata["seed"]),
+        str(build["variants"]),
+        int(build.get("n_train", 0)),
+        int(build.get("n_test", 0)),
+    )
+    return BY_NAME[task.family], variants[key]
 
 
 def expert_policy(world: World, task: Task) -> Policy:
