@@ -1,4 +1,5 @@
-"""toolworld: determinism, splits, task records, gold calls, decoys, and the point of the world.
+"""toolworld: determinism, splits, task records, gold calls, decoys, and the point of the world (on the default
+per-task world; the variant switch and the disjointness of the splits are in test_toolworld_variants.py).
 
 The point: through a real ToolEnv, a docs-only policy (no trials, docs at face value) fails on most
 tasks while the scripted expert (trials first, corrections parsed from what it observed) solves nearly

@@ -8,6 +8,7 @@ static-tools control) test_seen reuses train's tools, as the old world did.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -186,3 +187,27 @@ def test_policies_resolve_a_task_of_another_build() -> None:
         assert task.metadata["variant"] in big.variants  # same key, other tools: the tools decide
         env = ToolEnv(small.suite, trial_budget=2)
         assert run_policy(expert_policy(big, task), task, env, random.Random(0)).correct, task.id
+
+
+class _Sealed(dict):
+    """A hidden-convention record that no policy may open."""
+
+    def __getitem__(self, key: object) -> None:
+        raise AssertionError(f"a scripted policy read the hidden convention {key!r}")
+
+    get = __getitem__
+
+
+def test_policies_never_read_the_hidden_convention(worlds: dict) -> None:
+    """Sealing every variant's conv and data (the tools keep their own copies) changes no answer."""
+    world = worlds[2]
+    sealed = {
+        key: dataclasses.replace(variant, conv=_Sealed(), data=_Sealed())
+        for key, variant in world.variants.items()
+    }
+    blind = ToolWorld(name="toolworld", suite=world.suite, splits=world.splits, seed=2, variants=sealed)
+    for task in _tasks(world, *SPLITS)[::3]:
+        for policy_for in (expert_policy, docs_only_policy):
+            ref = run_policy(policy_for(world, task), task, ToolEnv(world.suite, 2), random.Random(3))
+            got = run_policy(policy_for(blind, task), task, ToolEnv(world.suite, 2), random.Random(3))
+            assert got.answer == ref.answer, task.id
