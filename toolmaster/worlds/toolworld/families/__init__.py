@@ -9,6 +9,7 @@ from toolmaster.worlds.toolworld.families import (
     currency,
     dates,
     directory,
+    inventory,
     orders,
     shipping,
     temperature,
@@ -25,6 +26,7 @@ ALL: tuple[FamilySpec, ...] = (
     temperature.FAMILY,
     cityfacts.FAMILY,
     clock.FAMILY,
+    inventory.FAMILY,
 )
 BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
 
