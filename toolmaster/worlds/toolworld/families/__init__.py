@@ -11,6 +11,7 @@ from toolmaster.worlds.toolworld.families import (
     directory,
     inventory,
     orders,
+    recipes,
     shipping,
     temperature,
 )
@@ -27,6 +28,7 @@ ALL: tuple[FamilySpec, ...] = (
     cityfacts.FAMILY,
     clock.FAMILY,
     inventory.FAMILY,
+    recipes.FAMILY,
 )
 BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
 
