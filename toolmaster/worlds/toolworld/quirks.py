@@ -83,7 +83,7 @@ def gather(*checks: Callable[[], Any]) -> list[Any]:
         try:
             values.append(check())
         except (ValueError, LookupError) as exc:
-            problems.append(str(exc).strip("'\""))
+            problems.append(str(exc.args[0]) if exc.args else type(exc).__name__)
     if problems:
         raise ValueError("; ".join(problems))
     return values

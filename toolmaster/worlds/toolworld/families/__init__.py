@@ -12,6 +12,7 @@ from toolmaster.worlds.toolworld.families import (
     inventory,
     orders,
     recipes,
+    sensors,
     shipping,
     temperature,
 )
@@ -29,6 +30,7 @@ ALL: tuple[FamilySpec, ...] = (
     clock.FAMILY,
     inventory.FAMILY,
     recipes.FAMILY,
+    sensors.FAMILY,
 )
 BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
 
