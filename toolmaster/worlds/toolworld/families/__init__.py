@@ -15,6 +15,7 @@ from toolmaster.worlds.toolworld.families import (
     sensors,
     shipping,
     temperature,
+    tickets,
 )
 
 ALL: tuple[FamilySpec, ...] = (
@@ -31,6 +32,7 @@ ALL: tuple[FamilySpec, ...] = (
     inventory.FAMILY,
     recipes.FAMILY,
     sensors.FAMILY,
+    tickets.FAMILY,
 )
 BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
 
