@@ -9,6 +9,7 @@ from toolmaster.worlds.toolworld.families import (
     currency,
     dates,
     directory,
+    geo,
     inventory,
     orders,
     recipes,
@@ -33,6 +34,7 @@ ALL: tuple[FamilySpec, ...] = (
     recipes.FAMILY,
     sensors.FAMILY,
     tickets.FAMILY,
+    geo.FAMILY,
 )
 BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
 
