@@ -1,7 +1,8 @@
-"""The toolworld families, one module each: 7 seen (train / test_seen / test_evolved) and 3 unseen."""
+"""The toolworld families, one module each: seen ones (train, test_seen, test_evolved) and unseen ones."""
 
 from toolmaster.worlds.toolworld.common import FamilySpec
 from toolmaster.worlds.toolworld.families import (
+    booking,
     cipher,
     cityfacts,
     clock,
@@ -35,6 +36,7 @@ ALL: tuple[FamilySpec, ...] = (
     sensors.FAMILY,
     tickets.FAMILY,
     geo.FAMILY,
+    booking.FAMILY,
 )
 BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
 
