@@ -28,14 +28,16 @@ NEW = ("inventory", "recipes", "sensors", "tickets", "geo", "booking")
 N_TASKS = 60
 
 
-class _Sealed(dict):
-    """A stand-in for ``Variant.conv`` that fails any policy that looks at it."""
+class _Sealed:
+    """A stand-in for ``Variant.conv`` that fails any policy that looks at it, in any way."""
 
-    def __getitem__(self, key: Any) -> Any:
-        raise AssertionError(f"a policy read conv[{key!r}]")
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a policy read Variant.conv")
 
-    def get(self, key: Any, default: Any = None) -> Any:
-        raise AssertionError(f"a policy read conv.get({key!r})")
+    __getitem__ = __contains__ = __iter__ = __len__ = __eq__ = __hash__ = _refuse
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a policy read Variant.conv.{name}")
 
 
 def _case(family: FamilySpec, seed: int, evolved: bool = False) -> tuple[Variant, Task]:
@@ -55,7 +57,7 @@ def _case(family: FamilySpec, seed: int, evolved: bool = False) -> tuple[Variant
         gold_calls=draft.gold_calls,
         metadata={"intent": draft.intent, "kind": draft.kind, "convention": draft.convention},
     )
-    variant.conv = _Sealed()
+    variant.conv = _Sealed()  # type: ignore[assignment]  # the tools keep their own copy
     return variant, task
 
 
