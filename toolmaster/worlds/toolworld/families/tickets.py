@@ -55,6 +55,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         "id": q.IdFormat.draw(rng, ("TK", "TCK", "INC", "REQ"), evolved).spec(),
         "unit": rng.choice(sorted(MINUTES)),
         "keys": q.draw_keys(rng, KEYS),
+        "echo": "hours" if evolved else "unit",
     }
     ids = q.IdFormat(**conv["id"])
 
