@@ -109,7 +109,7 @@ _Q = (
 def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
     dishes = rng.sample(DISHES, 3)
     recipes = {d: {f: rng.randint(2, 40) * 5 for f in rng.sample(FOODS, 3)} for d in dishes}
-    pantry = {f: rng.randint(400, 800) * 50 for f in FOODS}
+    pantry = {f: rng.randint(500, 900) * 50 for f in FOODS}  # never short, even for a wrong batch size
     numbers = rng.sample(range(1, 300), 3)
     if variant.evolved:  # the evolved tools know recipes by number; the question says "recipe 12"
         recipes = {str(n): recipes[d] for n, d in zip(numbers, dishes)}
