@@ -13,7 +13,8 @@ convention per variant, apply it inside a tool, word the error that gives it awa
   shows the ratio, which ``snap`` rounds to the nearest public candidate.
 - ``draw_keys`` / ``pick``: record fields whose names are drawn per variant from public synonyms.
 - ``consume``: an action that uses up something in the episode state; there is no undo tool, so only a
-  trial (run on the sandbox) is a safe place to find out what the action really does.
+  trial (run on the sandbox) is a safe place to find out what the action really does. A refusal names
+  what the call needed ("... this needs 360"), which ``needed`` reads back.
 - decoys are ordinary tools (``make_tool``) that return something related but not the answer.
 
 ``gather`` runs several argument checks and reports every problem in one error, so one trial reveals
