@@ -2,7 +2,7 @@
 
 The G episodes of a GRPO group start from the same prompt (system turn with the tool schemas, the user query
 and the generation prompt): in toolworld that is 340-360 of an episode's 450-730 tokens. The plain forward
-pass (``policy_logprobs`` in ``toolmaster.stages.grpo``) runs that prompt G times, with gradients. Here the
+pass (``toolmaster.algorithms.logprobs.policy_logprobs``) runs that prompt G times, with gradients. Here the
 rows of a micro-batch are grouped by their prompt (``plan_prefixes``); each distinct prompt is run once, its
 KV cache (with autograd history) is gathered to the rows that share it, and only the rows' own suffixes
 (completions and observations) are run on top of it. The log-probs are those of the plain pass up to float
@@ -28,9 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import DynamicCache
 
-from toolmaster.algorithms import entropy_from_logits
+from toolmaster.algorithms.losses import entropy_from_logits
 
 MIN_SHARED_TOKENS = 16  # below this many tokens saved, one plain pass is cheaper than two
 
@@ -126,7 +125,7 @@ def shared_prefix_logprobs(
     start_t = torch.tensor(starts, dtype=torch.long, device=device)
     positions = start_t[:, None] + torch.arange(s_max, device=device)[None, :]
     gather = torch.tensor(plan.prefix_of, dtype=torch.long, device=device)
-    cache = DynamicCache()
+    cache = type(prefix_cache)()  # a fresh cache of the model's kind (transformers' DynamicCache)
     for layer_index, layer in enumerate(prefix_cache.layers):
         cache.update(layer.keys.index_select(0, gather), layer.values.index_select(0, gather), layer_index)
     attention = torch.cat([prefix_att.index_select(0, gather), suffix_att], dim=1)

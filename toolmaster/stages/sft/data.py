@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,17 +40,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from toolmaster.algorithms.logprobs import IGNORE_INDEX
 from toolmaster.errors import DataError
 from toolmaster.io import read_jsonl
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.tokenize import SegmentTokenizer, tokenize_conversation
+from toolmaster.training.loaders import ResumableBatchSampler, ResumableDataLoader, loop_position
 
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant", "tool")
-IGNORE_INDEX = -100
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -216,8 +217,9 @@ def _shard(batches: list[list[int]], num_replicas: int, rank: int) -> list[list[
     return padded[rank::num_replicas]
 
 
-class LengthBucketBatchSampler(Sampler[list[int]]):
-    """Seeded length-bucketed batches of dataset indices (see the module docstring), sharded across ranks."""
+class LengthBuckets:
+    """The SFT batch plan: seeded length-bucketed batches of dataset indices (see the module docstring),
+    sharded across ranks; served by ``toolmaster.training.loaders.ResumableBatchSampler``."""
 
     def __init__(
         self,
@@ -238,15 +240,6 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.epoch = 0
-        self._resume: tuple[int, int] | None = None  # (epoch, batches already consumed in it)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Skip the first ``batches`` batches of ``epoch`` (once): where an interrupted run stopped."""
-        self._resume = (epoch, batches)
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         """Every rank's batches of an epoch, before sharding (identical on all ranks)."""
@@ -264,40 +257,11 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         """This rank's batches of an epoch."""
         return _shard(self.global_batches(epoch), self.num_replicas, self.rank)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        # A generator: the body runs at the first next(), after Lightning's set_epoch for the epoch.
-        epoch = self.epoch
-        skip = 0
-        if self._resume is not None and self._resume[0] == epoch:
-            skip = self._resume[1]
-        self._resume = None
-        yield from self.batches(epoch)[skip:]
-
     def __len__(self) -> int:
         n = len(self.lengths)
         per_bucket = [min(self.bucket_size, n - s) for s in range(0, n, self.bucket_size)]
         total = sum(math.ceil(b / self.batch_size) for b in per_bucket)
         return math.ceil(total / self.num_replicas)
-
-
-class ResumableDataLoader(DataLoader):
-    """A DataLoader Lightning checkpoints: ``state_dict`` records (epoch, batches trained in it) and
-    ``load_state_dict`` makes the bucketing sampler skip those batches on resume."""
-
-    def __init__(
-        self, *args: Any, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.position = position
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, batches = self.position() if self.position is not None else (0, 0)
-        return {"epoch": int(epoch), "batches": int(batches)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        sampler = self.batch_sampler
-        if isinstance(sampler, LengthBucketBatchSampler):
-            sampler.resume_at(int(state.get("epoch", 0)), int(state.get("batches", 0)))
 
 
 class _Batches(Dataset):
@@ -398,22 +362,18 @@ class SFTDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _position(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 0
-        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
-
-    def train_sampler(self) -> LengthBucketBatchSampler:
+    def train_sampler(self) -> ResumableBatchSampler:
         assert self.train_set is not None, "call setup() first"
         world, rank = self._world()
-        return LengthBucketBatchSampler(
-            self.train_set.lengths,
-            self.batch_size,
-            self.bucket_size,
-            self.seed,
-            num_replicas=world,
-            rank=rank,
+        return ResumableBatchSampler(
+            LengthBuckets(
+                self.train_set.lengths,
+                self.batch_size,
+                self.bucket_size,
+                self.seed,
+                num_replicas=world,
+                rank=rank,
+            )
         )
 
     def train_dataloader(self) -> ResumableDataLoader:
@@ -423,7 +383,7 @@ class SFTDataModule(pl.LightningDataModule):
             self.train_set,
             batch_sampler=self.train_sampler(),
             collate_fn=partial(collate, pad_id=self.pad_id),
-            position=self._position,
+            position=lambda: loop_position(self.trainer),
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -1,4 +1,4 @@
-"""Shared-prompt log-probs (``toolmaster.stages.prefix_sharing``) against the plain forward pass.
+"""Shared-prompt log-probs (``toolmaster.algorithms.prefix_sharing``) against the plain forward pass.
 
 The model is the project's tiny random Llama (real transformers code, SmolLM2's vocabulary): what is tested
 is the batching, not the weights. Rows mimic GRPO groups: several episodes continue one prompt, with gaps in
@@ -12,16 +12,17 @@ import re
 
 import pytest
 import torch
+from peft import LoraConfig
 
-from toolmaster.models import load_model
-from toolmaster.stages.grpo import policy_logprobs
-from toolmaster.stages.packing import pack_trajectories
-from toolmaster.stages.prefix_sharing import (
+from toolmaster.algorithms.logprobs import policy_logprobs
+from toolmaster.algorithms.packing import pack_trajectories
+from toolmaster.algorithms.prefix_sharing import (
     MIN_SHARED_TOKENS,
     plan_prefixes,
     shared_prefix_logprobs,
     worth_sharing,
 )
+from toolmaster.models import load_model
 from toolmaster.trajectory import Trajectory
 
 
@@ -157,7 +158,9 @@ def test_lora_model_matches_too(packed):
         source="tiny",
         dtype="float32",
         device="cpu",
-        lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        lora=LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+        ),
     )
     with torch.no_grad():
         for name, param in lora.model.named_parameters():

@@ -18,18 +18,26 @@ For N trajectories and T the longest token sequence, ``pack_trajectories`` build
 out-of-memory error surfaces on the first micro-batch, not after minutes of work). Each micro-batch is cut
 to its own longest row. With ``groups`` (a group id per trajectory, e.g. its GRPO group) the rows of a group
 stay together, groups ordered by their longest row and rows longest first within a group, so that a
-micro-batch holds whole groups whose shared prompt is run once (``toolmaster.stages.prefix_sharing``).
+micro-batch holds whole groups whose shared prompt is run once (``toolmaster.algorithms.prefix_sharing``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from toolmaster.trajectory import Trajectory
+
+class Packable(Protocol):
+    """What packing reads of a trajectory (``toolmaster.trajectory.Trajectory`` has it)."""
+
+    task_id: str
+    token_ids: list[int]
+    loss_mask: list[int]
+    logprobs: list[float]
 
 
 @dataclass
@@ -79,7 +87,7 @@ class PackedBatch:
 
 
 def pack_trajectories(
-    trajectories: Sequence[Trajectory],
+    trajectories: Sequence[Packable],
     advantages: Tensor | Sequence[float],
     pad_id: int,
     keep: Sequence[bool] | None = None,

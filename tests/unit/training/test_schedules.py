@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from toolmaster.stages.schedules import build_scheduler, lr_multiplier
+from toolmaster.training.schedules import build_scheduler, lr_multiplier
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])

@@ -1,7 +1,7 @@
-"""``run_grpo(cfg)``: build the parts of ``stage=grpo`` from the config, train, validate, export.
+"""``run(cfg)`` of ``stage=grpo``: build the parts from the config, train, validate, export.
 
 ``python -m toolmaster stage=grpo model=hf model.path=<sft run>/hf trainer.max_steps=200`` trains the
-configured model (full fine-tuning, or LoRA with ``model.lora.enabled=true``) on ``data.train_split`` with the
+configured model (full fine-tuning, or LoRA with ``model/lora=enabled``) on ``data.train_split`` with the
 configured ``trainer`` (``cpu``, ``ddp_cpu``: 2 gloo processes, ``ddp_gpu``) and ``logger``, and writes to the
 run directory:
 
@@ -33,30 +33,36 @@ reward.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from toolmaster.build import (
+    build_engine,
+    build_logger,
+    build_model,
+    build_rewards,
+    build_world,
+    chat_format_of,
+    plain,
+    rollout_config,
+    settings,
+)
 from toolmaster.errors import ConfigError
 from toolmaster.io import write_json_atomic
+from toolmaster.metrics import nest_metrics
 from toolmaster.settings import DataSettings, GRPOSettings, SamplerSettings
-from toolmaster.stages.grpo import GRPODataModule, GRPOModule
-from toolmaster.stages.precision import resolve_training_precision
-from toolmaster.stages.sft import CHECKPOINT_DIR, EXPORT_DIR, build_trainer, resolve_resume
-from toolmaster.sweep import nest_metrics
-
-log = logging.getLogger(__name__)
+from toolmaster.stages.grpo.data import GRPODataModule
+from toolmaster.stages.grpo.module import GRPOModule
+from toolmaster.training.checkpoints import CHECKPOINT_DIR, resolve_resume
+from toolmaster.training.export import export_final
+from toolmaster.training.precision import resolve_training_precision
+from toolmaster.training.trainer import Cadence, as_float, build_trainer, final_validation, fit
 
 SUMMARY = "grpo_summary.json"
 METRICS = "metrics.json"
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str, Any], float | None]:
@@ -83,36 +89,26 @@ def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str,
     return kwargs, (float(clip) if clip else None)
 
 
-def run_grpo(cfg: DictConfig) -> float | None:
-    from hydra.utils import instantiate
-
-    from toolmaster.run import (
-        build_engine,
-        build_model,
-        build_rewards,
-        build_world,
-        chat_format_of,
-        plain,
-        rollout_config,
-        settings,
-    )
-
+def run(cfg: DictConfig) -> float | None:
     stage: GRPOSettings = settings(cfg.stage)
     data: DataSettings = settings(cfg.data)
     sampler: SamplerSettings = settings(cfg.sampler)
     if sampler.temperature <= 0:
         raise ConfigError("stage=grpo samples groups of episodes: sampler.temperature must be > 0")
     trainer_kwargs, max_grad_norm = grpo_trainer_kwargs(plain(cfg.trainer), stage.mu)
+    output_dir = Path(cfg.output_dir)
+    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
+
+    # 1. data: the world's tasks (unknown splits fail before the model loads)
     world, env = build_world(cfg)
     train_tasks = world.tasks(data.train_split, data.train_limit)
     validate = stage.val_every_n_steps is not None
     val_tasks = {split: world.tasks(split, data.eval_limit) for split in data.eval_splits} if validate else {}
     rewards = build_rewards(cfg)
-    output_dir = Path(cfg.output_dir)
-    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
-    resolve_training_precision(trainer_kwargs, cfg.model)  # precision=auto; fp32 master weights
+    # 2. module (precision=auto resolved first: it decides the weights' dtype)
+    resolve_training_precision(trainer_kwargs, cfg.model)
     loaded = build_model(cfg)
     fmt = chat_format_of(loaded)
     module = GRPOModule(
@@ -130,27 +126,13 @@ def run_grpo(cfg: DictConfig) -> float | None:
         output_dir=output_dir,
     )
     datamodule = GRPODataModule(train_tasks, stage.tasks_per_step, stage.seed, val_tasks)
-    logger = instantiate(cfg.logger, _convert_="all") if cfg.get("logger") else False
-    # build_trainer counts Lightning steps: mu optimizer updates per GRPO step.
-    schedule = SimpleNamespace(
-        checkpoint_every_n_steps=stage.checkpoint_every_n_steps * stage.mu,
-        val_every_n_steps=stage.val_every_n_steps,
-    )
-    trainer = build_trainer(trainer_kwargs, output_dir, schedule, logger, has_val=validate)  # type: ignore[arg-type]
-    if ckpt_path is not None:
-        log.info("resuming from %s", ckpt_path)
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
-    )
-    train_reward = _float(trainer.callback_metrics.get("train/reward/total"))
 
-    val_success = None
-    if validate:
-        if module.last_validation is not None and module.last_validation[0] == trainer.global_step:
-            val_success = module.last_validation[1]  # validated at the final step already
-        else:
-            results = trainer.validate(module, datamodule=datamodule, verbose=False)
-            val_success = _float(results[0].get("val/success")) if results else None
+    # 3. run: Lightning counts optimizer updates, mu per GRPO step
+    cadence = Cadence(stage.checkpoint_every_n_steps * stage.mu, stage.val_every_n_steps)
+    trainer = build_trainer(trainer_kwargs, output_dir, cadence, build_logger(cfg), has_val=validate)
+    fit(trainer, module, datamodule, ckpt_path)
+    train_reward = as_float(trainer.callback_metrics.get("train/reward/total"))
+    val_success = final_validation(trainer, module, datamodule, "val/success") if validate else None
     result = val_success if val_success is not None else train_reward
     if not trainer.is_global_zero:
         return result
@@ -159,7 +141,7 @@ def run_grpo(cfg: DictConfig) -> float | None:
         "grpo_steps": trainer.global_step // stage.mu,
         "optimizer_steps": trainer.global_step,
         "train_reward": train_reward,
-        "train_success": _float(trainer.callback_metrics.get("train/success")),
+        "train_success": as_float(trainer.callback_metrics.get("train/success")),
         "val_success": val_success,
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "model": loaded.name,
@@ -172,8 +154,6 @@ def run_grpo(cfg: DictConfig) -> float | None:
         # the final validation as split -> metrics, the layout of stage=eval that toolmaster.sweep aggregates
         write_json_atomic(output_dir / METRICS, nest_metrics(summary["val"]))
     if stage.export:
-        from toolmaster.stages.export import export_hf
-
         info = {
             "base_model": loaded.name,
             "chat_format": loaded.chat_format,
@@ -181,17 +161,7 @@ def run_grpo(cfg: DictConfig) -> float | None:
             "grpo_steps": summary["grpo_steps"],
             "stage": "grpo",
         }
-        module.model.eval()
-        export_dir = export_hf(
-            module.model,
-            loaded.tokenizer,
-            output_dir / EXPORT_DIR,
-            merge=stage.merge,
-            inplace=True,
-            info=info,
-        )
-        summary["export_dir"] = str(export_dir)
-        print(f"exported the model to {export_dir} (load it with model=hf model.path={export_dir})")
+        summary["export_dir"] = export_final(module.model, loaded.tokenizer, output_dir, stage.merge, info)
     write_json_atomic(output_dir / SUMMARY, summary)
     print(json.dumps({k: summary[k] for k in ("grpo_steps", "train_reward", "val_success")}))
     return result

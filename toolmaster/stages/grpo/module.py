@@ -9,13 +9,13 @@ process) it runs, timing each phase (``train/time/rollout``, ``train/time/score`
 2. score: the reward group fills each trajectory's ``reward`` and ``reward_components``;
 3. advantages: group-relative, ``stage.advantage=grpo`` (mean / std within the group) or ``dr_grpo``
    (mean only); groups whose rewards are all equal get exactly 0;
-4. pack: trajectories -> right-padded tensors (``toolmaster.stages.packing``), truncated episodes dropped
+4. pack: trajectories -> right-padded tensors (``toolmaster.algorithms.packing``), truncated episodes dropped
    first when ``stage.drop_truncated``;
 5. ``stage.mu`` inner updates of the clipped token-level surrogate (``toolmaster.algorithms.grpo_loss``) over
    the model's own tokens only (each trajectory's ``loss_mask``: prompts and observations carry no loss),
    aggregated by ``stage.aggregation`` and computed in micro-batches of ``stage.micro_batch_size`` rows.
    A group's rows stay together, and with ``stage.share_prompts`` (default) the prompt they share runs
-   through the model once per micro-batch (``toolmaster.stages.prefix_sharing``): same log-probs and
+   through the model once per micro-batch (``toolmaster.algorithms.prefix_sharing``): same log-probs and
    gradients, (G - 1) x prompt length fewer tokens of forward and backward per group.
 
 Old log-probs: with ``mu = 1`` and ``stage.old_logprobs=recompute`` they *are* the current log-probs
@@ -70,9 +70,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from toolmaster.algorithms import entropy_from_logits, group_advantages, grpo_loss
+from toolmaster.algorithms import group_advantages, grpo_loss
+from toolmaster.algorithms.logprobs import policy_logprobs
+from toolmaster.algorithms.packing import PackedBatch, pack_trajectories
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import ToolSuite
 from toolmaster.errors import ConfigError
@@ -81,18 +82,12 @@ from toolmaster.metrics import EpisodeMetrics
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.rewards import RewardGroup
 from toolmaster.samplers.base import GenerationEngine
+from toolmaster.samplers.engines import make_engine
 from toolmaster.samplers.loop import RolloutConfig, rollout
 from toolmaster.settings import GRPOSettings
-from toolmaster.stages.export import is_peft_model
-from toolmaster.stages.packing import PackedBatch, pack_trajectories
-from toolmaster.stages.prefix_sharing import (
-    plan_prefixes,
-    score_columns,
-    shared_prefix_logprobs,
-    worth_sharing,
-)
-from toolmaster.stages.schedules import build_scheduler
-from toolmaster.stages.sft_data import ResumableDataLoader
+from toolmaster.training.checkpoints import TrainableWeights
+from toolmaster.training.export import is_peft_model
+from toolmaster.training.optim import adamw_with_schedule
 from toolmaster.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -109,175 +104,6 @@ EPISODE_KEYS = {  # logged name -> EpisodeMetrics key
     "response_tokens": "generated_tokens",
     "episodes": "episodes",
 }
-
-
-# ------------------------------------------------------------------------------------------------ data
-class TaskBatchSampler(Sampler[list[int]]):
-    """Batches of ``batch_size`` task indices for one process: a seeded ``DistributedSampler`` order (the same
-    permutation on every rank, each rank taking its own share), cut into batches. A short final batch is
-    dropped unless it is the epoch's only one, so every step has the same number of tasks. ``resume_at``
-    skips the batches an interrupted run already trained on."""
-
-    def __init__(
-        self, num_tasks: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0
-    ) -> None:
-        if num_tasks < 1 or batch_size < 1:
-            raise ValueError(f"need num_tasks >= 1 and batch_size >= 1, got {num_tasks}, {batch_size}")
-        self.order = DistributedSampler(
-            range(num_tasks),  # type: ignore[arg-type]  # only len() is used
-            num_replicas=num_replicas,
-            rank=rank,
-            shuffle=True,
-            seed=seed,
-            drop_last=False,
-        )
-        self.batch_size = batch_size
-        self.epoch = 0
-        self._resume: tuple[int, int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume_at(self, epoch: int, batches: int) -> None:
-        self._resume = (epoch, batches)
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        self.order.set_epoch(epoch)
-        indices = list(iter(self.order))
-        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, skip = self.epoch, 0  # a generator: runs after Lightning's set_epoch
-        if self._resume is not None and self._resume[0] == epoch:
-            skip = self._resume[1]
-        self._resume = None
-        yield from self.batches(epoch)[skip:]
-
-    def __len__(self) -> int:
-        return max(1, self.order.num_samples // self.batch_size)
-
-
-class TaskLoader(ResumableDataLoader):
-    """The SFT stage's resumable loader (Lightning checkpoints its position) over a ``TaskBatchSampler``."""
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        sampler = self.batch_sampler
-        if isinstance(sampler, TaskBatchSampler):
-            sampler.resume_at(int(state.get("epoch", 0)), int(state.get("batches", 0)))
-
-
-class _Items(Dataset):
-    def __init__(self, items: Sequence[Any]) -> None:
-        self.items = list(items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.items[index]
-
-
-def _as_list(items: list[Any]) -> list[Any]:
-    return list(items)
-
-
-def _identity(item: Any) -> Any:
-    return item
-
-
-class GRPODataModule(pl.LightningDataModule):
-    """Train batches are lists of ``Task``; validation items are ``(split, this rank's share of its tasks)``,
-    one per split on every rank (possibly an empty share), so all ranks run the same validation loop."""
-
-    def __init__(
-        self,
-        train_tasks: Sequence[Task],
-        tasks_per_step: int,
-        seed: int = 0,
-        val_tasks: dict[str, list[Task]] | None = None,
-    ) -> None:
-        super().__init__()
-        if not train_tasks:
-            raise ConfigError("no training tasks (check data.train_split and data.train_limit)")
-        self.train_tasks = list(train_tasks)
-        self.tasks_per_step = tasks_per_step
-        self.seed = seed
-        self.val_tasks = dict(val_tasks or {})
-
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch  # tasks, not tensors: the module moves what it packs
-
-    def _position(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 0
-        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
-
-    def train_dataloader(self) -> TaskLoader:
-        world, rank = self._world()
-        sampler = TaskBatchSampler(len(self.train_tasks), self.tasks_per_step, self.seed, world, rank)
-        return TaskLoader(
-            _Items(self.train_tasks), batch_sampler=sampler, collate_fn=_as_list, position=self._position
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        if not self.val_tasks:
-            return []
-        world, rank = self._world()
-        items = [(split, tasks[rank::world]) for split, tasks in self.val_tasks.items()]
-        return DataLoader(_Items(items), batch_size=None, collate_fn=_identity)
-
-
-# ------------------------------------------------------------------------------------------ log-probs
-def policy_logprobs(
-    model: Any,
-    batch: PackedBatch,
-    temperature: float,
-    with_entropy: bool = False,
-    share_prompts: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Log-probs ``[N, T - 1]`` of ``batch.input_ids`` under ``logits / temperature``, aligned with
-    ``batch.loss_mask`` (the layout of ``token_logprobs``), and optionally the summed entropy over the loss
-    tokens (detached).
-
-    Logits are computed only at columns where some row has a loss token (``logits_to_keep``): prompts and
-    observations are most of an episode, and the vocabulary projection plus its float32 log-softmax over
-    them would dominate compute and memory. Columns without a loss token in any row hold 0.0; masked entries
-    of computed columns hold real values that the loss masks out.
-
-    ``share_prompts``: rows that start from the same prompt (a GRPO group) run it once
-    (``toolmaster.stages.prefix_sharing``); same values, less compute.
-    """
-    mask = batch.loss_mask
-    if share_prompts:
-        plan = plan_prefixes(batch.input_ids, mask, batch.lengths)
-        if worth_sharing(model, plan):
-            return shared_prefix_logprobs(
-                model, batch.input_ids, batch.attention_mask, mask, plan, temperature, with_entropy
-            )
-    columns = mask.any(dim=0).nonzero().squeeze(-1)
-    if columns.numel() == 0:
-        columns = torch.zeros(1, dtype=torch.long, device=mask.device)
-    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-    try:
-        logits = model(**inputs, logits_to_keep=columns).logits
-    except TypeError:  # a model without logits_to_keep
-        logits = model(**inputs).logits
-    picked, scaled = score_columns(logits, columns, batch.input_ids[:, columns + 1], temperature)
-    full = picked.new_zeros(mask.shape).index_copy(1, columns, picked)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            kept = mask[:, columns]
-            entropy = entropy_from_logits(scaled.detach(), kept) * kept.sum()
-    return full, entropy
 
 
 @dataclass
@@ -329,11 +155,8 @@ class GRPOModule(pl.LightningModule):
         self._engine = engine
         self._engine_stale = True  # weights changed since the engine last synced (engines that copy them)
 
-        self.trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        if not self.trainable_names:
-            raise ConfigError("the model has no trainable parameters")
-        self.partial_checkpoints = len(self.trainable_names) < sum(1 for _ in model.parameters())
-        self.strict_loading = not self.partial_checkpoints
+        self.trainable = TrainableWeights(model)
+        self.strict_loading = not self.trainable.partial  # LoRA: checkpoints hold only the adapter
 
         # Reference policy for the KL term: only when it is used.
         self.uses_lora = is_peft_model(model)
@@ -352,9 +175,7 @@ class GRPOModule(pl.LightningModule):
     @property
     def engine(self) -> GenerationEngine:
         if self._engine is None:
-            from toolmaster.samplers.hf import HFEngine
-
-            self._engine = HFEngine(self.model, self.tokenizer, stop_strings=self.fmt.tags.closing_tags())
+            self._engine = make_engine(None, self.model, self.tokenizer, self.fmt)
         return self._engine
 
     def synced_engine(self) -> GenerationEngine:
@@ -621,33 +442,22 @@ class GRPOModule(pl.LightningModule):
 
     # -------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 and "norm" not in name.lower() else no_decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.settings.lr)
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
         total = max(1, math.ceil(max_steps / self.settings.mu)) if max_steps and max_steps > 0 else 1
-        scheduler = build_scheduler(
-            optimizer, self.settings.schedule, self.settings.warmup_steps, total, self.settings.min_lr_ratio
+        settings = self.settings
+        return adamw_with_schedule(
+            self.model,
+            settings.lr,
+            settings.weight_decay,
+            settings.schedule,
+            settings.warmup_steps,
+            total,
+            settings.min_lr_ratio,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.partial_checkpoints:
-            keep = {f"model.{name}" for name in self.trainable_names}
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["toolmaster"] = {"trainable_only": self.partial_checkpoints, "stage": "grpo"}
+        self.trainable.on_save(checkpoint, stage="grpo")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        missing = {f"model.{name}" for name in self.trainable_names} - set(checkpoint["state_dict"])
-        if missing:
-            raise ConfigError(
-                f"checkpoint does not match the model: {len(missing)} trainable tensor(s) missing, "
-                f"e.g. {sorted(missing)[0]} (same model and lora settings as the run that wrote it?)"
-            )
+        self.trainable.on_load(checkpoint)

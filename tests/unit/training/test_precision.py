@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from toolmaster.stages import precision as precision_module
-from toolmaster.stages.precision import (
+from toolmaster.training import precision as precision_module
+from toolmaster.training.precision import (
     resolve_precision,
     resolve_training_precision,
     training_weight_dtype,

@@ -88,3 +88,19 @@ def export_hf(
     path = replace_dir_atomically(out_dir, write)
     log.info("exported %s to %s", record["format"] + (" (LoRA merged)" if merged else ""), path)
     return path
+
+
+EXPORT_DIR = "hf"
+
+
+def export_final(
+    model: Any, tokenizer: Any, output_dir: str | Path, merge: bool, info: dict[str, Any]
+) -> str:
+    """The training stages' last step: the trained model in eval mode to ``<output_dir>/hf`` (rank 0 calls
+    it), with a line saying how to load it; returns the export directory."""
+    model.eval()
+    export_dir = export_hf(
+        model, tokenizer, Path(output_dir) / EXPORT_DIR, merge=merge, inplace=True, info=info
+    )
+    print(f"exported the model to {export_dir} (load it with model=hf model.path={export_dir})")
+    return str(export_dir)

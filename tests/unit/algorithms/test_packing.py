@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from toolmaster.algorithms import token_logprobs
+from toolmaster.algorithms.logprobs import policy_logprobs
+from toolmaster.algorithms.packing import pack_trajectories
 from toolmaster.envs import Task, Tool, ToolSuite
 from toolmaster.models import load_model
 from toolmaster.protocol import get_chat_format
 from toolmaster.samplers.base import Generation, SamplingParams
 from toolmaster.samplers.loop import RolloutConfig, rollout
 from toolmaster.samplers.scripted import ScriptedEngine
-from toolmaster.stages.grpo import policy_logprobs
-from toolmaster.stages.packing import pack_trajectories
 
 FMT = get_chat_format("chatml")
 
