@@ -21,6 +21,7 @@ from toolmaster.samplers.base import GenerationEngine
 from toolmaster.samplers.engines import make_engine
 from toolmaster.samplers.loop import RolloutConfig
 from toolmaster.settings import EnvSettings, SamplerSettings
+from toolmaster.training.precision import resolve_training_precision
 from toolmaster.worlds.base import World
 
 
@@ -37,6 +38,14 @@ def settings(node: DictConfig) -> Any:
 
 def build_model(cfg: DictConfig) -> LoadedModel:
     return instantiate(cfg.model, _convert_="all")
+
+
+def build_policy(cfg: DictConfig, trainer_kwargs: dict[str, Any]) -> tuple[LoadedModel, ChatFormat]:
+    """The model a training stage trains and its chat format. ``trainer.precision=auto`` is resolved first (in
+    ``trainer_kwargs``), since it decides the weights' dtype (``toolmaster.training.precision``)."""
+    resolve_training_precision(trainer_kwargs, cfg.model)
+    loaded = build_model(cfg)
+    return loaded, chat_format_of(loaded)
 
 
 def build_world(cfg: DictConfig) -> tuple[World, EnvSettings]:

@@ -40,9 +40,8 @@ from toolmaster.rewards import build_reward_group
 from toolmaster.samplers.loop import RolloutConfig
 from toolmaster.samplers.scripted import ScriptedEngine
 from toolmaster.settings import GRPOSettings
-from toolmaster.stages.grpo.data import GRPODataModule, TaskOrder
+from toolmaster.stages.grpo.data import GRPODataModule
 from toolmaster.stages.grpo.module import GRPOModule
-from toolmaster.training.loaders import ResumableBatchSampler
 from toolmaster.trajectory import Trajectory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -389,20 +388,6 @@ def test_all_truncated_keeps_one_loss_free_row():
 
 
 # ----------------------------------------------------------------------------------- task distribution
-def test_task_batches_shard_disjointly_over_ranks_and_resume():
-    ranks = [ResumableBatchSampler(TaskOrder(10, 2, seed=3, num_replicas=2, rank=r)) for r in range(2)]
-    for epoch in (0, 1):
-        for sampler in ranks:
-            sampler.set_epoch(epoch)
-        shards = [[i for batch in sampler for i in batch] for sampler in ranks]
-        assert not set(shards[0]) & set(shards[1])  # a task (and so its group) is on one rank only
-        assert len(shards[0]) == len(shards[1]) == 4  # 5 per rank: the short last batch is dropped
-        assert all(len(batch) == 2 for sampler in ranks for batch in sampler)
-    assert ranks[0].batches(0) != ranks[0].batches(1)  # reshuffled per epoch
-    ranks[0].set_epoch(1)
-    ranks[0].resume_at(1, 1)
-    assert list(ranks[0]) == ranks[0].batches(1)[1:]
-    assert list(ranks[0]) == ranks[0].batches(1)  # the skip applies once
 
 
 # ------------------------------------------------------------------------------ (7) the runner, CSV log

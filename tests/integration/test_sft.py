@@ -256,15 +256,6 @@ def test_top_layer_training_leaves_the_rest_untouched_and_resumes_from_its_parti
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_resume_argument(tmp_path):
-    assert resolve_resume(None, tmp_path) is None and resolve_resume("auto", tmp_path) is None
-    (tmp_path / "last.ckpt").write_bytes(b"x")
-    assert resolve_resume("auto", tmp_path) == tmp_path / "last.ckpt"
-    assert resolve_resume(str(tmp_path / "last.ckpt"), tmp_path) == tmp_path / "last.ckpt"
-    with pytest.raises(ConfigError, match="stage.resume"):
-        resolve_resume(str(tmp_path / "nope.ckpt"), tmp_path)
-
-
 def test_missing_sft_path_is_a_config_error(tmp_path):
     from toolmaster.run import run
 

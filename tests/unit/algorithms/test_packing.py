@@ -1,4 +1,4 @@
-"""Packing real trajectories (scripted turns, the real SmolLM2 tokenizer, a real ToolEnv) for the GRPO loss.
+"""Packing real trajectories (scripted turns, a real tiny BPE tokenizer, a real ToolEnv) for the GRPO loss.
 
 The loss may only see sampled tokens: the packed ``loss_mask`` must be aligned with ``token_logprobs``'s
 ``[B, T - 1]`` layout (column t scores token t + 1), cover exactly the tokens the engine produced, and leave
@@ -79,12 +79,12 @@ def _respond(prompt: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trajectories(smollm2_tokenizer) -> list[Any]:
+def trajectories(tiny_tokenizer) -> list[Any]:
     tasks = [
         Task(id=f"t{i}", query=f"Add {i} and 2.", answer=str(i + 2), tool_names=["zq_add"]) for i in SCRIPTS
     ]
-    engine = LogprobEngine(smollm2_tokenizer, _respond)
-    trajs = rollout(engine, smollm2_tokenizer, FMT, _suite(), tasks, RolloutConfig(max_turns=5, n_samples=1))
+    engine = LogprobEngine(tiny_tokenizer, _respond)
+    trajs = rollout(engine, tiny_tokenizer, FMT, _suite(), tasks, RolloutConfig(max_turns=5, n_samples=1))
     assert [t.correct for t in trajs] == [True, True, True]
     assert len({len(t.token_ids) for t in trajs}) == 3  # different lengths: padding matters
     return trajs
@@ -106,13 +106,12 @@ def _turn_spans(tokenizer, ids: list[int]) -> list[tuple[str, int, int]]:
     start_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
     starts = [p for p, token in enumerate(ids) if token == start_id] + [len(ids)]
     return [
-        (tokenizer.decode(ids[a + 1 : a + 3]).split("\n")[0].strip(), a, b)
-        for a, b in zip(starts, starts[1:])
+        (tokenizer.decode(ids[a + 1 : b]).split("\n")[0].strip(), a, b) for a, b in zip(starts, starts[1:])
     ]
 
 
-def test_layout_right_padding_and_row_order(trajectories, smollm2_tokenizer):
-    pad = smollm2_tokenizer.pad_token_id
+def test_layout_right_padding_and_row_order(trajectories, tiny_tokenizer):
+    pad = tiny_tokenizer.pad_token_id
     packed = pack_trajectories(trajectories, [0.5, -1.0, 0.25], pad)
     lengths = [len(t.token_ids) for t in trajectories]
     n, width = len(trajectories), max(lengths)
@@ -129,15 +128,15 @@ def test_layout_right_padding_and_row_order(trajectories, smollm2_tokenizer):
         assert packed.advantages[row] == [0.5, -1.0, 0.25][i]
 
 
-def test_loss_mask_selects_exactly_the_sampled_tokens(trajectories, smollm2_tokenizer):
-    packed = pack_trajectories(trajectories, [0.0] * 3, smollm2_tokenizer.pad_token_id)
+def test_loss_mask_selects_exactly_the_sampled_tokens(trajectories, tiny_tokenizer):
+    packed = pack_trajectories(trajectories, [0.0] * 3, tiny_tokenizer.pad_token_id)
     targets = packed.input_ids[:, 1:]  # what token_logprobs column t scores
     for row, i in enumerate(packed.index.tolist()):
         t = trajectories[i]
         picked = targets[row][packed.loss_mask[row]].tolist()
-        assert picked == _sampled_ids(smollm2_tokenizer, t)
+        assert picked == _sampled_ids(tiny_tokenizer, t)
         # every token of a system, user or tool turn (observations) scores with loss mask 0
-        spans = _turn_spans(smollm2_tokenizer, t.token_ids)
+        spans = _turn_spans(tiny_tokenizer, t.token_ids)
         assert [role for role, _, _ in spans].count("tool") == sum(m["role"] == "tool" for m in t.messages)
         for role, start, stop in spans:
             scored = packed.loss_mask[row, max(start - 1, 0) : stop - 1]  # column p - 1 scores token p
@@ -147,19 +146,19 @@ def test_loss_mask_selects_exactly_the_sampled_tokens(trajectories, smollm2_toke
         assert not packed.loss_mask[row, : t.prompt_length - 1].any()
 
 
-def test_old_logprobs_sit_on_the_scored_tokens(trajectories, smollm2_tokenizer):
-    packed = pack_trajectories(trajectories, [0.0] * 3, smollm2_tokenizer.pad_token_id)
+def test_old_logprobs_sit_on_the_scored_tokens(trajectories, tiny_tokenizer):
+    packed = pack_trajectories(trajectories, [0.0] * 3, tiny_tokenizer.pad_token_id)
     expected = torch.tensor([[fake_logprob(int(x)) for x in row] for row in packed.input_ids[:, 1:]])
     torch.testing.assert_close(packed.old_logprobs[packed.loss_mask], expected[packed.loss_mask])
     assert (packed.old_logprobs[~packed.loss_mask] == 0).all()
     assert (packed.old_logprobs[packed.loss_mask] < 0).all()
 
 
-def test_masks_align_with_token_logprobs_and_the_policy_path(trajectories, smollm2_tokenizer):
+def test_masks_align_with_token_logprobs_and_the_policy_path(trajectories, tiny_tokenizer):
     """token_logprobs' [B, T - 1] output lines up with loss_mask, and the trainer's selected-columns path
     (logits only where a loss token follows) gives the same log-probs there and 0 elsewhere."""
     tiny = load_model(source="tiny", dtype="float32", device="cpu")
-    packed = pack_trajectories(trajectories, [1.0, -1.0, 0.5], smollm2_tokenizer.pad_token_id)
+    packed = pack_trajectories(trajectories, [1.0, -1.0, 0.5], tiny_tokenizer.pad_token_id)
     with torch.no_grad():
         logits = tiny.model(input_ids=packed.input_ids, attention_mask=packed.attention_mask).logits
         full = token_logprobs(logits, packed.input_ids, temperature=0.7)
@@ -171,8 +170,8 @@ def test_masks_align_with_token_logprobs_and_the_policy_path(trajectories, smoll
     assert entropy is not None and float(entropy) > 0
 
 
-def test_keep_drops_rows_and_micro_batches_cut_their_width(trajectories, smollm2_tokenizer):
-    pad = smollm2_tokenizer.pad_token_id
+def test_keep_drops_rows_and_micro_batches_cut_their_width(trajectories, tiny_tokenizer):
+    pad = tiny_tokenizer.pad_token_id
     packed = pack_trajectories(trajectories, [1.0, 2.0, 3.0], pad, keep=[True, False, True])
     assert sorted(packed.index.tolist()) == [0, 2] and len(packed) == 2
     assert sorted(packed.advantages.tolist()) == [1.0, 3.0]

@@ -42,10 +42,9 @@ from omegaconf import DictConfig
 from toolmaster.build import (
     build_engine,
     build_logger,
-    build_model,
+    build_policy,
     build_rewards,
     build_world,
-    chat_format_of,
     plain,
     rollout_config,
     settings,
@@ -58,7 +57,6 @@ from toolmaster.stages.grpo.data import GRPODataModule
 from toolmaster.stages.grpo.module import GRPOModule
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, resolve_resume
 from toolmaster.training.export import export_final
-from toolmaster.training.precision import resolve_training_precision
 from toolmaster.training.trainer import Cadence, as_float, build_trainer, final_validation, fit
 
 SUMMARY = "grpo_summary.json"
@@ -107,10 +105,8 @@ def run(cfg: DictConfig) -> float | None:
     rewards = build_rewards(cfg)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
-    # 2. module (precision=auto resolved first: it decides the weights' dtype)
-    resolve_training_precision(trainer_kwargs, cfg.model)
-    loaded = build_model(cfg)
-    fmt = chat_format_of(loaded)
+    # 2. module
+    loaded, fmt = build_policy(cfg, trainer_kwargs)
     module = GRPOModule(
         loaded.model,
         loaded.tokenizer,

@@ -13,7 +13,7 @@ directory:
   loadable by every stage with ``model=hf model.path=<run dir>/hf``. Under DDP only rank 0 exports.
 - ``sft_summary.json``: final step, losses and data statistics; ``logs/metrics.csv`` (the CSV logger).
 
-Loss: token-level cross-entropy on labelled tokens only (the model's own turns, ``sft_data``), averaged
+Loss: token-level cross-entropy on labelled tokens only (the model's own turns, ``toolmaster.stages.sft.data``), averaged
 over the labelled tokens of each micro-batch; gradient accumulation (``trainer.accumulate_grad_batches``)
 averages micro-batch means. Validation loss is the exact token-weighted mean over the held-out examples
 (reduced across ranks). ``stage.val_success_split`` adds a generation-based metric: greedy episodes on that

@@ -17,9 +17,8 @@ from omegaconf import DictConfig
 from toolmaster.build import (
     build_engine,
     build_logger,
-    build_model,
+    build_policy,
     build_world,
-    chat_format_of,
     plain,
     rollout_config,
     settings,
@@ -31,7 +30,6 @@ from toolmaster.stages.sft.data import SFTDataModule
 from toolmaster.stages.sft.module import SFTModule, SuccessEval
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, resolve_resume
 from toolmaster.training.export import export_final
-from toolmaster.training.precision import resolve_training_precision
 from toolmaster.training.trainer import Cadence, as_float, build_trainer, final_validation, fit
 
 SUMMARY = "sft_summary.json"
@@ -48,11 +46,9 @@ def run(cfg: DictConfig) -> float | None:
     ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
-    # 1. model (precision=auto resolved first: it decides the weights' dtype)
+    # 1. model
     trainer_cfg = plain(cfg.trainer)
-    resolve_training_precision(trainer_cfg, cfg.model)
-    loaded = build_model(cfg)
-    fmt = chat_format_of(loaded)
+    loaded, fmt = build_policy(cfg, trainer_cfg)
 
     # 2. data
     datamodule = SFTDataModule(
