@@ -74,10 +74,6 @@ def sweep_variants(overrides: list[str]) -> list[list[str]]:
     return variants
 
 
-def first_of_sweeps(overrides: list[str]) -> list[str]:
-    return sweep_variants(overrides)[0]
-
-
 def _one_line_hydra_error(exc: Exception, overrides: list[str]) -> str:
     text = str(exc)
     missing = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)

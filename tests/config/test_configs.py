@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from toolmaster.cli import CONF_DIR, command_line_overrides, first_of_sweeps, precheck
+from toolmaster.cli import CONF_DIR, command_line_overrides, precheck, sweep_variants
 from toolmaster.config import validate
 from toolmaster.errors import ConfigError
 from toolmaster.settings import PipelineSettings
@@ -160,7 +160,7 @@ def test_override_parsing_helpers():
     ]
     overrides = command_line_overrides(argv)
     assert overrides == ["sampler.temperature=0.5,1.0", "+experiment=smoke", "hydra/launcher=submitit_local"]
-    assert first_of_sweeps(overrides)[0] == "sampler.temperature=0.5"
+    assert sweep_variants(overrides)[0][0] == "sampler.temperature=0.5"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

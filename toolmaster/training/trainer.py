@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -69,12 +69,6 @@ def build_trainer(
         )
         kwargs["check_val_every_n_epoch"] = None
     return pl.Trainer(**kwargs)
-
-
-class Validated(Protocol):
-    last_validation: (
-        tuple[int, float] | None
-    )  # (global step, headline value) of the latest fit-time validation
 
 
 def as_float(value: Any) -> float | None:
