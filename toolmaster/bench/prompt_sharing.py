@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from toolmaster.algorithms.prefix_sharing import plan_prefixes
     from toolmaster.models import load_model
     from toolmaster.protocol import get_chat_format
-    from toolmaster.samplers.hf import HFEngine
+    from toolmaster.samplers.engines import make_engine
     from toolmaster.samplers.loop import RolloutConfig, rollout
     from toolmaster.worlds.toolworld import build_toolworld
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     fmt = get_chat_format(lm.chat_format)
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks("train", args.tasks)
-    engine = HFEngine(lm.model, lm.tokenizer, stop_strings=fmt.tags.closing_tags())
+    engine = make_engine(None, lm.model, lm.tokenizer, fmt)
     config = RolloutConfig(
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
