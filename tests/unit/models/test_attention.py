@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 
+import pytest
 import torch
 from peft import LoraConfig
 
@@ -39,6 +40,7 @@ def test_cpu_models_load_with_gqa_attention_and_lora_keeps_it():
     assert not use_gqa_attention(load_model(source="tiny").model)  # already switched: nothing to do
 
 
+@pytest.mark.slow  # the real SmolLM2 model
 def test_smollm2_logits_equal_transformers_sdpa_with_padding_and_cache(smollm2):
     model = smollm2.model
     assert model.config.num_attention_heads != model.config.num_key_value_heads  # GQA really is in play
