@@ -79,7 +79,8 @@ def run_toolmaster(args: argparse.Namespace, world: Any, tasks: list[Task], mode
     from toolmaster.rewards import build_reward_group
     from toolmaster.samplers.loop import RolloutConfig
     from toolmaster.settings import GRPOSettings
-    from toolmaster.stages.grpo import GRPODataModule, GRPOModule
+    from toolmaster.stages.grpo.data import GRPODataModule
+    from toolmaster.stages.grpo.module import GRPOModule
 
     pl.seed_everything(args.seed, verbose=False)
     loaded = load_model(path=model_dir, source="hf", dtype="float32", device="cpu", chat_format="qwen2.5")

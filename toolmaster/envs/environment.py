@@ -25,10 +25,10 @@ from typing import Any
 
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool, ToolSuite
+from toolmaster.protocol.phases import Phase
 
-TRIAL = "trial"
-EXECUTION = "execution"
-PHASES = (TRIAL, EXECUTION)
+TRIAL, EXECUTION = Phase.TRIAL, Phase.EXECUTION
+PHASES = tuple(Phase)
 
 # error kinds, used as counter keys and in CallRecord.error
 PARSE_ERROR = "parse_error"
@@ -43,7 +43,7 @@ OVER_BUDGET = "over_budget"
 class CallRecord:
     """One call made by the model and what the environment answered."""
 
-    phase: str
+    phase: Phase
     name: str | None
     arguments: Any
     observation: str
