@@ -163,7 +163,7 @@ def test_gap_holds_in_both_modes_and_with_a_plain_world(mode: str) -> None:
 
 # --------------------------------------------------------------------------------- config, command
 def test_config_defaults_to_per_task_and_builds_either_mode() -> None:
-    cfg = OmegaConf.load(ROOT / "conf" / "tools" / "toolworld.yaml")
+    cfg = OmegaConf.load(ROOT / "toolmaster" / "conf" / "tools" / "toolworld.yaml")
     assert cfg.world.variants == "per_task"
     node = OmegaConf.to_container(cfg.world)
     node.update(seed=3, n_train=7, n_test=3)
