@@ -109,7 +109,7 @@ def run_grpo(cfg: DictConfig) -> float | None:
     val_tasks = {split: world.tasks(split, data.eval_limit) for split in data.eval_splits} if validate else {}
     rewards = build_rewards(cfg)
     output_dir = Path(cfg.output_dir)
-    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
+    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR, hpc_dir=output_dir)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
     resolve_training_precision(trainer_kwargs, cfg.model)  # precision=auto; fp32 master weights

@@ -8,7 +8,9 @@ directory:
 - ``checkpoints/last.ckpt``: the Lightning checkpoint (every ``stage.checkpoint_every_n_steps`` steps and at
   the end). ``stage.resume=auto`` (the default) continues from it when present: model, optimizer, scheduler,
   step count and position in the data all resume. With LoRA only the trainable (adapter) weights go into
-  the checkpoint; the frozen base is rebuilt from the model config.
+  the checkpoint; the frozen base is rebuilt from the model config. Under Slurm, SIGUSR1 (``sbatch
+  --signal=USR1@120``) saves ``hpc_ckpt_<n>.ckpt`` at the next step end and requeues the job
+  (``stages.slurm_requeue``); ``auto`` resumes from the newer of the two.
 - ``hf/``: the final model in Hugging Face format (``toolmaster.stages.export``; LoRA merged by default),
   loadable by every stage with ``model=hf model.path=<run dir>/hf``. Under DDP only rank 0 exports.
 - ``sft_summary.json``: final step, losses and data statistics; ``logs/metrics.csv`` (the CSV logger).
@@ -42,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from toolmaster.errors import ConfigError
 from toolmaster.io import write_json_atomic
@@ -50,6 +53,7 @@ from toolmaster.settings import DataSettings, SFTSettings
 from toolmaster.stages.precision import resolve_training_precision
 from toolmaster.stages.schedules import build_scheduler
 from toolmaster.stages.sft_data import IGNORE_INDEX, SFTDataModule
+from toolmaster.stages.slurm_requeue import RequeueOnSignal, hpc_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +240,16 @@ class SFTModule(pl.LightningModule):
 
 
 # ---------------------------------------------------------------------------------------------- runner
-def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
-    """``auto``: ``last.ckpt`` in ``checkpoint_dir`` if present; a path: that file; null / none: fresh."""
+def resolve_resume(resume: str | None, checkpoint_dir: Path, hpc_dir: Path | None = None) -> Path | None:
+    """``auto``: the newest of ``last.ckpt`` in ``checkpoint_dir`` and the last ``hpc_ckpt_<n>.ckpt`` in
+    ``hpc_dir`` (written when a Slurm job is preempted, ``stages.slurm_requeue``), if any; a path: that file;
+    null / none: fresh."""
     if resume is None or str(resume).lower() in ("", "null", "none", "false"):
         return None
     if str(resume).lower() == "auto":
         last = checkpoint_dir / LAST
-        return last if last.is_file() else None
+        found = ([last] if last.is_file() else []) + (hpc_checkpoints(hpc_dir)[-1:] if hpc_dir else [])
+        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
     path = Path(resume).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -306,6 +313,10 @@ def build_trainer(
         )
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if SLURMEnvironment.detect() and not kwargs.get("plugins"):
+        # preemption: our handler saves at a step boundary (stages.slurm_requeue), Lightning's is turned off
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+        callbacks.append(RequeueOnSignal())
     kwargs.update(
         logger=logger,
         callbacks=callbacks,
@@ -344,7 +355,7 @@ def run_sft(cfg: DictConfig) -> float | None:
             "stage=sft needs data.sft_path=<trajectories.jsonl> (e.g. the data.jsonl of stage=synthesize)"
         )
     output_dir = Path(cfg.output_dir)
-    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
+    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR, hpc_dir=output_dir)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
     trainer_cfg = plain(cfg.trainer)
