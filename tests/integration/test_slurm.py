@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -109,7 +110,7 @@ def _sbatch(cluster: SlurmCluster, script: Path, *options: str) -> str:
 
 
 def _script(path: Path, command: list[str]) -> Path:
-    path.write_text("#!/bin/bash\nexec " + " ".join(f"'{c}'" for c in command) + "\n")
+    path.write_text("#!/bin/bash\nexec " + shlex.join(command) + "\n")
     path.chmod(0o755)
     return path
 
@@ -206,13 +207,7 @@ def test_srun_two_task_ddp_matches_lightnings_own_launcher(cluster: SlurmCluster
     overrides = ("trainer=ddp_cpu", "trainer.max_steps=4")
     srun_dir, local_dir = tmp_path / "srun", tmp_path / "local"
     # srun starts both processes; --label prefixes each output line with its task number
-    script = tmp_path / "ddp.sh"
-    script.write_text(
-        "#!/bin/bash\nexec srun --label "
-        + " ".join(f"'{c}'" for c in _sft(srun_dir, data, *overrides))
-        + "\n"
-    )
-    script.chmod(0o755)
+    script = _script(tmp_path / "ddp.sh", ["srun", "--label", *_sft(srun_dir, data, *overrides)])
     job_id = _sbatch(
         cluster,
         script,
@@ -250,7 +245,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_weights(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
     data = write_dataset(tmp_path / "data.jsonl", 16)
-    overrides = ("trainer.max_steps=24", "stage.checkpoint_every_n_steps=4")
+    overrides = ("trainer.max_steps=16", "stage.checkpoint_every_n_steps=4")
     run_dir, ref_dir = tmp_path / "run", tmp_path / "ref"
     options = ("--ntasks=1", "--cpus-per-task=1", "--open-mode=append")
     job_id = _sbatch(
@@ -274,7 +269,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_weights(
             f"{state}: {(tmp_path / 'run.out').read_text()[-3000:]}"
         )
         time.sleep(0.3)
-    assert _job(cluster, job_id)["JobState"] == "RUNNING"  # step 4 of 24 saved: the run is well under way
+    assert _job(cluster, job_id)["JobState"] == "RUNNING"  # step 4 of 16 saved: the run is well under way
     _slurm(cluster, "scancel", "--signal=USR1", "--batch", job_id)
 
     info = _wait_job(cluster, job_id, timeout=600)
@@ -284,7 +279,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_weights(
 
     hpc = run_dir / "hpc_ckpt_1.ckpt"
     saved_at = int(torch.load(hpc, map_location="cpu", weights_only=False)["global_step"])
-    assert 4 <= saved_at < 24
+    assert 4 <= saved_at < 16
     assert f"saved {hpc} at step {saved_at} and requeued Slurm job {job_id}" in log
     assert f"resuming from {hpc}" in log  # the restarted job picked the newer hpc checkpoint over last.ckpt
     assert json.loads((run_dir / "sft_summary.json").read_text())["resumed_from"] == str(hpc)
