@@ -9,8 +9,9 @@ then enter the checkpoint's collectives at different points of their step. A run
 differ from one that was never interrupted.
 
 ``RequeueOnSignal`` replaces that handler (``build_trainer`` turns Lightning's off when it runs under Slurm):
-the signal only sets a flag; at the end of the current training batch (where ``ModelCheckpoint`` saves too,
-so the saved state is one Lightning resumes exactly) the ranks agree on the flag, rank 0 writes
+the signal only sets a flag; at the end of the training batch that completes the current optimizer step (where
+``ModelCheckpoint`` saves too, so the saved state is one Lightning resumes exactly; never inside a gradient
+accumulation, whose gradients a checkpoint does not hold) the ranks agree on the flag, rank 0 writes
 ``<run dir>/hpc_ckpt_<n>.ckpt`` (Lightning's name, which ``resolve_resume`` picks up), runs
 ``scontrol requeue <job>`` and every rank leaves with ``RequeuedExit`` (a ``SystemExit`` with code 0, like
 Lightning's own ``SIGTERMException``), so nothing after ``fit`` runs (no export, no summary). Slurm starts the
@@ -74,12 +75,13 @@ class RequeueOnSignal(Callback):
         self.signum = signum
         self.requested = False
         self._previous: Any = None
+        self._last_step = -1
 
     def _note(self, signum: int, frame: Any) -> None:
         self.requested = True
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.requested = False
+        self.requested, self._last_step = False, trainer.global_step
         self._previous = signal.signal(self.signum, self._note)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -98,7 +100,10 @@ class RequeueOnSignal(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # every rank takes part in the vote each step, so all of them save and leave at the same step
+        stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        if not stepped:  # inside a gradient accumulation: the accumulated gradients are not checkpointed
+            return
+        # every rank takes part in the vote after each optimizer step, so all of them save and leave at the same one
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
         path = Path(

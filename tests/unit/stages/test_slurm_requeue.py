@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -45,7 +46,10 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def test_signal_saves_at_the_next_batch_end_and_training_goes_on_outside_slurm(tmp_path, monkeypatch):
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_signal_saves_after_the_next_optimizer_step_and_training_goes_on_outside_slurm(
+    tmp_path, monkeypatch, accumulate
+):
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(name, raising=False)
     data = TensorDataset(torch.randn(16, 4), torch.randn(16, 1))
@@ -53,6 +57,7 @@ def test_signal_saves_at_the_next_batch_end_and_training_goes_on_outside_slurm(t
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=6,
+        accumulate_grad_batches=accumulate,
         default_root_dir=str(tmp_path),
         callbacks=[SignalAt(2), requeue],
         logger=False,
@@ -66,9 +71,11 @@ def test_signal_saves_at_the_next_batch_end_and_training_goes_on_outside_slurm(t
     assert signal.getsignal(signal.SIGUSR1) == before  # the handler is restored after fit
     assert hpc_checkpoints(tmp_path) == [tmp_path / "hpc_ckpt_1.ckpt"]
     saved = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=False)
-    # signalled during step index 2 (after 2 optimizer steps); saved once that step completed
+    # signalled during step index 2 (after 2 optimizer steps; with accumulation, in its first micro-batch);
+    # saved once that optimizer step completed, never between micro-batches
     assert saved["global_step"] == 3
-    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"] == 3
+    processed = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    assert processed == 3 * accumulate
     assert next_hpc_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_2.ckpt"
 
 
