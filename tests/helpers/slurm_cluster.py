@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "scontrol", "scancel")
+BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "srun", "scontrol", "scancel")
 # slurmd and slurmctld live in /usr/sbin, which a non-login PATH may lack
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
 
@@ -197,9 +197,29 @@ class SlurmCluster:
             out.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(out)
 
+    def cancel_jobs(self, timeout: float = 20.0) -> None:
+        """Cancels every job of this cluster and waits for them to leave the node (a job's processes belong to
+        slurmstepd, not slurmd: stopping the daemons alone would leave a running job's processes behind)."""
+        squeue = [str(which("squeue")), "-h", "-o", "%i"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listed = subprocess.run(squeue, env=self.env, capture_output=True, text=True, timeout=20)
+            jobs = listed.stdout.split() if listed.returncode == 0 else []
+            if not jobs:
+                return
+            subprocess.run(
+                [str(which("scancel")), "--full", *jobs], env=self.env, capture_output=True, timeout=20
+            )
+            time.sleep(1)
+
     def stop(self) -> None:
-        """SIGTERM to the Slurm daemons this object started, then to munged (they need it to shut down);
-        SIGKILL to any still alive after 15 s."""
+        """Cancels the jobs, then SIGTERM to the Slurm daemons this object started, then to munged (they need
+        it to shut down); SIGKILL to any still alive after 15 s."""
+        if all(
+            name in self._procs and self._procs[name].poll() is None
+            for name in ("slurmctld", "slurmd", "munged")
+        ):
+            self.cancel_jobs()
         for group in (("slurmd", "slurmctld"), ("munged",)):
             procs = [self._procs.pop(name) for name in group if name in self._procs]
             for proc in procs:
