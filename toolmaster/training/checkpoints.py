@@ -15,18 +15,22 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from toolmaster.errors import ConfigError
+from toolmaster.training.slurm_requeue import hpc_checkpoints
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 
 
-def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
-    """``auto``: ``last.ckpt`` in ``checkpoint_dir`` if present; a path: that file; null / none: fresh."""
+def resolve_resume(resume: str | None, checkpoint_dir: Path, hpc_dir: Path | None = None) -> Path | None:
+    """``auto``: the newest of ``last.ckpt`` in ``checkpoint_dir`` and the last ``hpc_ckpt_<n>.ckpt`` in
+    ``hpc_dir`` (written when a Slurm job is preempted, ``training.slurm_requeue``), if any; a path: that file;
+    null / none: fresh."""
     if resume is None or str(resume).lower() in ("", "null", "none", "false"):
         return None
     if str(resume).lower() == "auto":
         last = checkpoint_dir / LAST
-        return last if last.is_file() else None
+        found = ([last] if last.is_file() else []) + (hpc_checkpoints(hpc_dir)[-1:] if hpc_dir else [])
+        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
     path = Path(resume).expanduser()
     if not path.is_file():
         raise ConfigError(

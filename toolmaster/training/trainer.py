@@ -14,8 +14,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, LAST, FinalCheckpoint
+from toolmaster.training.slurm_requeue import RequeueOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ def build_trainer(
         )
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if SLURMEnvironment.detect() and not kwargs.get("plugins"):
+        # preemption: our handler saves at a step boundary (training.slurm_requeue), Lightning's is turned off
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+        callbacks.append(RequeueOnSignal())
     kwargs.update(
         logger=logger,
         callbacks=callbacks,

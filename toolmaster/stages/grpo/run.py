@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> float | None:
         raise ConfigError("stage=grpo samples groups of episodes: sampler.temperature must be > 0")
     trainer_kwargs, max_grad_norm = grpo_trainer_kwargs(plain(cfg.trainer), stage.mu)
     output_dir = Path(cfg.output_dir)
-    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
+    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR, hpc_dir=output_dir)
 
     # 1. data: the world's tasks (unknown splits fail before the model loads)
     world, env = build_world(cfg)

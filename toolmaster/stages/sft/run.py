@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> float | None:
             "stage=sft needs data.sft_path=<trajectories.jsonl> (e.g. the data.jsonl of stage=synthesize)"
         )
     output_dir = Path(cfg.output_dir)
-    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR)
+    ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR, hpc_dir=output_dir)
     pl.seed_everything(stage.seed, workers=True, verbose=False)
 
     # 1. model
