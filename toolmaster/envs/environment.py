@@ -1,42 +1,87 @@
 """The per-episode tool environment: executes trial and execution calls and never raises.
 
 Departure from a plain function-calling loop, following the paper's trial-and-execution split:
-- trial calls act on a *sandbox*, a deep copy of the episode state forked at ``reset``; trial calls build on
+- trial calls act on a *sandbox* forked from the task's initial state at ``reset``; trial calls build on
   each other inside it, and nothing they do reaches the real state used by execution calls;
 - a ``trial_budget`` caps trial calls per episode (0 = direct execution, the baseline); a trial call over the
   budget is answered with an error observation and not run.
 
+How calls run is the suite's ``isolation`` (``tools.isolation``):
+- ``process`` (default, ``toolmaster.envs.process_runner`` / ``toolhost``): the sandbox and the real state
+  are two processes forked from a tool host, and every call runs in a fork of one of them, so a trial's
+  effects on module globals, ``state``, the working directory's files, cwd and environment variables never
+  reach the execution calls, nor any other episode; a tool that exits, segfaults or hangs is killed;
+- ``thread`` (``toolmaster.envs.thread_runner``): the old in-process path, for debugging; it isolates only
+  the ``state`` argument.
+
 Every failure (unknown tool, missing / extra / wrongly typed arguments, an exception inside the tool, a tool
-running past its timeout, an oversized output) becomes an informative observation plus a counter, because
-reading such feedback is exactly what the model must learn. Each call runs in a daemon thread on a copy of
-the state; the copy is committed only when the call returns in time, so a hung tool can neither stall the
-batch nor half-mutate the state (the abandoned thread is left to finish on its own copy).
+running past its timeout, exiting or crashing, an unprintable return value, an oversized output) becomes an
+informative observation plus a counter, because reading such feedback is exactly what the model must learn.
+A failed call never changes the state it ran on.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from toolmaster.envs.calls import (
+    EXECUTION,
+    INVALID_ARGUMENTS,
+    OVER_BUDGET,
+    PARSE_ERROR,
+    PHASES,
+    RESOURCE_LIMIT,
+    TIMEOUT,
+    TOOL_CRASHED,
+    TOOL_EXCEPTION,
+    TOOL_EXITED,
+    TRIAL,
+    UNKNOWN_TOOL,
+    UNPRINTABLE_RESULT,
+    Isolation,
+    Outcome,
+    render_result,
+)
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool, ToolSuite
 
-TRIAL = "trial"
-EXECUTION = "execution"
-PHASES = (TRIAL, EXECUTION)
+__all__ = [
+    "EXECUTION",
+    "INVALID_ARGUMENTS",
+    "OVER_BUDGET",
+    "PARSE_ERROR",
+    "PHASES",
+    "RESOURCE_LIMIT",
+    "TIMEOUT",
+    "TOOL_CRASHED",
+    "TOOL_EXCEPTION",
+    "TOOL_EXITED",
+    "TRIAL",
+    "UNKNOWN_TOOL",
+    "UNPRINTABLE_RESULT",
+    "CallRecord",
+    "ToolEnv",
+    "render_result",
+]
 
-# error kinds, used as counter keys and in CallRecord.error
-PARSE_ERROR = "parse_error"
-UNKNOWN_TOOL = "unknown_tool"
-INVALID_ARGUMENTS = "invalid_arguments"
-TOOL_EXCEPTION = "tool_exception"
-TIMEOUT = "timeout"
-OVER_BUDGET = "over_budget"
+
+class Runner(Protocol):
+    def run(self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float) -> Outcome: ...
+    def state(self, phase: str) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def make_runner(suite: ToolSuite, initial_state: dict[str, Any], isolation: Isolation) -> Runner:
+    if isolation.mode == "thread":
+        from toolmaster.envs.thread_runner import ThreadRunner
+
+        return ThreadRunner(initial_state)
+    from toolmaster.envs.process_runner import ProcessRunner
+
+    return ProcessRunner(suite, initial_state, isolation)
 
 
 @dataclass
@@ -56,16 +101,6 @@ class CallRecord:
         return asdict(self)
 
 
-def render_result(result: Any) -> str:
-    """Tool return value -> observation text (strings verbatim, everything else as JSON)."""
-    if isinstance(result, str):
-        return result
-    try:
-        return json.dumps(result, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(result)
-
-
 class ToolEnv:
     """Runs the calls of one episode. Create one per episode (tools may be stateful)."""
 
@@ -75,6 +110,7 @@ class ToolEnv:
         trial_budget: int = 2,
         timeout_s: float = 5.0,
         max_observation_chars: int = 1000,
+        isolation: Isolation | None = None,
     ) -> None:
         if trial_budget < 0:
             raise ValueError(f"trial_budget must be >= 0, got {trial_budget}")
@@ -82,10 +118,10 @@ class ToolEnv:
         self.trial_budget = trial_budget
         self.timeout_s = timeout_s
         self.max_observation_chars = max_observation_chars
+        self.isolation = isolation if isolation is not None else suite.isolation
         self.task: Task | None = None
         self.tools: dict[str, Tool] = {}
-        self.state: dict[str, Any] = {}
-        self.sandbox: dict[str, Any] = {}
+        self.runner: Runner | None = None
         self.records: list[CallRecord] = []
         self.counters: Counter[str] = Counter()
 
@@ -93,10 +129,32 @@ class ToolEnv:
     def reset(self, task: Task) -> None:
         self.task = task
         self.tools = self.suite.subset(task.tool_names)
-        self.state = copy.deepcopy(task.initial_state)
-        self.sandbox = copy.deepcopy(task.initial_state)
+        self.close()
+        self.runner = make_runner(self.suite, task.initial_state, self.isolation)
         self.records = []
         self.counters = Counter()
+
+    def close(self) -> None:
+        """End the episode's tool processes (process isolation); ``reset`` starts new ones."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+    def __enter__(self) -> ToolEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The real state (a copy under process isolation)."""
+        return self.runner.state(EXECUTION) if self.runner is not None else {}
+
+    @property
+    def sandbox(self) -> dict[str, Any]:
+        """The trial sandbox's state (a copy under process isolation)."""
+        return self.runner.state(TRIAL) if self.runner is not None else {}
 
     @property
     def trials_used(self) -> int:
@@ -139,47 +197,16 @@ class ToolEnv:
         return self._finish(self._run(tool, arguments, phase))
 
     def _run(self, tool: Tool, arguments: dict[str, Any], phase: str) -> CallRecord:
-        target = self.sandbox if phase == TRIAL else self.state
-        working = copy.deepcopy(target) if tool.wants_state else None
-        box: dict[str, Any] = {}
-
-        def call() -> None:
-            try:
-                kwargs = dict(arguments)
-                if working is not None:
-                    kwargs["state"] = working
-                box["result"] = tool.fn(**kwargs)
-            except Exception as exc:  # noqa: BLE001 - any tool failure becomes an observation
-                box["error"] = exc
-
+        if self.runner is None:
+            raise RuntimeError("ToolEnv.reset(task) must be called before execute")
         timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
         start = time.perf_counter()
-        worker = threading.Thread(target=call, daemon=True, name=f"tool-{tool.name}")
-        worker.start()
-        worker.join(timeout)
+        outcome = self.runner.run(tool, arguments, phase, timeout)
         duration = time.perf_counter() - start
-        if worker.is_alive():
-            msg = f"{tool.name} did not answer within {timeout:g} s and was abandoned"
-            return CallRecord(
-                phase, tool.name, arguments, f"Error ({TIMEOUT}): {msg}", False, TIMEOUT, duration_s=duration
-            )
-        if "error" in box:
-            exc = box["error"]
-            detail = str(exc) or type(exc).__name__
-            msg = f"{tool.name} failed: {type(exc).__name__}: {detail}"
-            return CallRecord(
-                phase,
-                tool.name,
-                arguments,
-                f"Error ({TOOL_EXCEPTION}): {msg}",
-                False,
-                TOOL_EXCEPTION,
-                duration_s=duration,
-            )
-        if working is not None:
-            target.clear()
-            target.update(working)
-        text, truncated = self._clip(render_result(box.get("result")))
+        if not outcome.ok:
+            text = f"Error ({outcome.error}): {' '.join(outcome.text.split())}"
+            return CallRecord(phase, tool.name, arguments, text, False, outcome.error, duration_s=duration)
+        text, truncated = self._clip(outcome.text)
         return CallRecord(phase, tool.name, arguments, text, True, None, truncated, duration)
 
     def _clip(self, text: str) -> tuple[str, bool]:
