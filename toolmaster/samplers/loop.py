@@ -6,7 +6,8 @@ its next turn (or a queued episode) joins the running batch. Other engines (vLLM
 scripted) get one ``generate`` call per turn for every live episode (continuous batching at turn
 granularity: finished episodes leave and queued ones join between turns). Each
 generation is parsed into an action; calls run in the episode's ``ToolEnv`` (trial phase on the sandbox,
-execution phase on the real state); the observation becomes a tool turn. Token ids are appended
+execution phase on the real state; under process isolation each episode's tools live in processes forked
+from the suite's tool host, closed when the episode finishes); the observation becomes a tool turn. Token ids are appended
 incrementally and never re-tokenized, so the ids RL trains on are the ids that were sampled.
 
 Limits: ``max_turns`` (assistant turns per episode), ``max_new_tokens`` (per turn) and
@@ -101,12 +102,14 @@ class RolloutRunner:
         self.eos_id = tokenizer.eos_token_id
         self.newline = self.encoder.encode("\n")
         self.generation_prompt = self.encoder.encode(fmt.generation_prompt())
+        self.open_envs: list[ToolEnv] = []
 
     # ------------------------------------------------------------------ setup
     def new_episode(self, task: Task, sample_index: int) -> _Episode:
         cfg = self.config
         env = ToolEnv(self.suite, cfg.trial_budget, cfg.tool_timeout_s, cfg.max_observation_chars)
         env.reset(task)
+        self.open_envs.append(env)
         schemas = [tool.schema for tool in env.tools.values()]
         messages = build_messages(
             task.query, schemas, cfg.trial_budget, self.fmt.tags, not self.fmt.native_tools
@@ -172,6 +175,9 @@ class RolloutRunner:
         finally:
             if clear is not None:
                 clear()
+            for env in self.open_envs:  # episodes still open after an error
+                env.close()
+            self.open_envs.clear()
         cfg = self.config
         order = {
             (task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))
@@ -187,6 +193,7 @@ class RolloutRunner:
         live: dict[int, tuple[_Episode, int]] = {}  # engine key -> (episode, this turn's token cap)
 
         def finish(ep: _Episode) -> None:
+            ep.env.close()
             finished.append(ep)
             if release is not None:
                 release([id(ep)])
@@ -257,6 +264,7 @@ class RolloutRunner:
             still = []
             for ep in live:
                 if ep.done:
+                    ep.env.close()
                     finished.append(ep)
                     if release is not None:
                         release([id(ep)])

@@ -55,7 +55,7 @@ from toolmaster.worlds.base import World
 SPEC_KEYS = ("name", "module", "tools", "tasks", "tasks_file")
 TOOL_KEYS = ("function", "name", "description", "parameters", "timeout_s")
 TASK_REQUIRED = ("query", "answer")
-TASK_OPTIONAL = ("id", "split", "tool_names", "initial_state", "gold_calls", "family", "metadata")
+TASK_OPTIONAL = ("split", "tool_names", "initial_state", "gold_calls", "family", "metadata")
 SCHEMA_KEYS = ("type", "properties", "required", "description", "additionalProperties", "title")
 JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
 DEFAULT_SPLIT = "test"
@@ -379,10 +379,11 @@ def content_id(record: dict[str, Any]) -> str:
 
 
 def _build_task(record: Any, where: str, suite: ToolSuite, error: type[Exception]) -> Task:
-    accepted = ", ".join(TASK_REQUIRED + TASK_OPTIONAL)
+    fields = ("id",) + TASK_REQUIRED + TASK_OPTIONAL
+    accepted = ", ".join(fields)
     if not isinstance(record, dict):
         raise error(f"{where}: a task must be a mapping with keys {accepted}, got {_type_name(record)}")
-    unknown = sorted(str(k) for k in record if k not in TASK_REQUIRED + TASK_OPTIONAL)
+    unknown = sorted(str(k) for k in record if k not in fields)
     if unknown:
         raise error(f"{where}: unknown task field(s) {unknown}; accepted: {accepted}")
     missing = [k for k in TASK_REQUIRED if k not in record]

@@ -456,12 +456,12 @@ SPEC_ERRORS: list[tuple[str, str, list[str]]] = [
     (
         "task-missing-fields",
         TOOLS + "tasks:\n  - {id: t1, query: q}\n",
-        ["tasks[0]", "missing required field(s) ['answer']", "required: id, query, answer"],
+        ["tasks[0]", "missing required field(s) ['answer']", "required: query, answer"],
     ),
     (
         "task-missing-everything",
         TOOLS + "tasks:\n  - {split: test}\n",
-        ["tasks[0]", "['id', 'query', 'answer']"],
+        ["tasks[0]", "['query', 'answer']"],
     ),
     (
         "task-unknown-field",
@@ -621,7 +621,7 @@ GOOD_LINE = json.dumps({"id": "f1", "query": "q", "answer": "a"})
             DataError,
             ["tasks.jsonl:2", "duplicate task id 'f1'", "tasks.jsonl:1"],
         ),
-        ("[1, 2]\n", DataError, ["tasks.jsonl:1", "mapping", "list"]),
+        ("[1, 2]\n", DataError, ["tasks.jsonl: task [0]", "mapping", "int"]),  # read as one JSON array
         ("\n\n", DataError, ["tasks.jsonl", "no tasks"]),
     ],
 )
