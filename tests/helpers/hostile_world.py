@@ -1,7 +1,9 @@
 """A custom world of hostile tools, written the way users write tools (module globals, plain functions).
 
 ``write_hostile_world(dir)`` writes ``hostile_tools.py``, ``hostile.yaml`` and a JSON-array tasks file
-(tasks without ``id``: the loader derives them) and returns the spec path. The library tools keep their
+(tasks without ``id``: the loader derives them) and returns the spec path. Each "reserve" task's gold calls
+run every breaking tool, then the real ``reserve``, whose gold ticket R001 holds only when no other episode's
+reservation leaked into this one. The library tools keep their
 records in a module global, so a trial ``reserve`` that leaked would change what execution and later
 episodes see. Every other tool breaks the process in one way: ``os._exit``, ``sys.exit``,
 ``KeyboardInterrupt``, a segfault, an unprintable return value, a busy loop, ``os.chdir``, an environment
@@ -76,8 +78,17 @@ def unprintable() -> dict:
     return {"value": Ugly()}
 
 
-def spin() -> str:
-    """Never returns."""
+def spin(pidfile: str = "") -> str:
+    """Never returns (writes its process id to ``pidfile`` first)."""
+    if pidfile:
+        with open(pidfile, "w") as handle:
+            handle.write(str(os.getpid()))
+    while True:
+        pass
+
+
+def burn() -> str:
+    """Never returns (no timeout of its own: for the CPU limit)."""
     while True:
         pass
 
@@ -136,6 +147,7 @@ TOOLS = [
     "segfault",
     "unprintable",
     "spin",
+    "burn",
     "wander",
     "where",
     "set_env",
@@ -146,22 +158,47 @@ TOOLS = [
     "hog",
 ]
 TIMEOUT_S = 1.0  # the busy loop's timeout
+# what each breaking tool becomes (error kind); called with no arguments
+HOSTILE = {
+    "exit_hard": "tool_exited",
+    "exit_soft": "tool_exited",
+    "interrupt": "tool_exception",
+    "segfault": "tool_crashed",
+    "unprintable": "unprintable_result",
+    "spin": "timeout",
+}
 
 
 def write_hostile_world(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "hostile_tools.py").write_text(MODULE, encoding="utf-8")
     entries = "\n".join(
-        f"  - function: {name}" + (f"\n    timeout_s: {TIMEOUT_S}" if name == "spin" else "") for name in TOOLS
+        f"  - function: {name}" + (f"\n    timeout_s: {TIMEOUT_S}" if name == "spin" else "")
+        for name in TOOLS
     )
     spec = f"name: hostile\nmodule: ./hostile_tools.py\ntools:\n{entries}\ntasks_file: tasks.json\n"
     (directory / "hostile.yaml").write_text(spec, encoding="utf-8")
+    hostile = [{"name": name, "arguments": {}} for name in HOSTILE] + [
+        {"name": "reserve", "arguments": {"title": "dune"}}
+    ]
     tasks = [
-        {"query": "How many copies of dune are there?", "answer": "2", "split": split, "tool_names": TOOLS}
+        {
+            "query": "How many copies of dune are there?",
+            "answer": "2",
+            "split": split,
+            "tool_names": TOOLS,
+            "gold_calls": [{"name": "holding", "arguments": {"title": "dune"}}],
+        }
         for split in ("train", "test")
     ] + [
-        {"query": f"Reserve dune ({i}); what is the ticket?", "answer": "R001", "split": split, "tool_names": TOOLS}
-        for i in range(2)
+        {
+            "query": f"Reserve dune ({i}); what is the ticket?",
+            "answer": "R001",
+            "split": split,
+            "tool_names": TOOLS,
+            "gold_calls": hostile,
+        }
+        for i in range(3)
         for split in ("train", "test")
     ]
     (directory / "tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
