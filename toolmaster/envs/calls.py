@@ -51,7 +51,9 @@ class Isolation:
 
     def __post_init__(self) -> None:
         if self.mode not in ISOLATION_MODES:
-            raise ValueError(f"tools.isolation must be one of {', '.join(ISOLATION_MODES)}, got {self.mode!r}")
+            raise ValueError(
+                f"tools.isolation must be one of {', '.join(ISOLATION_MODES)}, got {self.mode!r}"
+            )
         if self.memory_limit_mb is not None and self.memory_limit_mb < 16:
             raise ValueError(f"tools.memory_limit_mb must be >= 16 or null, got {self.memory_limit_mb}")
         if self.cpu_limit_s is not None and self.cpu_limit_s <= 0:
@@ -96,7 +98,9 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail or type(exc).__name__}"
 
 
-def call_tool(tool: Tool, arguments: dict[str, Any], state: dict[str, Any], phase: str, memory_limited: bool = False) -> Outcome:
+def call_tool(
+    tool: Tool, arguments: dict[str, Any], state: dict[str, Any], phase: str, memory_limited: bool = False
+) -> Outcome:
     """Run ``tool`` with ``arguments`` (plus ``state``/``phase`` when declared); never raises."""
     kwargs = dict(arguments)
     if tool.wants_state:
@@ -109,7 +113,11 @@ def call_tool(tool: Tool, arguments: dict[str, Any], state: dict[str, Any], phas
         return Outcome(False, f"{tool.name} called sys.exit({exc.code!r}) instead of returning", TOOL_EXITED)
     except MemoryError as exc:
         if memory_limited:
-            return Outcome(False, f"{tool.name} ran out of memory (tools.memory_limit_mb): {describe(exc)}", RESOURCE_LIMIT)
+            return Outcome(
+                False,
+                f"{tool.name} ran out of memory (tools.memory_limit_mb): {describe(exc)}",
+                RESOURCE_LIMIT,
+            )
         return Outcome(False, f"{tool.name} failed: {describe(exc)}", TOOL_EXCEPTION)
     except BaseException as exc:  # noqa: BLE001 - any tool failure (KeyboardInterrupt too) is an observation
         return Outcome(False, f"{tool.name} failed: {describe(exc)}", TOOL_EXCEPTION)
@@ -118,5 +126,7 @@ def call_tool(tool: Tool, arguments: dict[str, Any], state: dict[str, Any], phas
     except BaseException as exc:  # noqa: BLE001 - a return value whose repr/str raises
         kind = type(result).__name__
         return Outcome(
-            False, f"{tool.name} returned a {kind} that cannot be printed: {describe(exc)}", UNPRINTABLE_RESULT
+            False,
+            f"{tool.name} returned a {kind} that cannot be printed: {describe(exc)}",
+            UNPRINTABLE_RESULT,
         )

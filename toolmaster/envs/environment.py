@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -69,19 +70,23 @@ __all__ = [
 
 
 class Runner(Protocol):
-    def run(self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float) -> Outcome: ...
+    def start(
+        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
+    ) -> Callable[[], Outcome]: ...
     def state(self, phase: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
-def make_runner(suite: ToolSuite, initial_state: dict[str, Any], isolation: Isolation) -> Runner:
+def make_runner(
+    suite: ToolSuite, initial_state: dict[str, Any], isolation: Isolation, phases: tuple[str, ...]
+) -> Runner:
     if isolation.mode == "thread":
         from toolmaster.envs.thread_runner import ThreadRunner
 
         return ThreadRunner(initial_state)
     from toolmaster.envs.process_runner import ProcessRunner
 
-    return ProcessRunner(suite, initial_state, isolation)
+    return ProcessRunner(suite, initial_state, isolation, phases)
 
 
 @dataclass
@@ -130,7 +135,8 @@ class ToolEnv:
         self.task = task
         self.tools = self.suite.subset(task.tool_names)
         self.close()
-        self.runner = make_runner(self.suite, task.initial_state, self.isolation)
+        phases = (EXECUTION, TRIAL) if self.trial_budget > 0 else (EXECUTION,)
+        self.runner = make_runner(self.suite, task.initial_state, self.isolation, phases)
         self.records = []
         self.counters = Counter()
 
@@ -168,46 +174,59 @@ class ToolEnv:
         )
 
     def execute(self, name: Any, arguments: Any, phase: str) -> CallRecord:
+        return self.start(name, arguments, phase)()
+
+    def start(self, name: Any, arguments: Any, phase: str) -> Callable[[], CallRecord]:
+        """Start a call and return what waits for its record, so a batch's calls run concurrently."""
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        refusal = self._refusal(name, arguments, phase)
+        if refusal is not None:
+            record = self._finish(refusal)
+            return lambda: record
+        if self.runner is None:
+            raise RuntimeError("ToolEnv.reset(task) must be called before execute")
+        tool = self.tools[name]
+        timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
+        started = time.perf_counter()
+        wait = self.runner.start(tool, arguments, phase, timeout)
+
+        def finish() -> CallRecord:
+            outcome = wait()
+            duration = time.perf_counter() - started
+            if not outcome.ok:
+                text = f"Error ({outcome.error}): {' '.join(outcome.text.split())}"
+                return self._finish(
+                    CallRecord(phase, tool.name, arguments, text, False, outcome.error, duration_s=duration)
+                )
+            text, truncated = self._clip(outcome.text)
+            return self._finish(
+                CallRecord(phase, tool.name, arguments, text, True, None, truncated, duration)
+            )
+
+        return finish
+
+    def _refusal(self, name: Any, arguments: Any, phase: str) -> CallRecord | None:
+        """The record of a call that must not run (over budget, unknown tool, bad arguments), else None."""
         if phase == TRIAL and self.trials_used >= self.trial_budget:
             msg = (
                 "trials are disabled in this episode; use <call> to act"
                 if self.trial_budget == 0
                 else f"all {self.trial_budget} trial calls are used; make execution calls or answer now"
             )
-            return self._finish(
-                CallRecord(phase, name, arguments, f"Error ({OVER_BUDGET}): {msg}", False, OVER_BUDGET)
-            )
+            return CallRecord(phase, name, arguments, f"Error ({OVER_BUDGET}): {msg}", False, OVER_BUDGET)
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"
             msg = f"unknown tool {name!r}; available tools: {known}"
-            return self._finish(
-                CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL)
-            )
+            return CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL)
         problem = tool.check_arguments(arguments)
         if problem is not None:
             msg = f"{name}: {problem}"
-            return self._finish(
-                CallRecord(
-                    phase, name, arguments, f"Error ({INVALID_ARGUMENTS}): {msg}", False, INVALID_ARGUMENTS
-                )
+            return CallRecord(
+                phase, name, arguments, f"Error ({INVALID_ARGUMENTS}): {msg}", False, INVALID_ARGUMENTS
             )
-        return self._finish(self._run(tool, arguments, phase))
-
-    def _run(self, tool: Tool, arguments: dict[str, Any], phase: str) -> CallRecord:
-        if self.runner is None:
-            raise RuntimeError("ToolEnv.reset(task) must be called before execute")
-        timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
-        start = time.perf_counter()
-        outcome = self.runner.run(tool, arguments, phase, timeout)
-        duration = time.perf_counter() - start
-        if not outcome.ok:
-            text = f"Error ({outcome.error}): {' '.join(outcome.text.split())}"
-            return CallRecord(phase, tool.name, arguments, text, False, outcome.error, duration_s=duration)
-        text, truncated = self._clip(outcome.text)
-        return CallRecord(phase, tool.name, arguments, text, True, None, truncated, duration)
+        return None
 
     def _clip(self, text: str) -> tuple[str, bool]:
         limit = self.max_observation_chars

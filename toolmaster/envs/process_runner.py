@@ -11,6 +11,7 @@ from the task's initial state; closing the episode closes their sockets and the 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import os
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from toolmaster.envs.calls import EXECUTION, TOOL_CRASHED, Isolation, Outcome
@@ -106,10 +108,8 @@ class ToolHost:
         return mine
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.control.close()
-        except OSError:
-            pass
         if self.process is not None:
             try:
                 self.process.wait(timeout=5)
@@ -117,10 +117,8 @@ class ToolHost:
                 self.process.kill()
                 self.process.wait()
         if self.pid is not None:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
             self.pid = None
 
 
@@ -153,52 +151,86 @@ def _close_hosts() -> None:
 
 
 class ProcessRunner:
-    """Runs one episode's calls in its lineages (one per phase) in the suite's tool host."""
+    """Runs one episode's calls in its lineages (one per phase) in the suite's tool host.
 
-    def __init__(self, suite: ToolSuite, initial_state: dict[str, Any], isolation: Isolation) -> None:
+    The lineages of ``phases`` are opened at once (the host forks them while the model writes its first
+    turn); a phase not listed opens on its first call.
+    """
+
+    def __init__(
+        self,
+        suite: ToolSuite,
+        initial_state: dict[str, Any],
+        isolation: Isolation,
+        phases: tuple[str, ...] = (EXECUTION,),
+    ) -> None:
         self.suite = suite
         self.initial_state = initial_state
         self.limits = {"memory_mb": isolation.memory_limit_mb, "cpu_s": isolation.cpu_limit_s}
         self.lines: dict[str, socket.socket | None] = {}  # phase -> lineage; None once lost
+        for phase in phases:
+            self._line(phase)
 
     def _line(self, phase: str) -> socket.socket | None:
         if phase not in self.lines:
             self.lines[phase] = host_for(self.suite).open_lineage(self.initial_state)
         return self.lines[phase]
 
-    def _ask(self, phase: str, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    def _send(self, phase: str, request: dict[str, Any]) -> socket.socket | None:
         line = self._line(phase)
         if line is None:
             return None
         try:
-            line.settimeout(timeout)
             send_msg(line, request)
+        except OSError:
+            self._lose(phase)
+            return None
+        return line
+
+    def _receive(self, phase: str, line: socket.socket | None, timeout: float) -> dict[str, Any] | None:
+        if line is None:
+            return None
+        try:
+            line.settimeout(timeout)
             answer = recv_msg(line)
         except OSError:
             answer = None
         if answer is None:
-            line.close()
-            self.lines[phase] = None
+            self._lose(phase)
             return None
         return answer[0]
 
-    def run(self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float) -> Outcome:
+    def _lose(self, phase: str) -> None:
+        line = self.lines.get(phase)
+        if line is not None:
+            line.close()
+        self.lines[phase] = None
+
+    def start(
+        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
+    ) -> Callable[[], Outcome]:
         request = {"op": "call", "tool": tool.name, "arguments": arguments, "phase": phase}
         request.update(timeout=timeout, limits=self.limits)
-        answer = self._ask(phase, request, timeout + GRACE_S)
-        if answer is None:
-            return Outcome(
-                False,
-                f"{tool.name}: the episode's tool process is gone, so its {phase} state is lost",
-                TOOL_CRASHED,
-            )
-        return Outcome(**answer)
+        line = self._send(phase, request)
+
+        def wait() -> Outcome:
+            answer = self._receive(phase, line, timeout + GRACE_S)
+            if answer is None:
+                return Outcome(
+                    False,
+                    f"{tool.name}: the episode's tool process is gone, so its {phase} state is lost",
+                    TOOL_CRASHED,
+                )
+            return Outcome(**answer)
+
+        return wait
 
     def state(self, phase: str) -> dict[str, Any]:
         """A copy of the phase's current state (the task's initial state before its first call)."""
-        if self.lines.get(phase) is None:
+        line = self._send(phase, {"op": "state"}) if self.lines.get(phase) is not None else None
+        if line is None:
             return copy.deepcopy(self.initial_state)
-        answer = self._ask(phase, {"op": "state"}, GRACE_S)
+        answer = self._receive(phase, line, GRACE_S)
         if answer is None or answer.get("state") is None:
             raise ToolHostError(f"cannot read the {phase} state from the tool host")
         return answer["state"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from toolmaster.envs.calls import TIMEOUT, TRIAL, Outcome, call_tool
@@ -23,7 +25,9 @@ class ThreadRunner:
     def __init__(self, initial_state: dict[str, Any]) -> None:
         self.states = {"execution": copy.deepcopy(initial_state), TRIAL: copy.deepcopy(initial_state)}
 
-    def run(self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float) -> Outcome:
+    def start(
+        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
+    ) -> Callable[[], Outcome]:
         target = self.states[phase]
         working = copy.deepcopy(target) if tool.wants_state else {}
         box: dict[str, Outcome] = {}
@@ -32,15 +36,21 @@ class ThreadRunner:
             box["outcome"] = call_tool(tool, arguments, working, phase)
 
         worker = threading.Thread(target=call, daemon=True, name=f"tool-{tool.name}")
+        deadline = time.monotonic() + timeout
         worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            return Outcome(False, f"{tool.name} did not answer within {timeout:g} s and was abandoned", TIMEOUT)
-        outcome = box["outcome"]
-        if outcome.ok and tool.wants_state:
-            target.clear()
-            target.update(working)
-        return outcome
+
+        def wait() -> Outcome:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                msg = f"{tool.name} did not answer within {timeout:g} s and was abandoned"
+                return Outcome(False, msg, TIMEOUT)
+            outcome = box["outcome"]
+            if outcome.ok and tool.wants_state:
+                target.clear()
+                target.update(working)
+            return outcome
+
+        return wait
 
     def state(self, phase: str) -> dict[str, Any]:
         return self.states[phase]

@@ -28,6 +28,7 @@ Wire format: 8-byte big-endian length + pickle of plain data (dicts, strings, nu
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
@@ -144,10 +145,8 @@ def _restore(workdir: str, backup: str | None) -> None:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
     if backup is not None:
         shutil.copytree(backup, workdir, symlinks=True, dirs_exist_ok=True)
         shutil.rmtree(backup, ignore_errors=True)
@@ -223,18 +222,14 @@ class Lineage:
                 ended = True
         if outcome is not None and outcome.ok:
             send_msg(self.conn, outcome.__dict__)
-            try:
-                os.write(verdict_w, b"c")  # the child carries on as the lineage
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # the child carries on as the lineage
+                os.write(verdict_w, b"c")
             if backup is not None:
                 shutil.rmtree(backup, ignore_errors=True)
             os._exit(0)
         # failed: kill the call's process group, keep this process's state, restore the files
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         os.close(verdict_w)
         _, status = os.waitpid(pid, 0)
         if outcome is None:
@@ -247,21 +242,31 @@ def _death(name: str, status: int, timeout: float, ended: bool, limits: dict[str
     """Name how a call process ended without an answer."""
     if not ended:
         return Outcome(
-            False, f"{name} did not answer within {timeout:g} s and was abandoned (its process was killed)", TIMEOUT
+            False,
+            f"{name} did not answer within {timeout:g} s and was abandoned (its process was killed)",
+            TIMEOUT,
         )
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU and limits.get("cpu_s"):
-            return Outcome(False, f"{name} used more than {limits.get('cpu_s'):g} s of CPU time (tools.cpu_limit_s)", RESOURCE_LIMIT)
+            return Outcome(
+                False,
+                f"{name} used more than {limits.get('cpu_s'):g} s of CPU time (tools.cpu_limit_s)",
+                RESOURCE_LIMIT,
+            )
         return Outcome(False, f"{name} crashed: its process was killed by {_signal_name(sig)}", TOOL_CRASHED)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
-    return Outcome(False, f"{name} ended its process with exit code {code} (os._exit or a C-level exit)", TOOL_EXITED)
+    return Outcome(
+        False, f"{name} ended its process with exit code {code} (os._exit or a C-level exit)", TOOL_EXITED
+    )
 
 
 def _apply_limits(limits: dict[str, Any]) -> list[tuple[int, tuple[int, int]]]:
     """Lower the soft limits of this call process; returns what to restore if it becomes the lineage."""
     restore = []
-    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files
+    resource.setrlimit(
+        resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1])
+    )  # no core files
     memory_mb = limits.get("memory_mb")
     if memory_mb:
         old = resource.getrlimit(resource.RLIMIT_AS)
@@ -285,10 +290,8 @@ def _lift_limits(restore: list[tuple[int, tuple[int, int]]]) -> None:
 # ------------------------------------------------------------------------------------------- host
 def _become_subreaper() -> None:
     """Orphaned lineages (their parent committed a call and exited) are reparented here and reaped."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
+    with contextlib.suppress(OSError, AttributeError):  # PR_SET_CHILD_SUBREAPER = 36
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
 
 
 def serve_host(control: socket.socket, suite: ToolSuite) -> None:

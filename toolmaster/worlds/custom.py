@@ -289,7 +289,9 @@ def _check_signature(fn: Callable[..., Any], schema: dict[str, Any], where: str)
     props = schema.get("properties", {})
     for name in RESERVED:
         if name in props:
-            raise ConfigError(f"{where}.parameters: {name!r} is reserved for {RESERVED[name]}; rename the argument")
+            raise ConfigError(
+                f"{where}.parameters: {name!r} is reserved for {RESERVED[name]}; rename the argument"
+            )
     positional_only = [p.name for p in params.values() if p.kind is p.POSITIONAL_ONLY]
     if positional_only:
         raise ConfigError(
@@ -456,10 +458,7 @@ def _read_tasks_file(spec_path: Path, target: Any) -> list[tuple[str, Any]]:
             f"{file}: not UTF-8 text ({_one_line(exc)}); a tasks file is JSONL (one task per line) or a JSON "
             "array of tasks"
         ) from None
-    if text.lstrip().startswith("["):
-        records = _read_json_array(file, text)
-    else:
-        records = _read_jsonl(file, text)
+    records = _read_json_array(file, text) if text.lstrip().startswith("[") else _read_jsonl(file, text)
     if not records:
         raise DataError(f"{file}: no tasks; write one JSON task object per line, or a JSON array of them")
     return records
@@ -525,5 +524,8 @@ def load_custom_world(path: str | Path) -> World:
         if not task.family:
             task.family = world_name
         splits.setdefault(task.split, []).append(task)
-    suite.origin = {"_target_": "toolmaster.worlds.custom.load_custom_world", "path": str(spec_path.resolve())}
+    suite.origin = {
+        "_target_": "toolmaster.worlds.custom.load_custom_world",
+        "path": str(spec_path.resolve()),
+    }
     return World(world_name, suite, splits)

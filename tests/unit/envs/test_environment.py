@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from toolmaster.envs.calls import Isolation
 from toolmaster.envs.environment import (
     EXECUTION,
     INVALID_ARGUMENTS,
@@ -30,7 +31,6 @@ from toolmaster.envs.environment import (
     ToolEnv,
     render_result,
 )
-from toolmaster.envs.calls import Isolation
 from toolmaster.envs.task import Task, answers_match, normalize_answer
 from toolmaster.envs.tool import Tool, ToolSuite
 from toolmaster.trajectory import Trajectory

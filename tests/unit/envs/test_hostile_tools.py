@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers.hostile_world import HOSTILE, TIMEOUT_S, write_hostile_world
+
 from toolmaster.envs.calls import RESOURCE_LIMIT, TOOL_EXCEPTION, TOOL_EXITED, UNPRINTABLE_RESULT, Isolation
 from toolmaster.envs.environment import EXECUTION, TRIAL, ToolEnv
 from toolmaster.worlds.base import World
