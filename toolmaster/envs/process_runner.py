@@ -241,5 +241,8 @@ class ProcessRunner:
                 line.close()
         self.lines.clear()
 
+    def __del__(self) -> None:  # an episode dropped without close(): its processes end with its sockets
+        self.close()
+
 
 __all__ = ["EXECUTION", "ProcessRunner", "ToolHost", "ToolHostError", "host_for"]

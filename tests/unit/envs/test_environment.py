@@ -35,7 +35,7 @@ from toolmaster.envs.task import Task, answers_match, normalize_answer
 from toolmaster.envs.tool import Tool, ToolSuite
 from toolmaster.trajectory import Trajectory
 
-SLEEP_S = 3.0
+SLEEP_S = 10.0
 TIMEOUT_S = 0.2
 
 
@@ -261,7 +261,7 @@ def test_timeout_abandons_the_call_without_stalling(tools: Tools) -> None:
     for other in others:
         assert not other.execute("sleepy", {}, TRIAL).ok
     assert env.execute("add", {"a": 1, "b": 2}, EXECUTION).observation == "3"
-    assert time.perf_counter() - start < 4 * TIMEOUT_S + 1.0
+    assert time.perf_counter() - start < 4 * TIMEOUT_S + 3.0  # generous: a loaded machine
     assert env.counters == {"execution_calls": 2, "execution_errors": 1, f"error/{TIMEOUT}": 1}
 
 
