@@ -69,6 +69,11 @@ class Outcome:
     error: str | None = None
 
 
+def plain_phase(phase: Any) -> str:
+    """``"trial"`` / ``"execution"`` as a plain string (also from a str-valued enum member)."""
+    return str(getattr(phase, "value", phase))
+
+
 def render_result(result: Any) -> str:
     """Tool return value -> observation text (strings verbatim, everything else as JSON). May raise."""
     if isinstance(result, str):
@@ -106,7 +111,7 @@ def call_tool(
     if tool.wants_state:
         kwargs["state"] = state
     if tool.wants_phase:
-        kwargs["phase"] = phase
+        kwargs["phase"] = plain_phase(phase)
     try:
         result = tool.fn(**kwargs)
     except SystemExit as exc:

@@ -44,6 +44,7 @@ from toolmaster.envs.calls import (
     UNPRINTABLE_RESULT,
     Isolation,
     Outcome,
+    plain_phase,
     render_result,
 )
 from toolmaster.envs.task import Task
@@ -180,6 +181,7 @@ class ToolEnv:
         """Start a call and return what waits for its record, so a batch's calls run concurrently."""
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        phase = plain_phase(phase)
         refusal = self._refusal(name, arguments, phase)
         if refusal is not None:
             record = self._finish(refusal)

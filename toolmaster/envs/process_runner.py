@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from toolmaster.envs.calls import EXECUTION, TOOL_CRASHED, Isolation, Outcome
+from toolmaster.envs.calls import EXECUTION, TOOL_CRASHED, Isolation, Outcome, plain_phase
 from toolmaster.envs.tool import Tool, ToolSuite
 from toolmaster.envs.toolhost import recv_msg, send_msg, serve_host
 
@@ -209,7 +209,7 @@ class ProcessRunner:
     def start(
         self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
     ) -> Callable[[], Outcome]:
-        request = {"op": "call", "tool": tool.name, "arguments": arguments, "phase": phase}
+        request = {"op": "call", "tool": tool.name, "arguments": arguments, "phase": plain_phase(phase)}
         request.update(timeout=timeout, limits=self.limits)
         line = self._send(phase, request)
 
