@@ -6,7 +6,8 @@ Departure from a plain function-calling loop, following the paper's trial-and-ex
 - a ``trial_budget`` caps trial calls per episode (0 = direct execution, the baseline); a trial call over the
   budget is answered with an error observation and not run.
 
-How calls run is the suite's ``isolation`` (``tools.isolation``):
+How calls run is the suite's ``isolation`` (``tools.isolation`` in the stages; a suite built in code without
+an ``origin`` defaults to ``thread``):
 - ``process`` (default, ``toolmaster.envs.process_runner`` / ``toolhost``): the sandbox and the real state
   are two processes forked from a tool host, and every call runs in a fork of one of them, so a trial's
   effects on module globals, ``state``, the working directory's files, cwd and environment variables never
@@ -124,7 +125,7 @@ class ToolEnv:
         self.trial_budget = trial_budget
         self.timeout_s = timeout_s
         self.max_observation_chars = max_observation_chars
-        self.isolation = isolation if isolation is not None else suite.isolation
+        self.isolation = isolation if isolation is not None else suite.effective_isolation()
         self.task: Task | None = None
         self.tools: dict[str, Tool] = {}
         self.runner: Runner | None = None

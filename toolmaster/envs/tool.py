@@ -11,8 +11,9 @@ one named ``phase`` receives ``"trial"`` or ``"execution"``, so a tool with effe
 during trials.
 
 A ToolSuite also says how it can be rebuilt in another process (``origin``: a Hydra ``_target_`` node, set
-by the world loaders and ``build_world``) and how its tools run (``isolation``), see
-``toolmaster.envs.toolhost``.
+by the world loaders and ``build_world``) and how its tools run (``isolation``, set from ``tools.isolation`` by
+``build_world``; unset, it is process isolation for a suite with an origin and the in-thread path for a suite
+built in code, whose tool host would have to be a fork of the calling process), see ``toolmaster.envs.toolhost``.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class ToolSuite:
 
     tools: dict[str, Tool] = field(default_factory=dict)
     origin: dict[str, Any] | None = None  # how to rebuild the world in a tool host (Hydra _target_ node)
-    isolation: Isolation = field(default_factory=Isolation)
+    isolation: Isolation | None = None  # None: process isolation when the suite has an origin, else thread
 
     @classmethod
     def of(cls, tools: Iterable[Tool]) -> ToolSuite:
@@ -125,6 +126,11 @@ class ToolSuite:
         for tool in tools:
             suite.add(tool)
         return suite
+
+    def effective_isolation(self) -> Isolation:
+        if self.isolation is not None:
+            return self.isolation
+        return Isolation("process" if self.origin is not None else "thread")
 
     def add(self, tool: Tool) -> None:
         if tool.name in self.tools:
