@@ -45,27 +45,16 @@ class EnvSettings:
         return Isolation(self.isolation, self.memory_limit_mb, self.cpu_limit_s)
 
 
-VLLM_OPTIONS = (
-    "model_path",
-    "dtype",
-    "max_model_len",
-    "gpu_memory_utilization",
-    "tensor_parallel_size",
-    "enable_prefix_caching",
-    "enforce_eager",
-    "enable_sleep_mode",
-    "max_lora_rank",
-    "cpu_kvcache_space_gb",
-    "seed",
-    "engine_kwargs",
-)  # the keyword arguments of toolmaster.samplers.vllm_engine.VLLMEngine
-
-
 @dataclass
 class SamplerSettings:
-    """``sampler`` group: which engine generates turns, sampling options and episode limits."""
+    """``sampler`` group: which engine generates turns, sampling options and episode limits.
 
-    engine: Literal["hf", "vllm"] = "hf"
+    ``engine`` is a partial ``_target_`` node of the engine class (its keys are the engine's arguments, bound by
+    the config validation); ``toolmaster.samplers.engines.make_engine`` builds it around the model."""
+
+    engine: dict[str, Any] = field(
+        default_factory=lambda: {"_target_": "toolmaster.samplers.hf.HFEngine", "_partial_": True}
+    )
     temperature: float = 1.0
     top_p: float = 1.0
     n_samples: int = 1
@@ -74,15 +63,13 @@ class SamplerSettings:
     max_turns: int = 8
     max_new_tokens: int = 160
     max_total_tokens: int = 2048
-    vllm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, f"sampler.temperature must be >= 0, got {self.temperature}")
         _check(0 < self.top_p <= 1, f"sampler.top_p must be in (0, 1], got {self.top_p}")
         for key in ("n_samples", "batch_size", "max_turns", "max_new_tokens", "max_total_tokens"):
             _check(getattr(self, key) >= 1, f"sampler.{key} must be >= 1, got {getattr(self, key)}")
-        unknown = sorted(set(self.vllm) - set(VLLM_OPTIONS))
-        _check(not unknown, f"sampler.vllm has unknown keys {unknown}; allowed: {', '.join(VLLM_OPTIONS)}")
+        _check("_target_" in self.engine, "sampler.engine needs a _target_ (an engine class)")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from helpers.hostile_world import HOSTILE, write_hostile_world
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from toolmaster.__main__ import CONF_DIR
+from toolmaster.cli import CONF_DIR
 from toolmaster.io import read_jsonl
 from toolmaster.models import load_model
 from toolmaster.protocol import get_chat_format
@@ -31,7 +31,8 @@ from toolmaster.run import run
 from toolmaster.samplers.loop import RolloutConfig
 from toolmaster.samplers.scripted import ScriptedEngine
 from toolmaster.settings import GRPOSettings
-from toolmaster.stages.grpo import GRPODataModule, GRPOModule
+from toolmaster.stages.grpo.data import GRPODataModule
+from toolmaster.stages.grpo.module import GRPOModule
 from toolmaster.trajectory import Trajectory
 from toolmaster.worlds.custom import load_custom_world
 

@@ -30,17 +30,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from toolmaster.envs.calls import (
-    EXECUTION,
     INVALID_ARGUMENTS,
     OVER_BUDGET,
     PARSE_ERROR,
-    PHASES,
     RESOURCE_LIMIT,
     TIMEOUT,
     TOOL_CRASHED,
     TOOL_EXCEPTION,
     TOOL_EXITED,
-    TRIAL,
     UNKNOWN_TOOL,
     UNPRINTABLE_RESULT,
     Isolation,
@@ -50,6 +47,10 @@ from toolmaster.envs.calls import (
 )
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool, ToolSuite
+from toolmaster.protocol.phases import Phase
+
+TRIAL, EXECUTION = Phase.TRIAL, Phase.EXECUTION
+PHASES = tuple(Phase)
 
 __all__ = [
     "EXECUTION",
@@ -95,7 +96,7 @@ def make_runner(
 class CallRecord:
     """One call made by the model and what the environment answered."""
 
-    phase: str
+    phase: Phase
     name: str | None
     arguments: Any
     observation: str
@@ -182,7 +183,7 @@ class ToolEnv:
         """Start a call and return what waits for its record, so a batch's calls run concurrently."""
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        phase = plain_phase(phase)
+        phase = Phase(plain_phase(phase))
         refusal = self._refusal(name, arguments, phase)
         if refusal is not None:
             record = self._finish(refusal)
