@@ -51,6 +51,9 @@ def build_policy(cfg: DictConfig, trainer_kwargs: dict[str, Any]) -> tuple[Loade
 def build_world(cfg: DictConfig) -> tuple[World, EnvSettings]:
     env: EnvSettings = settings(cfg.tools)
     world = instantiate(cfg.tools.world, _convert_="all")
+    if world.suite.origin is None:  # how the tool host rebuilds this world in its own process
+        world.suite.origin = plain(cfg.tools.world)
+    world.suite.isolation = env.isolation_settings()
     return world, env
 
 

@@ -17,17 +17,32 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass
 class EnvSettings:
-    """``tools`` group: the world to build and how its environment runs calls."""
+    """``tools`` group: the world to build and how its environment runs calls.
+
+    ``isolation``: ``process`` runs every call in a fork of a tool host (``toolmaster.envs.toolhost``),
+    ``thread`` the old in-process path (debugging). ``memory_limit_mb`` / ``cpu_limit_s``: per-call
+    RLIMIT_AS / RLIMIT_CPU of the call's process (process isolation only); null = no limit.
+    """
 
     world: dict[str, Any]
     trial_budget: int = 2
     timeout_s: float = 5.0
     max_observation_chars: int = 600
+    isolation: Literal["process", "thread"] = "process"
+    memory_limit_mb: int | None = None
+    cpu_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.trial_budget >= 0, f"tools.trial_budget must be >= 0, got {self.trial_budget}")
         _check(self.timeout_s > 0, f"tools.timeout_s must be > 0, got {self.timeout_s}")
         _check(self.max_observation_chars >= 50, "tools.max_observation_chars must be >= 50")
+        self.isolation_settings()  # range checks of the isolation options
+
+    def isolation_settings(self) -> Any:
+        """The ``toolmaster.envs.calls.Isolation`` these options describe."""
+        from toolmaster.envs.calls import Isolation
+
+        return Isolation(self.isolation, self.memory_limit_mb, self.cpu_limit_s)
 
 
 @dataclass

@@ -1,28 +1,50 @@
 """The per-episode tool environment: executes trial and execution calls and never raises.
 
 Departure from a plain function-calling loop, following the paper's trial-and-execution split:
-- trial calls act on a *sandbox*, a deep copy of the episode state forked at ``reset``; trial calls build on
+- trial calls act on a *sandbox* forked from the task's initial state at ``reset``; trial calls build on
   each other inside it, and nothing they do reaches the real state used by execution calls;
 - a ``trial_budget`` caps trial calls per episode (0 = direct execution, the baseline); a trial call over the
   budget is answered with an error observation and not run.
 
+How calls run is the suite's ``isolation`` (``tools.isolation`` in the stages; a suite built in code without
+an ``origin`` defaults to ``thread``):
+- ``process`` (default, ``toolmaster.envs.process_runner`` / ``toolhost``): the sandbox and the real state
+  are two processes forked from a tool host, and every call runs in a fork of one of them, so a trial's
+  effects on module globals, ``state``, the working directory's files, cwd and environment variables never
+  reach the execution calls, nor any other episode; a tool that exits, segfaults or hangs is killed;
+- ``thread`` (``toolmaster.envs.thread_runner``): the old in-process path, for debugging; it isolates only
+  the ``state`` argument.
+
 Every failure (unknown tool, missing / extra / wrongly typed arguments, an exception inside the tool, a tool
-running past its timeout, an oversized output) becomes an informative observation plus a counter, because
-reading such feedback is exactly what the model must learn. Each call runs in a daemon thread on a copy of
-the state; the copy is committed only when the call returns in time, so a hung tool can neither stall the
-batch nor half-mutate the state (the abandoned thread is left to finish on its own copy).
+running past its timeout, exiting or crashing, an unprintable return value, an oversized output) becomes an
+informative observation plus a counter, because reading such feedback is exactly what the model must learn.
+A failed call never changes the state it ran on.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from toolmaster.envs.calls import (
+    INVALID_ARGUMENTS,
+    OVER_BUDGET,
+    PARSE_ERROR,
+    RESOURCE_LIMIT,
+    TIMEOUT,
+    TOOL_CRASHED,
+    TOOL_EXCEPTION,
+    TOOL_EXITED,
+    UNKNOWN_TOOL,
+    UNPRINTABLE_RESULT,
+    Isolation,
+    Outcome,
+    plain_phase,
+    render_result,
+)
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool, ToolSuite
 from toolmaster.protocol.phases import Phase
@@ -30,13 +52,44 @@ from toolmaster.protocol.phases import Phase
 TRIAL, EXECUTION = Phase.TRIAL, Phase.EXECUTION
 PHASES = tuple(Phase)
 
-# error kinds, used as counter keys and in CallRecord.error
-PARSE_ERROR = "parse_error"
-UNKNOWN_TOOL = "unknown_tool"
-INVALID_ARGUMENTS = "invalid_arguments"
-TOOL_EXCEPTION = "tool_exception"
-TIMEOUT = "timeout"
-OVER_BUDGET = "over_budget"
+__all__ = [
+    "EXECUTION",
+    "INVALID_ARGUMENTS",
+    "OVER_BUDGET",
+    "PARSE_ERROR",
+    "PHASES",
+    "RESOURCE_LIMIT",
+    "TIMEOUT",
+    "TOOL_CRASHED",
+    "TOOL_EXCEPTION",
+    "TOOL_EXITED",
+    "TRIAL",
+    "UNKNOWN_TOOL",
+    "UNPRINTABLE_RESULT",
+    "CallRecord",
+    "ToolEnv",
+    "render_result",
+]
+
+
+class Runner(Protocol):
+    def start(
+        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
+    ) -> Callable[[], Outcome]: ...
+    def state(self, phase: str) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def make_runner(
+    suite: ToolSuite, initial_state: dict[str, Any], isolation: Isolation, phases: tuple[str, ...]
+) -> Runner:
+    if isolation.mode == "thread":
+        from toolmaster.envs.thread_runner import ThreadRunner
+
+        return ThreadRunner(initial_state)
+    from toolmaster.envs.process_runner import ProcessRunner
+
+    return ProcessRunner(suite, initial_state, isolation, phases)
 
 
 @dataclass
@@ -56,16 +109,6 @@ class CallRecord:
         return asdict(self)
 
 
-def render_result(result: Any) -> str:
-    """Tool return value -> observation text (strings verbatim, everything else as JSON)."""
-    if isinstance(result, str):
-        return result
-    try:
-        return json.dumps(result, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(result)
-
-
 class ToolEnv:
     """Runs the calls of one episode. Create one per episode (tools may be stateful)."""
 
@@ -75,6 +118,7 @@ class ToolEnv:
         trial_budget: int = 2,
         timeout_s: float = 5.0,
         max_observation_chars: int = 1000,
+        isolation: Isolation | None = None,
     ) -> None:
         if trial_budget < 0:
             raise ValueError(f"trial_budget must be >= 0, got {trial_budget}")
@@ -82,10 +126,10 @@ class ToolEnv:
         self.trial_budget = trial_budget
         self.timeout_s = timeout_s
         self.max_observation_chars = max_observation_chars
+        self.isolation = isolation if isolation is not None else suite.effective_isolation()
         self.task: Task | None = None
         self.tools: dict[str, Tool] = {}
-        self.state: dict[str, Any] = {}
-        self.sandbox: dict[str, Any] = {}
+        self.runner: Runner | None = None
         self.records: list[CallRecord] = []
         self.counters: Counter[str] = Counter()
 
@@ -93,10 +137,33 @@ class ToolEnv:
     def reset(self, task: Task) -> None:
         self.task = task
         self.tools = self.suite.subset(task.tool_names)
-        self.state = copy.deepcopy(task.initial_state)
-        self.sandbox = copy.deepcopy(task.initial_state)
+        self.close()
+        phases = (EXECUTION, TRIAL) if self.trial_budget > 0 else (EXECUTION,)
+        self.runner = make_runner(self.suite, task.initial_state, self.isolation, phases)
         self.records = []
         self.counters = Counter()
+
+    def close(self) -> None:
+        """End the episode's tool processes (process isolation); ``reset`` starts new ones."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+    def __enter__(self) -> ToolEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The real state (a copy under process isolation)."""
+        return self.runner.state(EXECUTION) if self.runner is not None else {}
+
+    @property
+    def sandbox(self) -> dict[str, Any]:
+        """The trial sandbox's state (a copy under process isolation)."""
+        return self.runner.state(TRIAL) if self.runner is not None else {}
 
     @property
     def trials_used(self) -> int:
@@ -110,77 +177,60 @@ class ToolEnv:
         )
 
     def execute(self, name: Any, arguments: Any, phase: str) -> CallRecord:
+        return self.start(name, arguments, phase)()
+
+    def start(self, name: Any, arguments: Any, phase: str) -> Callable[[], CallRecord]:
+        """Start a call and return what waits for its record, so a batch's calls run concurrently."""
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        phase = Phase(plain_phase(phase))
+        refusal = self._refusal(name, arguments, phase)
+        if refusal is not None:
+            record = self._finish(refusal)
+            return lambda: record
+        if self.runner is None:
+            raise RuntimeError("ToolEnv.reset(task) must be called before execute")
+        tool = self.tools[name]
+        timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
+        started = time.perf_counter()
+        wait = self.runner.start(tool, arguments, phase, timeout)
+
+        def finish() -> CallRecord:
+            outcome = wait()
+            duration = time.perf_counter() - started
+            if not outcome.ok:
+                text = f"Error ({outcome.error}): {' '.join(outcome.text.split())}"
+                return self._finish(
+                    CallRecord(phase, tool.name, arguments, text, False, outcome.error, duration_s=duration)
+                )
+            text, truncated = self._clip(outcome.text)
+            return self._finish(
+                CallRecord(phase, tool.name, arguments, text, True, None, truncated, duration)
+            )
+
+        return finish
+
+    def _refusal(self, name: Any, arguments: Any, phase: str) -> CallRecord | None:
+        """The record of a call that must not run (over budget, unknown tool, bad arguments), else None."""
         if phase == TRIAL and self.trials_used >= self.trial_budget:
             msg = (
                 "trials are disabled in this episode; use <call> to act"
                 if self.trial_budget == 0
                 else f"all {self.trial_budget} trial calls are used; make execution calls or answer now"
             )
-            return self._finish(
-                CallRecord(phase, name, arguments, f"Error ({OVER_BUDGET}): {msg}", False, OVER_BUDGET)
-            )
+            return CallRecord(phase, name, arguments, f"Error ({OVER_BUDGET}): {msg}", False, OVER_BUDGET)
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"
             msg = f"unknown tool {name!r}; available tools: {known}"
-            return self._finish(
-                CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL)
-            )
+            return CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL)
         problem = tool.check_arguments(arguments)
         if problem is not None:
             msg = f"{name}: {problem}"
-            return self._finish(
-                CallRecord(
-                    phase, name, arguments, f"Error ({INVALID_ARGUMENTS}): {msg}", False, INVALID_ARGUMENTS
-                )
-            )
-        return self._finish(self._run(tool, arguments, phase))
-
-    def _run(self, tool: Tool, arguments: dict[str, Any], phase: str) -> CallRecord:
-        target = self.sandbox if phase == TRIAL else self.state
-        working = copy.deepcopy(target) if tool.wants_state else None
-        box: dict[str, Any] = {}
-
-        def call() -> None:
-            try:
-                kwargs = dict(arguments)
-                if working is not None:
-                    kwargs["state"] = working
-                box["result"] = tool.fn(**kwargs)
-            except Exception as exc:  # noqa: BLE001 - any tool failure becomes an observation
-                box["error"] = exc
-
-        timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
-        start = time.perf_counter()
-        worker = threading.Thread(target=call, daemon=True, name=f"tool-{tool.name}")
-        worker.start()
-        worker.join(timeout)
-        duration = time.perf_counter() - start
-        if worker.is_alive():
-            msg = f"{tool.name} did not answer within {timeout:g} s and was abandoned"
             return CallRecord(
-                phase, tool.name, arguments, f"Error ({TIMEOUT}): {msg}", False, TIMEOUT, duration_s=duration
+                phase, name, arguments, f"Error ({INVALID_ARGUMENTS}): {msg}", False, INVALID_ARGUMENTS
             )
-        if "error" in box:
-            exc = box["error"]
-            detail = str(exc) or type(exc).__name__
-            msg = f"{tool.name} failed: {type(exc).__name__}: {detail}"
-            return CallRecord(
-                phase,
-                tool.name,
-                arguments,
-                f"Error ({TOOL_EXCEPTION}): {msg}",
-                False,
-                TOOL_EXCEPTION,
-                duration_s=duration,
-            )
-        if working is not None:
-            target.clear()
-            target.update(working)
-        text, truncated = self._clip(render_result(box.get("result")))
-        return CallRecord(phase, tool.name, arguments, text, True, None, truncated, duration)
+        return None
 
     def _clip(self, text: str) -> tuple[str, bool]:
         limit = self.max_observation_chars
