@@ -62,14 +62,14 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
 
-    def run(mode: str) -> tuple[float, int]:
+    def run(mode: str, episodes: list = tasks) -> tuple[float, int]:
         world.suite.isolation = Isolation(mode)
         start = time.perf_counter()
-        trajs = rollout(engine, lm.tokenizer, fmt, world.suite, tasks, replace(config))
+        trajs = rollout(engine, lm.tokenizer, fmt, world.suite, episodes, replace(config))
         return time.perf_counter() - start, sum(len(t.calls) for t in trajs)
 
     for mode in ("process", "thread"):  # warm-up: starts the tool host, fills caches
-        run(mode)
+        run(mode, tasks[:2])
     times: dict[str, list[float]] = {"process": [], "thread": []}
     calls = 0
     for _ in range(args.repeats):

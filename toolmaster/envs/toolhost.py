@@ -162,21 +162,26 @@ class Lineage:
         self.workdir = workdir
 
     def serve(self) -> None:
-        os.chdir(self.workdir)
-        while True:
-            message = recv_msg(self.conn)
-            if message is None:
-                break
-            request = message[0]
-            if request["op"] == "state":
-                try:
-                    pickle.dumps(self.state)
-                    send_msg(self.conn, {"state": self.state})
-                except Exception as exc:  # noqa: BLE001 - state holding unpicklable objects
-                    send_msg(self.conn, {"state": None, "error": repr(exc)})
-            elif request["op"] == "call":
-                self._call(request)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        """Answer requests until the trainer closes the episode (or goes away), then remove the directory."""
+        try:
+            os.chdir(self.workdir)
+            while True:
+                message = recv_msg(self.conn)
+                if message is None:
+                    break
+                request = message[0]
+                if request["op"] == "state":
+                    try:
+                        pickle.dumps(self.state)
+                        send_msg(self.conn, {"state": self.state})
+                    except Exception as exc:  # noqa: BLE001 - state holding unpicklable objects
+                        send_msg(self.conn, {"state": None, "error": repr(exc)})
+                elif request["op"] == "call":
+                    self._call(request)
+        except OSError:  # the trainer closed the episode with a request or an answer in flight
+            pass
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _call(self, request: dict[str, Any]) -> None:
         """Fork, run the call in the child; commit (the child becomes this lineage) or discard it."""
@@ -308,6 +313,7 @@ def serve_host(control: socket.socket, suite: ToolSuite) -> None:
             request, fds = message
             if not fds:
                 continue
+            workdir = tempfile.mkdtemp(prefix="episode-", dir=root)  # before the fork: no race with cleanup
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
@@ -317,7 +323,6 @@ def serve_host(control: socket.socket, suite: ToolSuite) -> None:
                     control.close()
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     conn = socket.socket(fileno=fds[0])
-                    workdir = tempfile.mkdtemp(prefix="episode-", dir=root)
                     Lineage(conn, suite, request["state"], workdir).serve()
                 except BaseException:  # noqa: BLE001 - a lineage never returns into the host's caller
                     code = 1
