@@ -84,6 +84,8 @@ def rollout_config(sampler: SamplerSettings, env: EnvSettings, **overrides: Any)
         n_samples=sampler.n_samples,
         seed=sampler.seed,
         batch_size=sampler.batch_size,
+        max_steps_per_user_turn=sampler.max_steps_per_user_turn,
+        strict_types=env.strict_types,
     )
     for key, value in overrides.items():
         if value is not None:

@@ -23,6 +23,9 @@ class EnvSettings:
     trial_budget: int = 2
     timeout_s: float = 5.0
     max_observation_chars: int = 600
+    strict_types: bool = (
+        True  # false: skip argument type checks (worlds whose own checker does not type-check)
+    )
 
     def __post_init__(self) -> None:
         _check(self.trial_budget >= 0, f"tools.trial_budget must be >= 0, got {self.trial_budget}")
@@ -59,6 +62,7 @@ class SamplerSettings:
     max_turns: int = 8
     max_new_tokens: int = 160
     max_total_tokens: int = 2048
+    max_steps_per_user_turn: int | None = None  # assistant turns per user turn of a multi-turn task
     vllm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +70,10 @@ class SamplerSettings:
         _check(0 < self.top_p <= 1, f"sampler.top_p must be in (0, 1], got {self.top_p}")
         for key in ("n_samples", "batch_size", "max_turns", "max_new_tokens", "max_total_tokens"):
             _check(getattr(self, key) >= 1, f"sampler.{key} must be >= 1, got {getattr(self, key)}")
+        _check(
+            self.max_steps_per_user_turn is None or self.max_steps_per_user_turn >= 1,
+            "sampler.max_steps_per_user_turn must be >= 1 or null",
+        )
         unknown = sorted(set(self.vllm) - set(VLLM_OPTIONS))
         _check(not unknown, f"sampler.vllm has unknown keys {unknown}; allowed: {', '.join(VLLM_OPTIONS)}")
 

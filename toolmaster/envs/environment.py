@@ -11,6 +11,14 @@ running past its timeout, an oversized output) becomes an informative observatio
 reading such feedback is exactly what the model must learn. Each call runs in a daemon thread on a copy of
 the state; the copy is committed only when the call returns in time, so a hung tool can neither stall the
 batch nor half-mutate the state (the abandoned thread is left to finish on its own copy).
+
+Sessions with several user turns (``Task.follow_ups``): ``begin_user_turn`` moves the environment to the
+next user turn: calls from then on record that turn in ``CallRecord.user_turn``, the turn's added tools
+become callable, and the trial sandbox is forked afresh from the real state, so trials in a later turn test
+tools against the state the earlier turns left (still never touching it).
+
+``strict_types=False`` skips the argument type check (names, required arguments and enums are still
+checked), for worlds whose own tools and checker accept loosely typed arguments.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ class CallRecord:
     error: str | None = None
     output_truncated: bool = False
     duration_s: float = 0.0
+    user_turn: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +84,7 @@ class ToolEnv:
         trial_budget: int = 2,
         timeout_s: float = 5.0,
         max_observation_chars: int = 1000,
+        strict_types: bool = True,
     ) -> None:
         if trial_budget < 0:
             raise ValueError(f"trial_budget must be >= 0, got {trial_budget}")
@@ -82,6 +92,8 @@ class ToolEnv:
         self.trial_budget = trial_budget
         self.timeout_s = timeout_s
         self.max_observation_chars = max_observation_chars
+        self.strict_types = strict_types
+        self.user_turn = 0
         self.task: Task | None = None
         self.tools: dict[str, Tool] = {}
         self.state: dict[str, Any] = {}
@@ -97,6 +109,16 @@ class ToolEnv:
         self.sandbox = copy.deepcopy(task.initial_state)
         self.records = []
         self.counters = Counter()
+        self.user_turn = 0
+
+    def begin_user_turn(self, index: int, add_tools: list[str] | None = None) -> list[Tool]:
+        """Enter user turn ``index``: add its tools, re-fork the sandbox; returns the tools added."""
+        self.user_turn = index
+        added = [tool for name, tool in self.suite.subset(add_tools or []).items() if name not in self.tools]
+        for tool in added:
+            self.tools[tool.name] = tool
+        self.sandbox = copy.deepcopy(self.state)
+        return added
 
     @property
     def trials_used(self) -> int:
@@ -128,7 +150,7 @@ class ToolEnv:
             return self._finish(
                 CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL)
             )
-        problem = tool.check_arguments(arguments)
+        problem = tool.check_arguments(arguments, check_types=self.strict_types)
         if problem is not None:
             msg = f"{name}: {problem}"
             return self._finish(
@@ -190,6 +212,7 @@ class ToolEnv:
         return f"{text[:limit]}...[output truncated: {dropped} more characters]", True
 
     def _finish(self, record: CallRecord) -> CallRecord:
+        record.user_turn = self.user_turn
         self.records.append(record)
         self.counters[f"{record.phase}_calls"] += 1
         if not record.ok:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from toolmaster.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from toolmaster.metrics import summarize
+from toolmaster.metrics import summarize, summarize_by_category
 from toolmaster.models.loading import LoadedModel
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.rewards import RewardGroup
@@ -77,6 +77,9 @@ def evaluate_splits(
         metrics[split]["wall_s"] = wall
         trajectories[split] = trajs
         log.info("%s: %s", split, {k: round(v, 3) for k, v in metrics[split].items()})
+        categories = {task.id: task.metadata["category"] for task in tasks if "category" in task.metadata}
+        for category, values in summarize_by_category(trajs, categories, pass_k).items():
+            metrics[f"{split}/{category}"] = {**values, "wall_s": wall}  # per-category rows (e.g. BFCL)
     return metrics, trajectories
 
 
@@ -147,4 +150,4 @@ def run_eval(cfg: DictConfig) -> float:
     )
     print(markdown_table(metrics, f"{model.name} on {world.name} (trial budget {env.trial_budget})"))
     print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'results.md'}")
-    return sum(m["success"] for m in metrics.values()) / len(metrics)
+    return sum(metrics[split]["success"] for split in data.eval_splits) / len(data.eval_splits)
