@@ -1,0 +1,113 @@
+"""teacher=gold_trials on BFCL and on a user's own world, and the rollout loop replaying its episodes.
+
+The replay plays each teacher episode's assistant turns through the real rollout loop (scripted engine, real
+tokenizer): the loop must rebuild the same conversation (system prompt, user turns, the announcement of a
+miss_func tool at its turn, observations) and BFCL's checker must accept it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolmaster.errors import ConfigError
+from toolmaster.protocol import get_chat_format
+from toolmaster.protocol.actions import parse_action
+from toolmaster.samplers.loop import RolloutConfig, rollout
+from toolmaster.samplers.scripted import ScriptedEngine
+from toolmaster.teachers.expert import ExpertTeacher
+from toolmaster.teachers.gold_trials import GoldTrialsTeacher
+from toolmaster.worlds.bfcl import build_bfcl_world
+from toolmaster.worlds.custom import load_custom_world
+
+FMT = get_chat_format("chatml")
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_bfcl_world()
+
+
+@pytest.fixture(scope="module")
+def episodes(world):
+    tasks = [task for tasks in world.splits.values() for task in tasks]
+    teacher = GoldTrialsTeacher(strict_types=False)
+    return world, teacher.play(world, tasks, 4, FMT, timeout_s=10.0, max_observation_chars=1200)
+
+
+def test_gold_trials_episodes_score_valid_with_trials_and_self_corrections(episodes):
+    world, trajs = episodes
+    assert {t.task_id for t in trajs if not t.correct} == {"multi_turn_miss_func_49"}  # see test_bfcl.py
+    assert sum(t.self_corrected for t in trajs) > len(trajs) / 2
+    for traj in trajs:
+        first_trial, first_call = {}, {}
+        for i, call in enumerate(traj.calls):
+            store = first_trial if call["phase"] == "trial" else first_call
+            store.setdefault(call["name"], i)
+        # every tool is trialled before its first real use, as long as the budget lasts
+        tested_in_budget = [n for n in first_call if n in first_trial]
+        assert all(first_trial[n] < first_call[n] for n in tested_in_budget)
+        assert traj.num_trial_calls <= 4
+        for message in traj.messages:
+            if message["role"] == "assistant":
+                assert parse_action(message["content"], FMT.tags).kind in ("trial", "call", "answer")
+
+
+def test_wrong_format_trials_are_corrected_from_the_real_error(episodes):
+    _, trajs = episodes
+    corrected = 0
+    for traj in trajs:
+        calls = traj.calls
+        for before, after in zip(calls, calls[1:]):
+            if before["phase"] == after["phase"] == "trial" and not before["ok"] and after["ok"]:
+                assert before["name"] == after["name"] and before["error"] == "invalid_arguments"
+                corrected += 1
+    assert corrected > 100
+
+
+@pytest.mark.parametrize(
+    "task_id", ["multi_turn_miss_func_0", "multi_turn_miss_param_3", "multi_turn_base_120"]
+)
+def test_the_loop_replays_teacher_episodes_identically(episodes, smollm2_tokenizer, task_id):
+    world, trajs = episodes
+    teacher_traj = next(t for t in trajs if t.task_id == task_id)
+    turns = [m["content"] for m in teacher_traj.messages if m["role"] == "assistant"]
+
+    def respond(prompt: str) -> str:
+        return turns[prompt.count("<|im_start|>assistant") - 1]
+
+    config = RolloutConfig(
+        max_turns=60,
+        max_new_tokens=400,
+        max_total_tokens=100_000,
+        trial_budget=4,
+        tool_timeout_s=10.0,
+        max_observation_chars=1200,
+        strict_types=False,
+    )
+    task = world.task_by_id(task_id)
+    (traj,) = rollout(
+        ScriptedEngine(smollm2_tokenizer, respond), smollm2_tokenizer, FMT, world.suite, [task], config
+    )
+    assert traj.messages == teacher_traj.messages and traj.correct
+    if task_id == "multi_turn_miss_func_0":  # 'sort' is announced in user turn 3 (0-based), not before
+        users = [m["content"] for m in traj.messages if m["role"] == "user"]
+        assert [i for i, text in enumerate(users) if '{"name": "sort"' in text] == [3]
+        assert '"name": "sort"' not in traj.messages[0]["content"]
+        assert {c["name"] for c in traj.calls if c["user_turn"] < 3}.isdisjoint({"sort"})
+
+
+def test_gold_trials_on_a_users_own_world():
+    world = load_custom_world(str(REPO / "examples/custom_tools/weather.yaml"))
+    tasks = [task for tasks in world.splits.values() for task in tasks if task.gold_calls]
+    trajs = GoldTrialsTeacher(wrong_first_p=1.0).play(world, tasks, 2, FMT)
+    assert trajs and all(t.correct for t in trajs)
+    assert all(t.num_trial_calls >= 1 and t.calls[0]["phase"] == "trial" for t in trajs)
+
+
+def test_oracle_on_another_world_is_a_one_line_error(world):
+    task = world.splits["train"][0]
+    with pytest.raises(ConfigError, match="teacher=oracle plays only toolworld tasks.*teacher=gold_trials"):
+        ExpertTeacher("oracle").play(world, [task], 2, FMT)
