@@ -7,7 +7,8 @@ Per user turn (single-turn tasks have one):
 1. Trials, while the episode's trial budget lasts: before a tool's first real use it is tested in the sandbox.
    The sandbox is forked from the real state when the user turn begins, so the teacher replays the turn's gold
    calls as trials in order, up to the last one whose tool is still untested; each trial then sees the state
-   the real call will see. With probability ``wrong_first_p`` (seeded) the first trial of a tool is a
+   the real call will see (when the budget cannot cover that replay, only the untested tools are tried, on the
+   state the turn started from). With probability ``wrong_first_p`` (seeded) the first trial of a tool is a
    plausible wrong argument format (an argument name without its underscores, else a required argument left
    out); its real error observation is read and the next trial uses the gold arguments (a self-correction).
 2. Execution: the turn's gold calls on the real state, in order.
@@ -173,7 +174,12 @@ class _Episode:
         untested = [i for i, call in enumerate(gold) if call["name"] not in self.tested]
         if not untested:
             return
-        for call in gold[: untested[-1] + 1]:
+        plan = gold[: untested[-1] + 1]
+        if len(plan) > self.env.trial_budget - self.env.trials_used:
+            plan = [
+                gold[i] for i in untested
+            ]  # no budget to replay: test the new tools on the turn's start state
+        for call in plan:
             left = self.env.trial_budget - self.env.trials_used
             if left <= 0:
                 return

@@ -111,3 +111,68 @@ def test_oracle_on_another_world_is_a_one_line_error(world):
     task = world.splits["train"][0]
     with pytest.raises(ConfigError, match="teacher=oracle plays only toolworld tasks.*teacher=gold_trials"):
         ExpertTeacher("oracle").play(world, [task], 2, FMT)
+
+
+def counter_at_least(task, trajectory, final_state) -> bool:
+    """A state scorer for the custom world below: the real counter reached the task's target."""
+    if final_state is None:
+        return False
+    return final_state.get("count", 0) >= task.metadata["target"]
+
+
+SPEC = """
+name: counters
+module: ./counter_tools.py
+tools:
+  - function: bump
+    description: Add to the counter.
+    parameters: {type: object, properties: {by_amount: {type: integer}}, required: [by_amount]}
+  - function: peek
+    description: Read the counter.
+tasks:
+  - id: c1
+    query: Add 2 to the counter.
+    answer: done
+    tool_names: [bump]
+    follow_ups:
+      - {query: "Add 3 more, then read it.", add_tools: [peek]}
+    scorer: "%s:counter_at_least"
+    metadata: {target: 5}
+    gold_calls:
+      - {name: bump, arguments: {by_amount: 2}, user_turn: 0}
+      - {name: bump, arguments: {by_amount: 3}, user_turn: 1}
+      - {name: peek, arguments: {}, user_turn: 1}
+"""
+TOOLS = """
+def bump(by_amount: int, state: dict) -> int:
+    state["count"] = state.get("count", 0) + by_amount
+    return state["count"]
+
+
+def peek(state: dict) -> int:
+    return state.get("count", 0)
+"""
+
+
+def test_a_users_multi_turn_world_with_a_state_scorer(tmp_path):
+    (tmp_path / "counter_tools.py").write_text(TOOLS)
+    (tmp_path / "spec.yaml").write_text(SPEC % __name__)
+    world = load_custom_world(str(tmp_path / "spec.yaml"))
+    (task,) = world.tasks("test")
+    assert task.follow_ups == [{"query": "Add 3 more, then read it.", "add_tools": ["peek"]}]
+    (traj,) = GoldTrialsTeacher(wrong_first_p=1.0).play(world, [task], 3, FMT)
+    assert traj.correct and traj.answer == "done"
+    assert [(c["name"], c["phase"], c["user_turn"], c["ok"]) for c in traj.calls] == [
+        ("bump", "trial", 0, False),  # by_amount -> 'byamount': the wrong format, rejected
+        ("bump", "trial", 0, True),  # corrected from the error
+        ("bump", "execution", 0, True),
+        ("peek", "trial", 1, True),  # one trial left: no replay of bump first, peek tried on the turn's start
+        ("bump", "execution", 1, True),
+        ("peek", "execution", 1, True),
+    ]
+    assert traj.calls[3]["observation"] == "2" and traj.calls[5]["observation"] == "5"
+    assert "accepted: by_amount" in traj.calls[0]["observation"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((SPEC % __name__).replace("add_tools: [peek]", "add_tools: [nope]"))
+    with pytest.raises(ConfigError, match=r"follow_ups\[0\].add_tools \['nope'\] unknown"):
+        load_custom_world(str(bad))
