@@ -83,3 +83,23 @@ def test_gold_trials_synthesis_then_one_sft_step(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_tiny_model_eval_on_the_single_turn_ast_categories(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "toolmaster",
+        f"hydra.run.dir={tmp_path}",
+        "tools=bfcl_ast",
+        "data=bfcl_ast",
+        "model=tiny",
+        "data.eval_limit=1",
+        "sampler.max_turns=2",
+        "sampler.max_new_tokens=16",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"simple_python", "live_parallel_multiple"} <= set(metrics)
+    assert all(m["episodes"] == 1 for m in metrics.values())

@@ -19,6 +19,9 @@ tools against the state the earlier turns left (still never touching it).
 
 ``strict_types=False`` skips the argument type check (names, required arguments and enums are still
 checked), for worlds whose own tools and checker accept loosely typed arguments.
+
+The model calls tools by ``Tool.name``; a suite may file tools under other keys (``task.tool_names`` name the
+keys), so that tasks of one world can offer different tools that share a name (BFCL's single-turn entries).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class ToolEnv:
     # ----------------------------------------------------------------- episode
     def reset(self, task: Task) -> None:
         self.task = task
-        self.tools = self.suite.subset(task.tool_names)
+        self.tools = {tool.name: tool for tool in self.suite.subset(task.tool_names).values()}
         self.state = copy.deepcopy(task.initial_state)
         self.sandbox = copy.deepcopy(task.initial_state)
         self.records = []
@@ -114,7 +117,7 @@ class ToolEnv:
     def begin_user_turn(self, index: int, add_tools: list[str] | None = None) -> list[Tool]:
         """Enter user turn ``index``: add its tools, re-fork the sandbox; returns the tools added."""
         self.user_turn = index
-        added = [tool for name, tool in self.suite.subset(add_tools or []).items() if name not in self.tools]
+        added = [tool for tool in self.suite.subset(add_tools or []).values() if tool.name not in self.tools]
         for tool in added:
             self.tools[tool.name] = tool
         self.sandbox = copy.deepcopy(self.state)
