@@ -103,3 +103,15 @@ def test_tiny_model_eval_on_the_single_turn_ast_categories(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"simple_python", "live_parallel_multiple"} <= set(metrics)
     assert all(m["episodes"] == 1 for m in metrics.values())
+
+
+def test_oracle_teacher_on_bfcl_is_one_line_naming_gold_trials(tmp_path):
+    result = _run(
+        tmp_path, "stage=synthesize", "data.train_limit=1", f"stage.output_path={tmp_path / 'd.jsonl'}"
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("toolmaster: error: teacher=oracle plays only toolworld tasks")
+        and "gold_trials" in last
+    )

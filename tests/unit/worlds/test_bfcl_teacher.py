@@ -176,3 +176,11 @@ def test_a_users_multi_turn_world_with_a_state_scorer(tmp_path):
     bad.write_text((SPEC % __name__).replace("add_tools: [peek]", "add_tools: [nope]"))
     with pytest.raises(ConfigError, match=r"follow_ups\[0\].add_tools \['nope'\] unknown"):
         load_custom_world(str(bad))
+
+
+def test_gold_trials_on_toolworld_matches_the_task_answers():
+    from toolmaster.worlds.toolworld import build_toolworld
+
+    world = build_toolworld(seed=0, n_train=20, n_test=2)
+    trajs = GoldTrialsTeacher().play(world, world.tasks("train"), 2, FMT)
+    assert all(t.correct for t in trajs) and sum(t.self_corrected for t in trajs) >= 5
