@@ -94,10 +94,11 @@ def markdown_table(metrics: dict[str, dict[str, float]], title: str = "") -> str
         lines.append(f"| {split} | {int(m['episodes'])} | {cells} |")
     walls = [m["wall_s"] for m in metrics.values() if "wall_s" in m]
     if walls:  # every split carries the joint rollout's wall time (evaluate_splits)
-        episodes = sum(int(m["episodes"]) for m in metrics.values())
+        splits = [m for name, m in metrics.items() if "/" not in name]  # not the split/category rows
+        episodes = sum(int(m["episodes"]) for m in splits)
         lines += [
             "",
-            f"{episodes} episodes of {len(metrics)} split(s) rolled out together in {max(walls):.0f} s",
+            f"{episodes} episodes of {len(splits)} split(s) rolled out together in {max(walls):.0f} s",
         ]
     return "\n".join(lines) + "\n"
 
