@@ -48,7 +48,7 @@ demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, Smol
 test: setup vllm bfcl  ## run the whole test suite (installs the vLLM extra and bfcl-eval: their tests run too)
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
-test-fast: setup  ## tests that need no real model weights
+test-fast: setup bfcl  ## tests that need no real model weights
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: setup  ## ruff lint + format check
