@@ -11,7 +11,7 @@ JOBS ?= 2
 VLLM_STAMP := $(VENV)/.installed-vllm
 BFCL_STAMP := $(VENV)/.installed-bfcl
 
-.PHONY: help setup vllm bfcl demo test test-fast lint format bench bench-trl clean
+.PHONY: help setup vllm slurm bfcl demo test test-fast lint format bench bench-trl clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## / - /'
@@ -42,10 +42,22 @@ $(BFCL_STAMP): $(STAMP) constraints.txt
 
 bfcl: $(BFCL_STAMP)  ## add the BFCL multi-turn world (tools=bfcl): bfcl-eval without its dependencies, plus mpmath
 
+# Debian's Slurm for tests/integration/test_slurm.py (a single-node cluster on loopback, started by the tests).
+# Installed only where it is missing and this is root with apt-get; otherwise (or if apt-get fails) those tests skip.
+SLURM_BINARIES := munged slurmctld slurmd srun sbatch sinfo squeue scontrol scancel
+slurm:  ## install Debian's slurm-wlm + munge when missing (root + apt-get), for the Slurm tests
+	@missing=; for b in $(SLURM_BINARIES); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "slurm: missing$$missing; installing slurm-wlm + munge needs root and apt-get: the Slurm tests will skip"; exit 0; fi; \
+	echo "slurm: installing slurm-wlm + munge (apt-get)"; \
+	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge; } >/dev/null; then \
+		echo "slurm: apt-get could not install slurm-wlm + munge: the Slurm tests will skip"; fi
+
 demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, SmolLM2-135M on CPU, toolworld
 	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
-test: setup vllm bfcl  ## run the whole test suite (installs the vLLM extra and bfcl-eval: their tests run too)
+test: setup vllm slurm bfcl  ## run the whole test suite (installs the vLLM extra, Slurm and bfcl-eval: their tests run too)
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
 test-fast: setup bfcl  ## tests that need no real model weights

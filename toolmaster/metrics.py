@@ -12,8 +12,10 @@ base / miss_func / miss_param / long_context), for worlds whose tasks name one.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from math import comb
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -117,3 +119,30 @@ def summarize_by_category(
         if t.task_id in category_of:
             groups[category_of[t.task_id]].append(t)
     return {category: summarize(group, pass_k) for category, group in sorted(groups.items())}
+
+
+def finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def nest_metrics(flat: dict[str, Any], prefix: str = "val/") -> dict[str, dict[str, float]]:
+    """Logged metrics ``{"val/test_seen/success": 0.5, "val/success": 0.4}`` -> the ``metrics.json`` layout
+    ``{"test_seen": {"success": 0.5}}``: keys ``<prefix><split>/<name>`` only (``stage=grpo`` writes its final
+    validation this way, so a GRPO sweep aggregates like an eval sweep)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        if not key.startswith(prefix):
+            continue
+        split, sep, name = key[len(prefix) :].partition("/")
+        number = finite_number(value.item() if hasattr(value, "item") else value)
+        if sep and split and name and number is not None:
+            out.setdefault(split, {})[name] = number
+    return out

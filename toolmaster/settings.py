@@ -17,43 +17,45 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass
 class EnvSettings:
-    """``tools`` group: the world to build and how its environment runs calls."""
+    """``tools`` group: the world to build and how its environment runs calls.
+
+    ``isolation``: ``process`` runs every call in a fork of a tool host (``toolmaster.envs.toolhost``),
+    ``thread`` the old in-process path (debugging). ``memory_limit_mb`` / ``cpu_limit_s``: per-call
+    RLIMIT_AS / RLIMIT_CPU of the call's process (process isolation only); null = no limit.
+    """
 
     world: dict[str, Any]
     trial_budget: int = 2
     timeout_s: float = 5.0
     max_observation_chars: int = 600
-    strict_types: bool = (
-        True  # false: skip argument type checks (worlds whose own checker does not type-check)
-    )
+    isolation: Literal["process", "thread"] = "process"
+    memory_limit_mb: int | None = None
+    cpu_limit_s: float | None = None
+    strict_types: bool = True  # false: no argument type checks (worlds whose checker does not type-check)
 
     def __post_init__(self) -> None:
         _check(self.trial_budget >= 0, f"tools.trial_budget must be >= 0, got {self.trial_budget}")
         _check(self.timeout_s > 0, f"tools.timeout_s must be > 0, got {self.timeout_s}")
         _check(self.max_observation_chars >= 50, "tools.max_observation_chars must be >= 50")
+        self.isolation_settings()  # range checks of the isolation options
 
+    def isolation_settings(self) -> Any:
+        """The ``toolmaster.envs.calls.Isolation`` these options describe."""
+        from toolmaster.envs.calls import Isolation
 
-VLLM_OPTIONS = (
-    "model_path",
-    "dtype",
-    "max_model_len",
-    "gpu_memory_utilization",
-    "tensor_parallel_size",
-    "enable_prefix_caching",
-    "enforce_eager",
-    "enable_sleep_mode",
-    "max_lora_rank",
-    "cpu_kvcache_space_gb",
-    "seed",
-    "engine_kwargs",
-)  # the keyword arguments of toolmaster.samplers.vllm_engine.VLLMEngine
+        return Isolation(self.isolation, self.memory_limit_mb, self.cpu_limit_s)
 
 
 @dataclass
 class SamplerSettings:
-    """``sampler`` group: which engine generates turns, sampling options and episode limits."""
+    """``sampler`` group: which engine generates turns, sampling options and episode limits.
 
-    engine: Literal["hf", "vllm"] = "hf"
+    ``engine`` is a partial ``_target_`` node of the engine class (its keys are the engine's arguments, bound by
+    the config validation); ``toolmaster.samplers.engines.make_engine`` builds it around the model."""
+
+    engine: dict[str, Any] = field(
+        default_factory=lambda: {"_target_": "toolmaster.samplers.hf.HFEngine", "_partial_": True}
+    )
     temperature: float = 1.0
     top_p: float = 1.0
     n_samples: int = 1
@@ -63,7 +65,6 @@ class SamplerSettings:
     max_new_tokens: int = 160
     max_total_tokens: int = 2048
     max_steps_per_user_turn: int | None = None  # assistant turns per user turn of a multi-turn task
-    vllm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, f"sampler.temperature must be >= 0, got {self.temperature}")
@@ -74,8 +75,7 @@ class SamplerSettings:
             self.max_steps_per_user_turn is None or self.max_steps_per_user_turn >= 1,
             "sampler.max_steps_per_user_turn must be >= 1 or null",
         )
-        unknown = sorted(set(self.vllm) - set(VLLM_OPTIONS))
-        _check(not unknown, f"sampler.vllm has unknown keys {unknown}; allowed: {', '.join(VLLM_OPTIONS)}")
+        _check("_target_" in self.engine, "sampler.engine needs a _target_ (an engine class)")
 
 
 @dataclass

@@ -30,7 +30,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import re
 import sys
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from typing import Any
 import yaml
 
 from toolmaster.errors import ToolMasterError
+from toolmaster.metrics import finite_number as _number
 
 DEFAULT_X = "tools.trial_budget"
 DEFAULT_SERIES = "reward"
@@ -161,34 +161,7 @@ def load_job(root: Path, path: Path) -> Job:
     return Job(name, path, overrides, metrics)
 
 
-def nest_metrics(flat: dict[str, Any], prefix: str = "val/") -> dict[str, dict[str, float]]:
-    """Logged metrics ``{"val/test_seen/success": 0.5, "val/success": 0.4}`` -> the ``metrics.json`` layout
-    ``{"test_seen": {"success": 0.5}}``: keys ``<prefix><split>/<name>`` only (``stage=grpo`` writes its final
-    validation this way, so a GRPO sweep aggregates like an eval sweep)."""
-    out: dict[str, dict[str, float]] = {}
-    for key, value in flat.items():
-        if not key.startswith(prefix):
-            continue
-        split, sep, name = key[len(prefix) :].partition("/")
-        number = _number(value.item() if hasattr(value, "item") else value)
-        if sep and split and name and number is not None:
-            out.setdefault(split, {})[name] = number
-    return out
-
-
 # ------------------------------------------------------------------------------------------ aggregating
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    try:
-        number = float(str(value))
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _order_key(value: str) -> tuple[int, float, str]:
     number = _number(value)
     return (0, number, "") if number is not None else (1, 0.0, value)

@@ -7,11 +7,23 @@ sampling log-probability of each sampled token (0.0 elsewhere).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-from toolmaster.envs.environment import EXECUTION, TRIAL
+from toolmaster.protocol.phases import Phase
+
+
+class Call(TypedDict):
+    """One tool call of an episode as the trajectory records it (``CallRecord.to_dict()``)."""
+
+    phase: str  # a Phase value: "trial" | "execution"
+    name: str | None
+    arguments: Any
+    observation: str
+    ok: bool
+    error: str | None
+    output_truncated: bool
+    duration_s: float
 
 
 @dataclass
@@ -24,7 +36,7 @@ class Trajectory:
     loss_mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     prompt_length: int = 0
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
     answer: str | None = None
     correct: bool = False
     turns: int = 0
@@ -39,16 +51,16 @@ class Trajectory:
     source: str = ""  # who produced it: a model path, a teacher name
 
     # ------------------------------------------------------------ derived views
-    def calls_in(self, phase: str) -> list[dict[str, Any]]:
+    def calls_in(self, phase: str) -> list[Call]:
         return [c for c in self.calls if c["phase"] == phase]
 
     @property
     def num_trial_calls(self) -> int:
-        return len(self.calls_in(TRIAL))
+        return len(self.calls_in(Phase.TRIAL))
 
     @property
     def num_execution_calls(self) -> int:
-        return len(self.calls_in(EXECUTION))
+        return len(self.calls_in(Phase.EXECUTION))
 
     @property
     def num_failed_calls(self) -> int:
@@ -77,9 +89,6 @@ class Trajectory:
     # ------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trajectory:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from toolmaster.__main__ import CONF_DIR, command_line_overrides, first_of_sweeps, precheck
+from toolmaster.cli import CONF_DIR, command_line_overrides, precheck, sweep_variants
 from toolmaster.config import validate
 from toolmaster.errors import ConfigError
 from toolmaster.settings import PipelineSettings
@@ -59,9 +60,17 @@ def test_every_option_composes_and_binds(group, option):
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_binds(experiment):
-    text = (Path(CONF_DIR) / "experiment" / f"{experiment}.yaml").read_text()
-    assert "Hypothesis" in text or "test" in text.lower()
-    assert f"+experiment={experiment}" in text  # the file says how to run it
+    """Each experiment file starts with its hypothesis (or, for a smoke test, what it checks) and names the
+    command that runs it; that command line passes the entry point's check."""
+    lines = (Path(CONF_DIR) / "experiment" / f"{experiment}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_"
+    assert lines[1].startswith("# Hypothesis"), lines[1]
+    runs = [re.match(r"# Run:\s*python -m toolmaster ([^(#]*)", line) for line in lines]
+    commands = [m.group(1).split() for m in runs if m]
+    assert commands, "no '# Run: python -m toolmaster ...' line"
+    for argv in commands:
+        assert f"+experiment={experiment}" in argv
+        assert precheck(argv) is None, (argv, precheck(argv))
     validate(compose_cfg([f"+experiment={experiment}"]))
 
 
@@ -99,13 +108,13 @@ def test_launchers_compose(launcher):
     [
         ("sampler.temperature=hot", "sampler.temperature"),
         ("sampler.top_p=2.0", "sampler.top_p must be in (0, 1]"),
-        ("sampler.engine=tgi", "one of 'hf', 'vllm'"),
-        ("+sampler.vllm.max_lora=8", "sampler.vllm has unknown keys ['max_lora']"),
+        ("sampler.engine._target_=toolmaster.samplers.tgi.TGIEngine", "sampler.engine._target_"),
+        ("+sampler.engine.max_lora=8", "unknown key sampler.engine.max_lora"),
         ("tools.trial_budget=-1", "tools.trial_budget must be >= 0"),
         ("model.dtype=int8", None),  # checked when the model is built
         ("stage.name=train", "one of 'eval'"),
         ("trainer.precision=bogus", "one of 'auto', 64, 32, 16, "),  # Lightning's values + ours
-        ("trainer.precision=auto", None),  # resolved by toolmaster.stages.precision
+        ("trainer.precision=auto", None),  # resolved by toolmaster.training.precision
     ],
 )
 def test_bad_values_raise_config_errors(override, expected):
@@ -118,21 +127,26 @@ def test_bad_values_raise_config_errors(override, expected):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-def test_vllm_options_are_the_engine_arguments():
-    """Every ``sampler.vllm`` key the settings accept reaches VLLMEngine (and conf/sampler/vllm.yaml sets them)."""
-    import inspect
-
-    from toolmaster.samplers.vllm_engine import VLLMEngine
-    from toolmaster.settings import VLLM_OPTIONS
-
-    keyword_only = [
-        name
-        for name, p in inspect.signature(VLLMEngine).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    assert sorted(keyword_only) == sorted(VLLM_OPTIONS)
+def test_engine_and_lora_nodes_bind_against_their_classes():
+    """``sampler.engine`` and ``model.lora`` are real ``_target_`` nodes: a typo in a key is an error naming it."""
     cfg = compose_cfg(["sampler=vllm"])
-    assert set(cfg.sampler.vllm) == set(VLLM_OPTIONS) - {"seed"}  # the seed comes from sampler.seed
+    assert cfg.sampler.engine._target_ == "toolmaster.samplers.vllm_engine.VLLMEngine"
+    assert cfg.sampler.engine.seed == cfg.sampler.seed  # the engine's seed follows sampler.seed
+    validate(cfg)
+    for overrides, expected in [
+        (["sampler=vllm", "+sampler.engine.max_lora=8"], "unknown key sampler.engine.max_lora"),
+        (
+            ["sampler=vllm", "sampler.engine.gpu_memory_utilization=lots"],
+            "sampler.engine.gpu_memory_utilization",
+        ),
+        (["model/lora=enabled", "+model.lora.rank=8"], "unknown key model.lora.rank"),
+    ]:
+        with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+            validate(compose_cfg(overrides))
+    assert compose_cfg([]).model.lora is None  # LoRA is off by default
+    lora = compose_cfg(["model/lora=enabled", "model.lora.r=8"]).model.lora
+    assert lora._target_ == "peft.LoraConfig" and lora.r == 8
+    assert precheck(["model.lora.rank=8"]) is not None  # no lora node by default: an unknown key
 
 
 def test_override_parsing_helpers():
@@ -146,7 +160,7 @@ def test_override_parsing_helpers():
     ]
     overrides = command_line_overrides(argv)
     assert overrides == ["sampler.temperature=0.5,1.0", "+experiment=smoke", "hydra/launcher=submitit_local"]
-    assert first_of_sweeps(overrides)[0] == "sampler.temperature=0.5"
+    assert sweep_variants(overrides)[0][0] == "sampler.temperature=0.5"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -27,9 +27,12 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from peft import LoraConfig
 
-from toolmaster.__main__ import CONF_DIR
 from toolmaster.algorithms import grpo_loss, token_logprobs
+from toolmaster.algorithms.logprobs import policy_logprobs
+from toolmaster.algorithms.packing import PackedBatch, pack_trajectories
+from toolmaster.cli import CONF_DIR
 from toolmaster.envs import Task, Tool, ToolSuite
 from toolmaster.models import load_model
 from toolmaster.protocol import get_chat_format
@@ -37,14 +40,16 @@ from toolmaster.rewards import build_reward_group
 from toolmaster.samplers.loop import RolloutConfig
 from toolmaster.samplers.scripted import ScriptedEngine
 from toolmaster.settings import GRPOSettings
-from toolmaster.stages.grpo import GRPODataModule, GRPOModule, TaskBatchSampler, policy_logprobs
-from toolmaster.stages.packing import PackedBatch, pack_trajectories
+from toolmaster.stages.grpo.data import GRPODataModule
+from toolmaster.stages.grpo.module import GRPOModule
 from toolmaster.trajectory import Trajectory
 
 REPO = Path(__file__).resolve().parents[2]
 FMT = get_chat_format("chatml")
 OUTCOME = {"outcome": {"_target_": "toolmaster.rewards.components.Outcome", "weight": 1.0}}
-LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+LORA = LoraConfig(
+    r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+)
 TRAIN_METRICS = [
     "train/reward/total",
     "train/success",
@@ -383,20 +388,6 @@ def test_all_truncated_keeps_one_loss_free_row():
 
 
 # ----------------------------------------------------------------------------------- task distribution
-def test_task_batches_shard_disjointly_over_ranks_and_resume():
-    ranks = [TaskBatchSampler(10, 2, seed=3, num_replicas=2, rank=r) for r in range(2)]
-    for epoch in (0, 1):
-        for sampler in ranks:
-            sampler.set_epoch(epoch)
-        shards = [[i for batch in sampler for i in batch] for sampler in ranks]
-        assert not set(shards[0]) & set(shards[1])  # a task (and so its group) is on one rank only
-        assert len(shards[0]) == len(shards[1]) == 4  # 5 per rank: the short last batch is dropped
-        assert all(len(batch) == 2 for sampler in ranks for batch in sampler)
-    assert ranks[0].batches(0) != ranks[0].batches(1)  # reshuffled per epoch
-    ranks[0].set_epoch(1)
-    ranks[0].resume_at(1, 1)
-    assert list(ranks[0]) == ranks[0].batches(1)[1:]
-    assert list(ranks[0]) == ranks[0].batches(1)  # the skip applies once
 
 
 # ------------------------------------------------------------------------------ (7) the runner, CSV log
@@ -511,9 +502,10 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     from toolmaster.rewards import build_reward_group as reward_group
     from toolmaster.samplers.hf import HFEngine
     from toolmaster.settings import SFTSettings
-    from toolmaster.stages.sft import SFTModule, build_trainer
-    from toolmaster.stages.sft_data import SFTDataModule
+    from toolmaster.stages.sft.data import SFTDataModule
+    from toolmaster.stages.sft.module import SFTModule
     from toolmaster.teachers.expert import ExpertTeacher
+    from toolmaster.training.trainer import Cadence, build_trainer
     from toolmaster.worlds.toolworld import build_toolworld
 
     torch.manual_seed(0)
@@ -541,7 +533,10 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
         "gradient_clip_val": 1.0,
     }
     sft_module = SFTModule(loaded.model, lr=sft.lr, warmup_steps=sft.warmup_steps, schedule=sft.schedule)
-    build_trainer(trainer_cfg, tmp_path / "sft", sft, logger=False, has_val=False).fit(sft_module, datamodule)
+    cadence = Cadence(sft.checkpoint_every_n_steps, sft.val_every_n_steps)
+    build_trainer(trainer_cfg, tmp_path / "sft", cadence, logger=False, has_val=False).fit(
+        sft_module, datamodule
+    )
 
     # GRPO: 2 steps, 1 task x G = 4 episodes each, shaped reward
     settings = GRPOSettings(

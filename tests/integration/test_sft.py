@@ -24,24 +24,24 @@ import torch
 from helpers.sft_conversations import episode, write_dataset
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from peft import LoraConfig
 
-from toolmaster.__main__ import CONF_DIR
+from toolmaster.algorithms.logprobs import token_losses
+from toolmaster.cli import CONF_DIR
 from toolmaster.errors import ConfigError
 from toolmaster.models import load_model
 from toolmaster.protocol import get_chat_format, tokenize_conversation
 from toolmaster.settings import SFTSettings
-from toolmaster.stages.export import EXPORT_INFO, export_hf
-from toolmaster.stages.sft import SFTModule, build_trainer, resolve_resume, token_losses
-from toolmaster.stages.sft_data import SFTDataModule
+from toolmaster.stages.sft.data import SFTDataModule
+from toolmaster.stages.sft.module import SFTModule
+from toolmaster.training.checkpoints import resolve_resume
+from toolmaster.training.export import EXPORT_INFO, export_hf
+from toolmaster.training.trainer import Cadence, build_trainer
 
 REPO = Path(__file__).resolve().parents[2]
-LORA = {
-    "enabled": True,
-    "r": 4,
-    "alpha": 8,
-    "dropout": 0.0,
-    "target_modules": ["q_proj", "v_proj", "up_proj"],
-}
+LORA = LoraConfig(
+    r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM"
+)
 CPU_TRAINER = {
     "accelerator": "cpu",
     "devices": 1,
@@ -103,8 +103,9 @@ def _fit(
     recorder = Recorder()
     config = {**CPU_TRAINER, "max_steps": max_steps, "enable_checkpointing": checkpointing}
     callbacks: list[pl.Callback] = [recorder] + ([StopAt(stop_at)] if stop_at else [])
+    cadence = Cadence(stage.checkpoint_every_n_steps, stage.val_every_n_steps)
     trainer = build_trainer(
-        config, out, stage, logger=False, has_val=bool(dm.val_set), extra_callbacks=callbacks
+        config, out, cadence, logger=False, has_val=bool(dm.val_set), extra_callbacks=callbacks
     )
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
     return trainer, module, recorder
@@ -255,15 +256,6 @@ def test_top_layer_training_leaves_the_rest_untouched_and_resumes_from_its_parti
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_resume_argument(tmp_path):
-    assert resolve_resume(None, tmp_path) is None and resolve_resume("auto", tmp_path) is None
-    (tmp_path / "last.ckpt").write_bytes(b"x")
-    assert resolve_resume("auto", tmp_path) == tmp_path / "last.ckpt"
-    assert resolve_resume(str(tmp_path / "last.ckpt"), tmp_path) == tmp_path / "last.ckpt"
-    with pytest.raises(ConfigError, match="stage.resume"):
-        resolve_resume(str(tmp_path / "nope.ckpt"), tmp_path)
-
-
 def test_missing_sft_path_is_a_config_error(tmp_path):
     from toolmaster.run import run
 
@@ -385,7 +377,7 @@ def test_success_validation_syncs_an_engine_with_its_own_weights():
     engine stands in for vLLM here (the real engine is tested in test_vllm_sampler.py)."""
     from toolmaster.samplers.loop import RolloutConfig
     from toolmaster.samplers.scripted import ScriptedEngine
-    from toolmaster.stages.sft import SuccessEval
+    from toolmaster.stages.sft.module import SuccessEval
     from toolmaster.worlds.toolworld import build_toolworld
 
     loaded = load_model(source="tiny", dtype="float32", device="cpu")

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from toolmaster.__main__ import CONF_DIR
+from toolmaster.cli import CONF_DIR
 from toolmaster.io import read_jsonl
 from toolmaster.protocol.actions import ANSWER, CALL, TRIAL, parse_action
 from toolmaster.run import run

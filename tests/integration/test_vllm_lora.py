@@ -14,19 +14,20 @@ from typing import Any
 
 import pytest
 from helpers.engines import STOPS, greedy, protocol_prompts, sft_step
+from peft import LoraConfig
 
 from toolmaster.models import load_model
 from toolmaster.samplers.hf import HFEngine
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-LORA = {
-    "enabled": True,
-    "r": 8,
-    "alpha": 16,
-    "dropout": 0.0,
-    "target_modules": ["q_proj", "v_proj", "up_proj"],
-}
+LORA = LoraConfig(
+    r=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    target_modules=["q_proj", "v_proj", "up_proj"],
+    task_type="CAUSAL_LM",
+)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ from toolmaster.samplers.base import SamplingParams
 from toolmaster.samplers.hf import HFEngine
 from toolmaster.samplers.loop import RolloutConfig
 from toolmaster.settings import GRPOSettings
-from toolmaster.stages.grpo import GRPODataModule, GRPOModule
+from toolmaster.stages.grpo.data import GRPODataModule
+from toolmaster.stages.grpo.module import GRPOModule
 from toolmaster.worlds.toolworld import build_toolworld
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

@@ -13,7 +13,7 @@ from toolmaster.worlds.toolworld import build_toolworld
 
 @pytest.fixture(scope="module")
 def world():
-    return build_toolworld(seed=0)
+    return build_toolworld(seed=0, variants="per_family")
 
 
 def test_tool_functions_carry_the_tools_schema_and_check_arguments(world):

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from toolmaster.errors import ToolMasterError
-from toolmaster.sweep import aggregate, main, nest_metrics, parse_overrides, plot, to_csv, to_markdown
+from toolmaster.metrics import nest_metrics
+from toolmaster.sweep import aggregate, main, parse_overrides, plot, to_csv, to_markdown
 
 # (job folder, overrides, metrics or None when the job has not finished)
 JOBS: list[tuple[str, list[str], dict[str, Any] | None]] = [

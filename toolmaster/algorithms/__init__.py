@@ -1,4 +1,6 @@
-"""RL math as plain tensor functions (no Lightning, no Hugging Face): group advantages and GRPO losses."""
+"""Tensor math as plain functions (torch only: no Lightning, no Hugging Face): group advantages, GRPO losses,
+log-probs of loss tokens (``logprobs``), packing trajectories into tensors (``packing``) and shared-prompt
+forward passes (``prefix_sharing``)."""
 
 from toolmaster.algorithms.advantages import group_advantages
 from toolmaster.algorithms.losses import (

@@ -4,11 +4,12 @@
 
 Both sides, in one process, one after the other, each from a fresh copy of SmolLM2-135M-Instruct in fp32 on CPU:
 
-- the same ``--tasks`` toolworld train tasks of one family (``--family``, default ``convert``: every task of a
-  family offers the same tools, so TRL's one tool list is exactly each task's tool set; a stateless family,
-  because TRL's plain ``tools=`` have no per-episode state), ``--group-size`` episodes per task, sampling at
-  temperature 1.0, reward = the outcome reward (1 for a correct ``<answer>``), KL off, one update per step
-  (``mu = 1``), learning rate 1e-6, the whole batch in one forward/backward (micro-batch = tasks x group);
+- the same ``--tasks`` toolworld train tasks of one family (``--family``, default ``convert``) of the
+  ``per_family`` world (every task of a family offers the same tools, so TRL's one tool list is exactly
+  each task's tool set; a stateless family, because TRL's plain ``tools=`` have no per-episode state),
+  ``--group-size`` episodes per task, sampling at temperature 1.0, reward = the outcome reward (1 for a
+  correct ``<answer>``), KL off, one update per step (``mu = 1``), learning rate 1e-6, the whole batch in
+  one forward/backward (micro-batch = tasks x group);
 - the same prompt text: Qwen2.5's tool format on both sides (``chat_format=qwen2.5`` here; TRL renders
   Qwen2.5's chat template, set on SmolLM2's tokenizer, which shares its ChatML tokens), tool schemas in
   ``<tools>``, execution calls in ``<tool_call>``, the protocol's instructions in the system turn;
@@ -78,7 +79,8 @@ def run_toolmaster(args: argparse.Namespace, world: Any, tasks: list[Task], mode
     from toolmaster.rewards import build_reward_group
     from toolmaster.samplers.loop import RolloutConfig
     from toolmaster.settings import GRPOSettings
-    from toolmaster.stages.grpo import GRPODataModule, GRPOModule
+    from toolmaster.stages.grpo.data import GRPODataModule
+    from toolmaster.stages.grpo.module import GRPOModule
 
     pl.seed_everything(args.seed, verbose=False)
     loaded = load_model(path=model_dir, source="hf", dtype="float32", device="cpu", chat_format="qwen2.5")
@@ -304,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model_dir = str(smollm2_dir(None))
-        world = build_toolworld(seed=args.seed)
+        # the per_family world: every task of a family offers one tool set, as TRL's one tool list needs
+        world = build_toolworld(seed=args.seed, variants="per_family")
         tasks = pick_tasks(world, args.family, args.tasks)
         ours = run_toolmaster(args, world, tasks, model_dir)
         trl = run_trl(args, world, tasks, model_dir)

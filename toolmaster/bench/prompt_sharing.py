@@ -3,7 +3,7 @@
 Rolls out ``--tasks`` toolworld train tasks x ``--group-size`` episodes with the HF sampler (real episodes:
 trial and execution calls, observations), packs them as the GRPO stage does (a group's rows together), then
 times the update's forward + backward over the micro-batches (``--micro-batch``) once with each prompt run
-per row (the plain pass) and once with each group's prompt run once (``toolmaster.stages.prefix_sharing``),
+per row (the plain pass) and once with each group's prompt run once (``toolmaster.algorithms.prefix_sharing``),
 alternating, ``--repeats`` times after a warm-up, best time each. Also prints the tokens each side runs
 through the model and the largest log-prob difference between the two on the loss tokens.
 
@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    from toolmaster.algorithms.logprobs import policy_logprobs
+    from toolmaster.algorithms.packing import pack_trajectories
+    from toolmaster.algorithms.prefix_sharing import plan_prefixes
     from toolmaster.models import load_model
     from toolmaster.protocol import get_chat_format
-    from toolmaster.samplers.hf import HFEngine
+    from toolmaster.samplers.engines import make_engine
     from toolmaster.samplers.loop import RolloutConfig, rollout
-    from toolmaster.stages.grpo import policy_logprobs
-    from toolmaster.stages.packing import pack_trajectories
-    from toolmaster.stages.prefix_sharing import plan_prefixes
     from toolmaster.worlds.toolworld import build_toolworld
 
     torch.manual_seed(args.seed)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     fmt = get_chat_format(lm.chat_format)
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks("train", args.tasks)
-    engine = HFEngine(lm.model, lm.tokenizer, stop_strings=fmt.tags.closing_tags())
+    engine = make_engine(None, lm.model, lm.tokenizer, fmt)
     config = RolloutConfig(
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     from toolmaster.protocol import get_chat_format
     from toolmaster.protocol.prompt import build_messages
     from toolmaster.protocol.tokenize import tokenize_conversation
-    from toolmaster.samplers.hf import HFEngine
+    from toolmaster.samplers.engines import make_engine
     from toolmaster.samplers.loop import RolloutConfig, rollout
     from toolmaster.worlds.toolworld import build_toolworld
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     fmt = get_chat_format(lm.chat_format)
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks(args.split, args.episodes or 3 * args.batch)
-    engine = HFEngine(lm.model, lm.tokenizer, stop_strings=fmt.tags.closing_tags())
+    engine = make_engine(None, lm.model, lm.tokenizer, fmt)  # the HF engine with its defaults
     config = RolloutConfig(
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
@@ -136,12 +136,13 @@ def main(argv: list[str] | None = None) -> None:
 
     vllm_engine = None
     if args.vllm:
-        from toolmaster.samplers.vllm_engine import VLLMEngine
-
         started = time.perf_counter()
-        vllm_engine = VLLMEngine(
-            lm.model, lm.tokenizer, fmt.tags.closing_tags(), max_model_len=config.max_total_tokens
-        )
+        vllm_node = {
+            "_target_": "toolmaster.samplers.vllm_engine.VLLMEngine",
+            "_partial_": True,
+            "max_model_len": config.max_total_tokens,
+        }
+        vllm_engine = make_engine(vllm_node, lm.model, lm.tokenizer, fmt)
         print(f"vLLM engine started in {time.perf_counter() - started:.1f} s")
         rollout(vllm_engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
 

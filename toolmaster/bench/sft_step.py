@@ -57,8 +57,8 @@ def time_variant(
     variant: str, batches: list[dict[str, torch.Tensor]], lr: float, seed: int, source: str = "smollm2"
 ) -> tuple[float, float]:
     """(seconds per step over all but the warm-up step, loss of the last step)."""
+    from toolmaster.algorithms.logprobs import token_losses
     from toolmaster.models import load_model
-    from toolmaster.stages.sft import token_losses
 
     precision, top = parse_variant(variant)
     dtype = "bfloat16" if precision == "bf16" else "float32"
@@ -88,7 +88,7 @@ def first_batches(
 ) -> list[dict[str, Any]]:
     from toolmaster.models.loading import load_tokenizer
     from toolmaster.protocol import get_chat_format
-    from toolmaster.stages.sft_data import SFTDataModule
+    from toolmaster.stages.sft.data import SFTDataModule
 
     module = SFTDataModule(
         data,

@@ -5,7 +5,15 @@ Argument checking implements the subset of JSON Schema that tool definitions use
 Every problem is reported as a message meant for the model, which is how it learns an unfamiliar tool.
 
 A callable may declare a keyword parameter named ``state``: it then receives the episode's mutable state
-dict (the trial sandbox or the real state, depending on the phase) in addition to the model's arguments.
+dict (the trial sandbox or the real state, depending on the phase) in addition to the model's arguments;
+one named ``phase`` receives ``"trial"`` or ``"execution"``, so a tool with effects outside its process
+(a database, a network service, files outside its working directory), which no fork can undo, can dry-run
+during trials.
+
+A ToolSuite also says how it can be rebuilt in another process (``origin``: a Hydra ``_target_`` node, set
+by the world loaders and ``build_world``) and how its tools run (``isolation``, set from ``tools.isolation`` by
+``build_world``; unset, it is process isolation for a suite with an origin and the in-thread path for a suite
+built in code, whose tool host would have to be a fork of the calling process), see ``toolmaster.envs.toolhost``.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from toolmaster.envs.calls import Isolation
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -65,6 +75,7 @@ class Tool:
         self.parameters.setdefault("properties", {})
         sig = inspect.signature(self.fn)
         self.wants_state = "state" in sig.parameters
+        self.wants_phase = "phase" in sig.parameters
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -108,6 +119,8 @@ class ToolSuite:
     """A named collection of tools; tasks name the subset they may use."""
 
     tools: dict[str, Tool] = field(default_factory=dict)
+    origin: dict[str, Any] | None = None  # how to rebuild the world in a tool host (Hydra _target_ node)
+    isolation: Isolation | None = None  # None: process isolation when the suite has an origin, else thread
 
     @classmethod
     def of(cls, tools: Iterable[Tool]) -> ToolSuite:
@@ -115,6 +128,11 @@ class ToolSuite:
         for tool in tools:
             suite.add(tool)
         return suite
+
+    def effective_isolation(self) -> Isolation:
+        if self.isolation is not None:
+            return self.isolation
+        return Isolation("process" if self.origin is not None else "thread")
 
     def add(self, tool: Tool) -> None:
         if tool.name in self.tools:

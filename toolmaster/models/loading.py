@@ -15,6 +15,7 @@ A non-null ``path`` always wins over ``source``: ``model.path=outputs/.../hf`` e
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -23,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -145,17 +146,17 @@ def _tiny_model(tokenizer: Any, hidden_size: int, num_layers: int, seed: int) ->
         return LlamaForCausalLM(config)
 
 
-def apply_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: list[str] | str) -> Any:
-    from peft import LoraConfig, get_peft_model
+class AdapterConfig(Protocol):
+    """A peft adapter config (``peft.LoraConfig``, built from the ``model/lora`` config group)."""
 
-    config = LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=list(target_modules) if not isinstance(target_modules, str) else target_modules,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
+    peft_type: Any
+
+
+def apply_lora(model: Any, config: AdapterConfig) -> Any:
+    """Wrap ``model`` with trainable adapters described by ``config`` (the base weights frozen)."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, copy.deepcopy(config))  # type: ignore[arg-type]
 
 
 def load_tokenizer(
@@ -185,7 +186,7 @@ def load_model(
     tiny_hidden_size: int = 64,
     tiny_num_layers: int = 2,
     seed: int = 0,
-    lora: dict[str, Any] | None = None,
+    lora: AdapterConfig | None = None,
     train_top_layers: int | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
@@ -233,8 +234,8 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device)
     use_gqa_attention(model)
-    if lora and lora.get("enabled"):
-        model = apply_lora(model, lora["r"], lora["alpha"], lora.get("dropout", 0.0), lora["target_modules"])
+    if lora is not None:
+        model = apply_lora(model, lora)
     if train_top_layers is not None:
         freeze_below_top(model, int(train_top_layers))
     model.eval()

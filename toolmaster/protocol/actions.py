@@ -21,7 +21,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-TRIAL, CALL, ANSWER, INVALID = "trial", "call", "answer", "invalid"
+from toolmaster.protocol.phases import ActionKind
+
+TRIAL, CALL, ANSWER, INVALID = ActionKind.TRIAL, ActionKind.CALL, ActionKind.ANSWER, ActionKind.INVALID
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class ProtocolTags:
 
 @dataclass
 class Action:
-    kind: str  # trial | call | answer | invalid
+    kind: ActionKind  # trial | call | answer | invalid (compares equal to those strings)
     name: str | None = None
     arguments: Any = None
     answer: str | None = None

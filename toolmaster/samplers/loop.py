@@ -6,7 +6,8 @@ its next turn (or a queued episode) joins the running batch. Other engines (vLLM
 scripted) get one ``generate`` call per turn for every live episode (continuous batching at turn
 granularity: finished episodes leave and queued ones join between turns). Each
 generation is parsed into an action; calls run in the episode's ``ToolEnv`` (trial phase on the sandbox,
-execution phase on the real state); the observation becomes a tool turn. Token ids are appended
+execution phase on the real state; under process isolation each episode's tools live in processes forked
+from the suite's tool host, closed when the episode finishes); the observation becomes a tool turn. Token ids are appended
 incrementally and never re-tokenized, so the ids RL trains on are the ids that were sampled.
 
 Limits: ``max_turns`` (assistant turns per episode), ``max_new_tokens`` (per turn) and
@@ -86,6 +87,7 @@ class _Episode:
     done: bool = False
     truncation_reason: str | None = None
     extra: dict = field(default_factory=dict)
+    final_state: dict | None = None  # the real state at the end, kept for a task scorer (read before closing)
     user_turn: int = 0
     turn_steps: int = 0  # assistant turns in the current user turn
 
@@ -120,14 +122,20 @@ class RolloutRunner:
         self.newline = self.encoder.encode("\n")
         self.generation_prompt = self.encoder.encode(fmt.generation_prompt())
         self.too_long: list[int] = []  # prompt lengths of episodes whose prompt alone exceeded the budget
+        self.open_envs: list[ToolEnv] = []
 
     # ------------------------------------------------------------------ setup
     def new_episode(self, task: Task, sample_index: int) -> _Episode:
         cfg = self.config
         env = ToolEnv(
-            self.suite, cfg.trial_budget, cfg.tool_timeout_s, cfg.max_observation_chars, cfg.strict_types
+            self.suite,
+            cfg.trial_budget,
+            cfg.tool_timeout_s,
+            cfg.max_observation_chars,
+            strict_types=cfg.strict_types,
         )
         env.reset(task)
+        self.open_envs.append(env)
         schemas = [tool.schema for tool in env.tools.values()]
         messages = build_messages(
             task.query,
@@ -162,6 +170,17 @@ class RolloutRunner:
 
     # ------------------------------------------------------------------- turn
     def apply(self, ep: _Episode, gen: Generation, cap: int | None = None) -> None:
+        self.apply_all([(ep, gen, cap)])
+
+    def apply_all(self, turns: list[tuple[_Episode, Generation, int | None]]) -> None:
+        """Apply a batch of finished turns; their tool calls run concurrently (one per episode)."""
+        pending = [self._begin(ep, gen, cap) for ep, gen, cap in turns]
+        for finish in pending:
+            if finish is not None:
+                finish()
+
+    def _begin(self, ep: _Episode, gen: Generation, cap: int | None) -> Callable[[], None] | None:
+        """Append the turn and start its call; returns what completes the turn (None when it ended)."""
         cfg = self.config
         ep.extend(gen.token_ids, 1, gen.logprobs)
         if gen.finish_reason != "eos":
@@ -173,29 +192,30 @@ class RolloutRunner:
         if gen.finish_reason == "length":
             limited_by_episode = cap is not None and cap < cfg.max_new_tokens
             ep.truncate("max_total_tokens" if limited_by_episode else "max_new_tokens")
-            return
+            return None
         action = parse_action(gen.text, self.fmt.tags)
         if action.kind == ANSWER:
             ep.extra.setdefault("answers", []).append(action.answer)
             if not self.next_user_turn(ep):
                 ep.answer = action.answer
                 ep.done = True
-                return
+                return None
             self._continue(ep)
-            return
+            return None
         if action.kind in (TRIAL_ACTION, CALL):
             phase = TRIAL if action.kind == TRIAL_ACTION else EXECUTION
-            record = ep.env.execute(action.name, action.arguments, phase)
-            observation = record.observation
-        else:
-            ep.format_errors += 1
-            if action.intended is not None:
-                phase = TRIAL if action.intended == TRIAL_ACTION else EXECUTION
-                record = ep.env.invalid(phase, gen.text, action.error or "unreadable call")
-                observation = record.observation
-            else:
-                phase = None
-                observation = f"Format error: {action.error}"
+            wait = ep.env.start(action.name, action.arguments, phase)
+            return lambda: self._observe(ep, wait().observation, phase)
+        ep.format_errors += 1
+        if action.intended is not None:
+            phase = TRIAL if action.intended == TRIAL_ACTION else EXECUTION
+            record = ep.env.invalid(phase, gen.text, action.error or "unreadable call")
+            return lambda: self._observe(ep, record.observation, phase)
+        return lambda: self._observe(ep, f"Format error: {action.error}", None)
+
+    def _observe(self, ep: _Episode, observation: str, phase: str | None) -> None:
+        """Append the observation as a tool turn, then the next generation prompt (or end the episode)."""
+        cfg = self.config
         observation = observation_text(observation, phase == TRIAL, ep.env.trials_used, cfg.trial_budget)
         message = {"role": "tool", "content": observation}
         ep.messages.append(message)
@@ -231,6 +251,9 @@ class RolloutRunner:
         finally:
             if clear is not None:
                 clear()
+            for env in self.open_envs:  # episodes still open after an error
+                env.close()
+            self.open_envs.clear()
         cfg = self.config
         order = {
             (task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))
@@ -256,6 +279,7 @@ class RolloutRunner:
         live: dict[int, tuple[_Episode, int]] = {}  # engine key -> (episode, this turn's token cap)
 
         def finish(ep: _Episode) -> None:
+            self.close_episode(ep)
             finished.append(ep)
             if release is not None:
                 release([id(ep)])
@@ -284,9 +308,9 @@ class RolloutRunner:
 
         def on_finish(results: list[tuple[Hashable, Generation]]) -> list[TurnRequest]:
             requests = []
-            for key, gen in results:
-                ep, cap = live.pop(key)  # type: ignore[arg-type]
-                self.apply(ep, gen, cap)
+            turns = [(*live.pop(key), gen) for key, gen in results]  # type: ignore[arg-type]
+            self.apply_all([(ep, gen, cap) for ep, cap, gen in turns])
+            for ep, _, _ in turns:
                 if ep.done:
                     finish(ep)
                 elif (request := next_turn(ep)) is not None:
@@ -324,11 +348,11 @@ class RolloutRunner:
                     [ep.messages for ep, _ in turn],
                     keys=[id(ep) for ep, _ in turn],
                 )
-                for (ep, cap), gen in zip(turn, gens):
-                    self.apply(ep, gen, cap)
+                self.apply_all([(ep, gen, cap) for (ep, cap), gen in zip(turn, gens)])
             still = []
             for ep in live:
                 if ep.done:
+                    self.close_episode(ep)
                     finished.append(ep)
                     if release is not None:
                         release([id(ep)])
@@ -338,6 +362,15 @@ class RolloutRunner:
                     still.append(ep)
             live = still
         return finished
+
+    def close_episode(self, ep: _Episode) -> None:
+        """End the episode's tool processes, first keeping its real state when the task's scorer may read it."""
+        if ep.task.scorer is not None:
+            try:
+                ep.final_state = ep.env.state
+            except RuntimeError as exc:  # ToolHostError: a state that cannot leave its process
+                log.warning("task %s: the final state cannot be read for its scorer (%s)", ep.task.id, exc)
+        ep.env.close()
 
     def to_trajectory(self, ep: _Episode) -> Trajectory:
         trajectory = Trajectory(
@@ -360,7 +393,7 @@ class RolloutRunner:
             trial_budget=self.config.trial_budget,
             counters=dict(ep.env.counters),
         )
-        trajectory.correct = ep.task.score(trajectory, ep.env.state)
+        trajectory.correct = ep.task.score(trajectory, ep.final_state)
         return trajectory
 
 

@@ -133,7 +133,7 @@ class VLLMEngine:
             rank = max(cfg.r for cfg in model.peft_config.values())
             if rank > max_lora_rank:
                 raise ConfigError(
-                    f"sampler.vllm.max_lora_rank={max_lora_rank} is below the adapter's rank {rank}"
+                    f"sampler.engine.max_lora_rank={max_lora_rank} is below the adapter's rank {rank}"
                 )
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         options.update(engine_kwargs or {})

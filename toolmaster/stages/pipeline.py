@@ -37,6 +37,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from toolmaster.build import settings
+from toolmaster.cli import precheck
 from toolmaster.errors import ConfigError, ToolMasterError
 from toolmaster.io import write_json_atomic, write_text_atomic
 from toolmaster.settings import PipelineSettings
@@ -243,15 +245,11 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
     return note + " Wall s: the row's steps together.\n\n" + "\n".join(lines) + "\n"
 
 
-def run_pipeline_stage(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     """``stage=pipeline`` from the Hydra config; returns the mean success of the last comparison row."""
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from toolmaster.__main__ import precheck
-    from toolmaster.run import settings as build_settings
-
-    stage: PipelineSettings = build_settings(cfg.stage)
+    stage: PipelineSettings = settings(cfg.stage)
     placeholders = {}
     if HydraConfig.initialized():
         model = HydraConfig.get().runtime.choices.get("model")
@@ -263,11 +261,7 @@ def run_pipeline_stage(cfg: DictConfig) -> float | None:
         missing = [o for o in overrides if "{model}" in o]
         if missing:
             return f"{missing[0]!r}: no model choice to fill {{model}} with"
-        held = GlobalHydra.instance().hydra  # precheck composes with its own Hydra instance; keep the app's
-        try:
-            return precheck(overrides)
-        finally:
-            GlobalHydra.instance().hydra = held
+        return precheck(overrides)
 
     summary = run_pipeline(stage, run_dir, placeholders, check=check)
     rows = summary.get("comparison", {}).get("rows", [])

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from toolmaster.build import build_rewards, build_world, settings
 from toolmaster.io import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic
 from toolmaster.protocol.chat_format import get_chat_format
 from toolmaster.settings import DataSettings, SynthesizeSettings
@@ -71,9 +72,8 @@ def summarize_attempts(attempts: list[dict[str, Any]], teacher: str) -> dict[str
     }
 
 
-def run_synthesize(cfg: DictConfig) -> float:
-    from toolmaster.run import build_rewards, build_world, settings
-
+def run(cfg: DictConfig) -> float:
+    """``stage=synthesize``; returns the fraction of sampled attempts kept as data."""
     stage: SynthesizeSettings = settings(cfg.stage)
     data: DataSettings = settings(cfg.data)
     world, env = build_world(cfg)

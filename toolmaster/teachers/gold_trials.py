@@ -121,8 +121,14 @@ class GoldTrialsTeacher:
                 raise ValueError(f"teacher=gold_trials needs gold calls; task {task.id!r} has none")
             for k in range(samples_per_task):
                 rng = random.Random(f"{self.seed}:{task.id}:{k}")
-                env = ToolEnv(world.suite, trial_budget, timeout_s, max_observation_chars, self.strict_types)
-                out.append(_Episode(self, task, env, fmt, rng, k).play())
+                with ToolEnv(
+                    world.suite,
+                    trial_budget,
+                    timeout_s,
+                    max_observation_chars,
+                    strict_types=self.strict_types,
+                ) as env:  # closing ends the episode's tool processes (process isolation)
+                    out.append(_Episode(self, task, env, fmt, rng, k).play())
                 if progress is not None:
                     progress(1)
         return out

@@ -2,7 +2,8 @@
 
 The spec names the world, the module (a ``.py`` path relative to the YAML file, or an importable dotted
 module), the tools (each a function of that module, with an optional name, description, JSON schema and
-timeout) and the tasks (inline, or a JSONL ``tasks_file`` relative to the YAML file)::
+timeout) and the tasks (inline, or a ``tasks_file`` relative to the YAML file: JSONL, one task per line, or
+one JSON array of tasks)::
 
     name: weather
     module: ./weather_tools.py
@@ -18,7 +19,12 @@ timeout) and the tasks (inline, or a JSONL ``tasks_file`` relative to the YAML f
 When ``parameters`` is omitted the schema is inferred from the signature's type hints (``str`` -> string,
 ``int`` -> integer, ``float`` -> number, ``bool`` -> boolean, ``list`` -> array, ``dict`` -> object,
 ``Literal[...]`` -> enum, ``X | None`` -> [X, null]); parameters without defaults are required and a keyword
-parameter named ``state`` receives the episode state instead of a model argument.
+parameter named ``state`` receives the episode state instead of a model argument, one named ``phase`` the
+call's phase (``"trial"`` or ``"execution"``). A task without ``id`` gets a stable one derived from its
+content (``task-`` + the first 12 hex digits of the SHA-256 of its canonical JSON).
+
+The world's suite records how to rebuild it (``origin``: this loader and the resolved spec path), so the
+tool host of process isolation (``toolmaster.envs.toolhost``) loads the same module in its own process.
 
 Every problem is raised as a one-line ``ConfigError`` (``DataError`` for a tasks file) naming the file, the
 key or line, and what is accepted, because this is where users meet the project first.
@@ -48,7 +54,7 @@ from toolmaster.worlds.base import World
 
 SPEC_KEYS = ("name", "module", "tools", "tasks", "tasks_file")
 TOOL_KEYS = ("function", "name", "description", "parameters", "timeout_s")
-TASK_REQUIRED = ("id", "query", "answer")
+TASK_REQUIRED = ("query", "answer")
 TASK_OPTIONAL = (
     "split",
     "tool_names",
@@ -72,6 +78,7 @@ _HINT_TYPES: dict[Any, str] = {
     dict: "object",
     type(None): "null",
 }
+RESERVED = {"state": "the episode state", "phase": "the call's phase (trial or execution)"}
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -232,7 +239,7 @@ def infer_parameters(fn: Callable[..., Any], where: str) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     required: list[str] = []
     for param in inspect.signature(fn).parameters.values():
-        if param.name == "state" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if param.name in RESERVED or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         hint = hints.get(param.name, param.annotation)
         schema = _hint_schema(hint)
@@ -289,10 +296,11 @@ def _check_signature(fn: Callable[..., Any], schema: dict[str, Any], where: str)
     """The schema's arguments must be exactly what the function can be called with."""
     params = inspect.signature(fn).parameters
     props = schema.get("properties", {})
-    if "state" in props:
-        raise ConfigError(
-            f"{where}.parameters: 'state' is reserved for the episode state; rename the argument"
-        )
+    for name in RESERVED:
+        if name in props:
+            raise ConfigError(
+                f"{where}.parameters: {name!r} is reserved for {RESERVED[name]}; rename the argument"
+            )
     positional_only = [p.name for p in params.values() if p.kind is p.POSITIONAL_ONLY]
     if positional_only:
         raise ConfigError(
@@ -300,7 +308,7 @@ def _check_signature(fn: Callable[..., Any], schema: dict[str, Any], where: str)
         )
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     accepted = [
-        n for n, p in params.items() if n != "state" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        n for n, p in params.items() if n not in RESERVED and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
     unknown = [name for name in props if name not in accepted]
     if unknown and not takes_any:
@@ -408,11 +416,18 @@ def _check_follow_ups(data: dict, where: str, suite: ToolSuite, error: type[Exce
     return added
 
 
+def content_id(record: dict[str, Any]) -> str:
+    """A stable id for a task without one: ``task-`` + 12 hex digits of the SHA-256 of its canonical JSON."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "task-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
 def _build_task(record: Any, where: str, suite: ToolSuite, error: type[Exception]) -> Task:
-    accepted = ", ".join(TASK_REQUIRED + TASK_OPTIONAL)
+    fields = ("id",) + TASK_REQUIRED + TASK_OPTIONAL
+    accepted = ", ".join(fields)
     if not isinstance(record, dict):
         raise error(f"{where}: a task must be a mapping with keys {accepted}, got {_type_name(record)}")
-    unknown = sorted(str(k) for k in record if k not in TASK_REQUIRED + TASK_OPTIONAL)
+    unknown = sorted(str(k) for k in record if k not in fields)
     if unknown:
         raise error(f"{where}: unknown task field(s) {unknown}; accepted: {accepted}")
     missing = [k for k in TASK_REQUIRED if k not in record]
@@ -421,6 +436,8 @@ def _build_task(record: Any, where: str, suite: ToolSuite, error: type[Exception
             f"{where}: task is missing required field(s) {missing}; required: {', '.join(TASK_REQUIRED)}"
         )
     data = dict(record)
+    if "id" not in data:
+        data["id"] = content_id(record)
     for key in ("id", "answer"):  # YAML reads `answer: 4` as a number; accept it
         value = data[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -470,21 +487,40 @@ def _build_task(record: Any, where: str, suite: ToolSuite, error: type[Exception
 def _read_tasks_file(spec_path: Path, target: Any) -> list[tuple[str, Any]]:
     if not isinstance(target, str) or not target:
         raise ConfigError(
-            f"{spec_path}: key 'tasks_file' must be a path (relative to the YAML file) of a JSONL file"
+            f"{spec_path}: key 'tasks_file' must be a path (relative to the YAML file) of a JSONL or JSON file"
         )
     file = spec_path.parent / target
     if not file.is_file():
         raise ConfigError(
             f"{spec_path}: key 'tasks_file': {target!r} not found (looked for {file.resolve()})"
         )
-    records: list[tuple[str, Any]] = []
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{file}: not UTF-8 text ({_one_line(exc)}); a tasks file is JSONL, one task per line"
+            f"{file}: not UTF-8 text ({_one_line(exc)}); a tasks file is JSONL (one task per line) or a JSON "
+            "array of tasks"
         ) from None
-    for number, line in enumerate(lines, start=1):
+    records = _read_json_array(file, text) if text.lstrip().startswith("[") else _read_jsonl(file, text)
+    if not records:
+        raise DataError(f"{file}: no tasks; write one JSON task object per line, or a JSON array of them")
+    return records
+
+
+def _read_json_array(file: Path, text: str) -> list[tuple[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{file}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); a tasks file starting "
+            "with '[' must be one JSON array of task objects"
+        ) from None
+    return [(f"{file}: task [{i}]", record) for i, record in enumerate(data)]
+
+
+def _read_jsonl(file: Path, text: str) -> list[tuple[str, Any]]:
+    records: list[tuple[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -492,10 +528,8 @@ def _read_tasks_file(spec_path: Path, target: Any) -> list[tuple[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{file}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one task "
-                "object"
+                "object (or give the whole file as one JSON array)"
             ) from None
-    if not records:
-        raise DataError(f"{file}: no tasks; write one JSON task object per line")
     return records
 
 
@@ -533,4 +567,8 @@ def load_custom_world(path: str | Path) -> World:
         if not task.family:
             task.family = world_name
         splits.setdefault(task.split, []).append(task)
+    suite.origin = {
+        "_target_": "toolmaster.worlds.custom.load_custom_world",
+        "path": str(spec_path.resolve()),
+    }
     return World(world_name, suite, splits)

@@ -15,11 +15,12 @@ from typing import Any
 
 from toolmaster.envs.environment import EXECUTION, TRIAL, CallRecord, ToolEnv
 from toolmaster.envs.task import Task
+from toolmaster.protocol.phases import ActionKind
 
 
 @dataclass
 class Step:
-    kind: str  # "trial" | "call" | "answer"
+    kind: ActionKind  # trial | call | answer (plain strings work too)
     name: str | None = None
     arguments: dict[str, Any] | None = None
     answer: str | None = None
@@ -57,7 +58,7 @@ def run_policy(
                 episode.answer = step.answer
                 episode.records.append(None)
                 break
-            phase = TRIAL if step.kind == "trial" else EXECUTION
+            phase = TRIAL if step.kind == ActionKind.TRIAL else EXECUTION
             record = env.execute(step.name, step.arguments or {}, phase)
             episode.records.append(record)
             step = gen.send(record)

@@ -1,5 +1,8 @@
 """ToolEnv: every error case becomes an informative observation plus counters; trials stay in the sandbox.
 
+Every environment test runs under both isolation modes (``process``: calls in forked processes of a tool
+host; ``thread``: the in-process path). Tools count their runs in a file, which both modes can see.
+
 Also the derived views of Trajectory (``self_corrected``, ``valid_format``) and answer matching.
 """
 
@@ -7,11 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from toolmaster.envs.calls import Isolation
 from toolmaster.envs.environment import (
     EXECUTION,
     INVALID_ARGUMENTS,
@@ -29,7 +35,7 @@ from toolmaster.envs.task import Task, answers_match, normalize_answer
 from toolmaster.envs.tool import Tool, ToolSuite
 from toolmaster.trajectory import Trajectory
 
-SLEEP_S = 3.0
+SLEEP_S = 10.0
 TIMEOUT_S = 0.2
 
 
@@ -38,14 +44,20 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[
 
 
 class Tools:
-    """The suite under test; records how often each function really ran."""
+    """The suite under test; records how often each function really ran (in a file, seen from any process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str, marks: Path) -> None:
+        self.mode = mode
+        self.marks = marks
         self.release = threading.Event()  # set at teardown so abandoned sleepers finish
-        self.ran: dict[str, int] = {}
 
     def _mark(self, name: str) -> None:
-        self.ran[name] = self.ran.get(name, 0) + 1
+        with open(self.marks, "a", encoding="utf-8") as handle:
+            handle.write(name + "\n")
+
+    @property
+    def ran(self) -> dict[str, int]:
+        return dict(Counter(self.marks.read_text().split())) if self.marks.exists() else {}
 
     def suite(self) -> ToolSuite:
         def add(a: int, b: int) -> int:
@@ -89,7 +101,7 @@ class Tools:
             return len(state.get("items", []))
 
         item = _obj({"item": {"type": "string"}})
-        return ToolSuite.of(
+        suite = ToolSuite.of(
             [
                 Tool(
                     "add",
@@ -116,6 +128,8 @@ class Tools:
                 Tool("hidden", "Not part of the task.", _obj({}), lambda: "should not run"),
             ]
         )
+        suite.isolation = Isolation(self.mode)
+        return suite
 
 
 TASK_TOOLS = [
@@ -132,9 +146,9 @@ TASK_TOOLS = [
 ]
 
 
-@pytest.fixture
-def tools() -> Iterator[Tools]:
-    t = Tools()
+@pytest.fixture(params=["process", "thread"])
+def tools(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tools]:
+    t = Tools(request.param, tmp_path / "ran.txt")
     yield t
     t.release.set()
 
@@ -247,13 +261,13 @@ def test_timeout_abandons_the_call_without_stalling(tools: Tools) -> None:
     for other in others:
         assert not other.execute("sleepy", {}, TRIAL).ok
     assert env.execute("add", {"a": 1, "b": 2}, EXECUTION).observation == "3"
-    assert time.perf_counter() - start < 4 * TIMEOUT_S + 1.0
+    assert time.perf_counter() - start < 4 * TIMEOUT_S + 3.0  # generous: a loaded machine
     assert env.counters == {"execution_calls": 2, "execution_errors": 1, f"error/{TIMEOUT}": 1}
 
 
 def test_environment_default_timeout_applies(tools: Tools) -> None:
     suite = ToolSuite.of([Tool("hang", "Hangs.", _obj({}), lambda: tools.release.wait(SLEEP_S))])
-    env = ToolEnv(suite, timeout_s=TIMEOUT_S)
+    env = ToolEnv(suite, timeout_s=TIMEOUT_S, isolation=Isolation(tools.mode))
     env.reset(Task("t", "q", "a", ["hang"]))
     start = time.perf_counter()
     record = env.execute("hang", {}, EXECUTION)

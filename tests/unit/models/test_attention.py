@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 
+import pytest
 import torch
+from peft import LoraConfig
 
 from toolmaster.models import load_model
 from toolmaster.models.attention import NAME, use_gqa_attention
@@ -31,11 +33,14 @@ def _padded_batch(vocab: int, rows: int = 3, length: int = 24) -> tuple[torch.Te
 
 def test_cpu_models_load_with_gqa_attention_and_lora_keeps_it():
     assert load_model(source="tiny").model.config._attn_implementation == NAME
-    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    lora = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+    )
     assert load_model(source="tiny", lora=lora).model.get_base_model().config._attn_implementation == NAME
     assert not use_gqa_attention(load_model(source="tiny").model)  # already switched: nothing to do
 
 
+@pytest.mark.slow  # the real SmolLM2 model
 def test_smollm2_logits_equal_transformers_sdpa_with_padding_and_cache(smollm2):
     model = smollm2.model
     assert model.config.num_attention_heads != model.config.num_key_value_heads  # GQA really is in play

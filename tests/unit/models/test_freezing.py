@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from peft import LoraConfig
 
 from toolmaster.errors import ConfigError
 from toolmaster.models.freezing import decoder_layers
 from toolmaster.models.loading import load_model
 
-LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+LORA = LoraConfig(
+    r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+)
 
 
 def _tiny(**kwargs):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import LoraConfig
 
 from toolmaster.errors import ConfigError
 from toolmaster.models.loading import _atomic_dir, load_model, resolve_dtype, smollm2_dir
@@ -27,7 +28,9 @@ def test_tiny_model_is_seeded():
 
 
 def test_lora_wraps_the_model_with_trainable_adapters_only():
-    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    lora = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+    )
     lm = load_model(source="tiny", lora=lora)
     trainable = [n for n, p in lm.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)

@@ -25,7 +25,7 @@ from toolmaster.rewards.components import (
 )
 from toolmaster.trajectory import Trajectory
 
-REWARD_DIR = Path(__file__).resolve().parents[3] / "conf" / "reward"
+REWARD_DIR = Path(__file__).resolve().parents[3] / "toolmaster" / "conf" / "reward"
 QUERY = "Convert 3 km to miles with qv_conv."
 GOLD = [
     {"name": "qv_conv", "arguments": {"spec": "km>mi", "value": 3}},

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from toolmaster.envs import Task, Tool, ToolSuite
+from toolmaster.envs.calls import Isolation
 from toolmaster.metrics import summarize_by_category
 from toolmaster.protocol import get_chat_format, tokenize_conversation
 from toolmaster.rewards.components import Outcome
@@ -47,6 +50,11 @@ def state_scorer(task: Task, trajectory, final_state) -> bool:
     return got == want
 
 
+def state_only_scorer(task: Task, trajectory, final_state) -> bool:
+    """Success only from the episode's final real state (fails when the rollout could not pass it)."""
+    return final_state is not None and final_state.get("kv") == task.metadata["want"]
+
+
 def _task(**extra) -> Task:
     fields = {
         "id": "s0",
@@ -74,10 +82,12 @@ def _by_assistant_turn(turns: list[str]):
     return respond
 
 
-def _run(turns, tokenizer, tasks=None, **cfg):
+def _run(turns, tokenizer, tasks=None, isolation: Isolation | None = None, **cfg):
     engine = ScriptedEngine(tokenizer, _by_assistant_turn(turns))
+    suite = _suite()
+    suite.isolation = isolation
     return rollout(
-        engine, tokenizer, FMT, _suite(), tasks or [_task()], RolloutConfig(**{"max_turns": 12, **cfg})
+        engine, tokenizer, FMT, suite, tasks or [_task()], RolloutConfig(**{"max_turns": 12, **cfg})
     )
 
 
@@ -163,3 +173,20 @@ def test_metrics_per_category(smollm2_tokenizer):
     metrics = summarize_by_category(trajs, {"a": "base", "b": "miss_param"})
     assert metrics["base"]["success"] == 1.0 and metrics["miss_param"]["success"] == 0.0
     assert metrics["base"]["episodes"] == metrics["miss_param"]["episodes"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_sessions_under_either_isolation(smollm2_tokenizer, mode):
+    """Each new user turn forks the sandbox from the real state (in a new trial process under process isolation),
+    and the scorer receives the final real state, read before the episode's processes close."""
+    turns = [*GOOD[:5], _call("trial", "kv_sum", {}), *GOOD[5:]]
+    task = _task(scorer=f"{__name__}:state_only_scorer")
+    (traj,) = _run(turns, smollm2_tokenizer, [task], Isolation(mode))
+    assert [(c["name"], c["phase"], c["user_turn"], c["observation"]) for c in traj.calls] == [
+        ("kv_put", "execution", 0, "stored"),
+        ("kv_put", "trial", 1, "stored"),
+        ("kv_put", "execution", 1, "stored"),
+        ("kv_sum", "trial", 2, "3"),  # turn 2's sandbox is the real a=1, b=2, not turn 1's trial b=99
+        ("kv_sum", "execution", 2, "3"),
+    ]
+    assert traj.correct

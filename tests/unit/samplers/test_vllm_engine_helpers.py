@@ -7,12 +7,15 @@ import sys
 
 import pytest
 import torch
+from peft import LoraConfig
 
 from toolmaster.errors import ConfigError
 from toolmaster.models import load_model
 from toolmaster.samplers.vllm_engine import base_state_dict, finish_reason, import_vllm, save_base_snapshot
 
-LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+LORA = LoraConfig(
+    r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+)
 
 
 def test_missing_vllm_is_a_one_line_config_error(monkeypatch):

@@ -3,10 +3,10 @@ per-split rollouts give, and the batch must stay full across split boundaries.""
 
 from __future__ import annotations
 
+from toolmaster.evaluation import evaluate_splits, markdown_table
 from toolmaster.protocol import get_chat_format
 from toolmaster.samplers.loop import RolloutConfig, rollout
 from toolmaster.samplers.scripted import ScriptedEngine
-from toolmaster.stages.evaluate import evaluate_splits, markdown_table
 from toolmaster.worlds.toolworld import build_toolworld
 
 SPLITS = ["test_seen", "test_unseen", "test_evolved"]

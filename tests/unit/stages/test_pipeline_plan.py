@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from toolmaster.errors import ConfigError, ToolMasterError
+from toolmaster.evaluation import evaluate_splits
 from toolmaster.protocol import get_chat_format
 from toolmaster.samplers.loop import RolloutConfig
 from toolmaster.samplers.scripted import ScriptedEngine
 from toolmaster.settings import PipelineSettings
-from toolmaster.stages.evaluate import evaluate_splits, write_eval_outputs
+from toolmaster.stages.evaluate import write_eval_outputs
 from toolmaster.stages.pipeline import (
     DONE,
     LOG,

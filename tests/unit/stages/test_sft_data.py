@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,9 +13,9 @@ from helpers.sft_conversations import TOOLS, episode, write_dataset
 
 from toolmaster.errors import DataError
 from toolmaster.protocol import get_chat_format
-from toolmaster.stages.sft_data import (
+from toolmaster.stages.sft.data import (
     IGNORE_INDEX,
-    LengthBucketBatchSampler,
+    LengthBuckets,
     SFTDataModule,
     SFTRecord,
     collate,
@@ -24,6 +25,7 @@ from toolmaster.stages.sft_data import (
     split_records,
     validation_batches,
 )
+from toolmaster.training.loaders import ResumableBatchSampler
 
 END = "<|im_end|>"
 
@@ -125,9 +127,14 @@ def _lengths(n: int, seed: int = 0) -> list[int]:
     return [rng.randint(20, 900) for _ in range(n)]
 
 
+def buckets(*args: Any, **kwargs: Any) -> ResumableBatchSampler:
+    """The SFT train sampler: length buckets served by the shared resumable sampler."""
+    return ResumableBatchSampler(LengthBuckets(*args, **kwargs))
+
+
 def test_bucketing_covers_every_index_once_per_epoch_and_is_seeded():
     lengths = _lengths(103)
-    sampler = LengthBucketBatchSampler(lengths, batch_size=4, bucket_size=16, seed=7)
+    sampler = buckets(lengths, batch_size=4, bucket_size=16, seed=7)
     seen_epochs = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
@@ -138,17 +145,17 @@ def test_bucketing_covers_every_index_once_per_epoch_and_is_seeded():
         assert all(1 <= len(b) <= 4 for b in batches)
         seen_epochs.append(batches)
     assert seen_epochs[0] != seen_epochs[1]  # reshuffled each epoch
-    again = LengthBucketBatchSampler(lengths, batch_size=4, bucket_size=16, seed=7)
+    again = buckets(lengths, batch_size=4, bucket_size=16, seed=7)
     again.set_epoch(1)
     assert list(again) == seen_epochs[1]  # deterministic per (seed, epoch)
-    other = LengthBucketBatchSampler(lengths, batch_size=4, bucket_size=16, seed=8)
+    other = buckets(lengths, batch_size=4, bucket_size=16, seed=8)
     assert list(other) != seen_epochs[0]
 
 
 def test_batches_are_length_homogeneous():
     lengths = _lengths(200, seed=1)
     # one bucket holding everything: batches are consecutive runs of the sorted lengths
-    whole = LengthBucketBatchSampler(lengths, batch_size=8, bucket_size=1000, seed=0)
+    whole = buckets(lengths, batch_size=8, bucket_size=1000, seed=0)
     ranges = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in whole)
     assert all(prev[1] <= cur[0] for prev, cur in zip(ranges, ranges[1:], strict=False))
 
@@ -156,7 +163,7 @@ def test_batches_are_length_homogeneous():
     def padded_tokens(batches: list[list[int]]) -> int:
         return sum(max(lengths[i] for i in b) * len(b) for b in batches)
 
-    bucketed = list(LengthBucketBatchSampler(lengths, batch_size=8, bucket_size=64, seed=0))
+    bucketed = list(buckets(lengths, batch_size=8, bucket_size=64, seed=0))
     order = list(range(200))
     random.Random(0).shuffle(order)
     unsorted = [order[i : i + 8] for i in range(0, 200, 8)]
@@ -167,18 +174,18 @@ def test_batches_are_length_homogeneous():
 
 def test_sharding_gives_every_rank_the_same_number_of_batches():
     lengths = _lengths(37, seed=2)
-    ranks = [LengthBucketBatchSampler(lengths, 4, 16, seed=3, num_replicas=2, rank=r) for r in range(2)]
+    ranks = [buckets(lengths, 4, 16, seed=3, num_replicas=2, rank=r) for r in range(2)]
     per_rank = [list(s) for s in ranks]
     assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == len(ranks[1])
     covered = {i for batches in per_rank for b in batches for i in b}
     assert covered == set(range(37))
-    single = LengthBucketBatchSampler(lengths, 4, 16, seed=3).global_batches(0)
+    single = LengthBuckets(lengths, 4, 16, seed=3).global_batches(0)
     assert per_rank[0] == single[0::2][: len(per_rank[0])]
 
 
 def test_resume_skips_consumed_batches_once():
     lengths = _lengths(40, seed=4)
-    sampler = LengthBucketBatchSampler(lengths, 4, 8, seed=0)
+    sampler = buckets(lengths, 4, 8, seed=0)
     sampler.set_epoch(2)
     full = list(sampler)
     sampler.resume_at(2, 3)

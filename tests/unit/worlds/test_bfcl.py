@@ -7,7 +7,7 @@ Which entries cannot replay valid, and why (asserted below):
   method name, offered or not. Every other entry of the four categories (799 of 800) replays valid.
 - with strict argument types (``tools.strict_types=true``) the four entries of scenario 173 fail too: their
   ground truth passes ``ticket_id='ticket_001'`` where the function doc says integer (BFCL does not
-  type-check), which is why conf/tools/bfcl.yaml sets ``strict_types: false``.
+  type-check), which is why toolmaster/conf/tools/bfcl.yaml sets ``strict_types: false``.
 """
 
 from __future__ import annotations
@@ -205,3 +205,37 @@ def test_world_data_is_read_from_the_installed_package_not_copied(world):
     assert not list(repo.glob("**/BFCL_v4_*.json"))
     entry = json.loads((package_dir() / "data" / "BFCL_v4_multi_turn_base.json").open().readline())
     assert world.task_by_id(entry["id"]).query == entry["question"][0][0]["content"]
+
+
+@pytest.fixture(scope="module")
+def hosted_world():
+    """The BFCL world as ``tools=bfcl`` builds it: with an origin, so a tool host rebuilds it (process isolation)."""
+    built = build_bfcl_world()
+    built.suite.origin = {"_target_": "toolmaster.worlds.bfcl.build_bfcl_world"}
+    assert built.suite.effective_isolation().mode == "process"
+    return built
+
+
+def test_process_isolation_rebuilds_the_world_and_keeps_trials_and_episodes_apart(hosted_world):
+    task = hosted_world.task_by_id("multi_turn_base_0")
+    spec = task.initial_state["bfcl"]
+    fresh = {name: new_instance(name, spec["config"], spec["long_context"]) for name in spec["classes"]}
+    with ToolEnv(hosted_world.suite, 100, 10.0, 100_000, strict_types=False) as env:
+        env.reset(task)
+        env.begin_user_turn(0, [name for f in task.follow_ups for name in f["add_tools"]])
+        for call in task.gold_calls:  # the whole ground truth as trials, in the trial process
+            assert env.execute(call["name"], call["arguments"], TRIAL).ok
+        assert any(_public(env.sandbox["instances"][n]) != _public(fresh[n]) for n in fresh)
+        assert "instances" not in env.state  # the execution process never made a call
+        env.begin_user_turn(1)  # a new trial process, started from the real state
+        assert "instances" not in env.sandbox
+    score, replayed = replay(hosted_world, task, task.gold_calls)  # the gold calls for real, turn by turn
+    assert score and all(r.ok for r in replayed.records)
+    real = replayed.state["instances"]  # the real instances, copied out of the episode's execution process
+    assert any(_public(real[n]) != _public(fresh[n]) for n in fresh)
+    replayed.close()
+    with ToolEnv(hosted_world.suite, 2, 10.0, 100_000, strict_types=False) as other:
+        other.reset(task)  # another episode of the same task starts from the entry's initial config
+        first = task.gold_calls[0]
+        assert other.execute(first["name"], first["arguments"], EXECUTION).ok
+        assert replay(hosted_world, task, task.gold_calls)[0]

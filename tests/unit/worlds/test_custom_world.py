@@ -456,12 +456,12 @@ SPEC_ERRORS: list[tuple[str, str, list[str]]] = [
     (
         "task-missing-fields",
         TOOLS + "tasks:\n  - {id: t1, query: q}\n",
-        ["tasks[0]", "missing required field(s) ['answer']", "required: id, query, answer"],
+        ["tasks[0]", "missing required field(s) ['answer']", "required: query, answer"],
     ),
     (
         "task-missing-everything",
         TOOLS + "tasks:\n  - {split: test}\n",
-        ["tasks[0]", "['id', 'query', 'answer']"],
+        ["tasks[0]", "['query', 'answer']"],
     ),
     (
         "task-unknown-field",
@@ -621,7 +621,7 @@ GOOD_LINE = json.dumps({"id": "f1", "query": "q", "answer": "a"})
             DataError,
             ["tasks.jsonl:2", "duplicate task id 'f1'", "tasks.jsonl:1"],
         ),
-        ("[1, 2]\n", DataError, ["tasks.jsonl:1", "mapping", "list"]),
+        ("[1, 2]\n", DataError, ["tasks.jsonl: task [0]", "mapping", "int"]),  # read as one JSON array
         ("\n\n", DataError, ["tasks.jsonl", "no tasks"]),
     ],
 )
@@ -648,3 +648,65 @@ def test_relative_path_from_the_working_directory(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)
     world: Any = load_custom_world("world.yaml")
     assert world.name == "mine"
+
+
+# ------------------------------------------------------------------ JSON array tasks, derived ids, phase
+def test_tasks_file_as_json_array_with_derived_ids(tmp_path: Path) -> None:
+    tasks = [
+        {"query": "How warm is Oslo?", "answer": "4", "tool_names": ["get_temp"]},
+        {"query": "1+1?", "answer": "2", "split": "train"},
+        {"id": "given", "query": "1+2?", "answer": "3", "split": "train"},
+    ]
+    (tmp_path / "tasks.json").write_text(json.dumps(tasks, indent=2), encoding="utf-8")
+    world = load_custom_world(write_world(tmp_path, TOOLS + "tasks_file: tasks.json\n"))
+    first, second = world.tasks("test")[0], world.tasks("train")[0]
+    assert first.id.startswith("task-") and len(first.id) == len("task-") + 12
+    assert first.id != second.id and world.tasks("train")[1].id == "given"
+    # stable: the same content gives the same id in another load, in JSONL too, whatever the key order
+    lines = [json.dumps(dict(reversed(list(t.items())))) for t in tasks]
+    (tmp_path / "tasks.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    again = load_custom_world(write_world(tmp_path, TOOLS + "tasks_file: tasks.jsonl\n"))
+    assert [t.id for t in again.tasks("test")] == [first.id]
+    assert [t.id for t in again.tasks("train")] == [second.id, "given"]
+
+
+def test_inline_task_without_id_and_duplicate_content(tmp_path: Path) -> None:
+    world = load_custom_world(write_world(tmp_path, TOOLS + "tasks:\n  - {query: q, answer: a}\n"))
+    assert world.tasks("test")[0].id.startswith("task-")
+    message = load_error(
+        write_world(tmp_path, TOOLS + "tasks:\n  - {query: q, answer: a}\n  - {query: q, answer: a}\n")
+    )
+    assert "duplicate task id 'task-" in message and "tasks[0]" in message
+
+
+def test_json_array_syntax_error_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "tasks.json").write_text('[\n {"query": "q", "answer": "a"},\n', encoding="utf-8")
+    message = load_error(write_world(tmp_path, TOOLS + "tasks_file: tasks.json\n"), DataError)
+    assert "tasks.json:3" in message and "JSON array" in message
+
+
+def test_phase_parameter_is_injected_and_reserved(tmp_path: Path) -> None:
+    module = MODULE + '\n\ndef book(room: str, phase: str) -> str:\n    return f"{phase}:{room}"\n'
+    spec = "tools:\n  - function: book\ntasks:\n  - {id: b, query: q, answer: a}\n"
+    world = load_custom_world(write_world(tmp_path, spec, module=module))
+    book = world.suite.tools["book"]
+    assert book.wants_phase and book.parameters["properties"] == {"room": {"type": "string"}}
+    env = ToolEnv(world.suite, trial_budget=1)
+    env.reset(world.task_by_id("b"))
+    assert env.execute("book", {"room": "r1"}, TRIAL).observation == "trial:r1"
+    assert env.execute("book", {"room": "r1"}, EXECUTION).observation == "execution:r1"
+    env.close()
+    explicit = (
+        "tools:\n  - function: book\n    parameters: {type: object, properties: {room: {type: string}, "
+        "phase: {type: string}}, required: [room]}\ntasks:\n  - {id: b, query: q, answer: a}\n"
+    )
+    assert "'phase' is reserved" in load_error(write_world(tmp_path, explicit, module=module))
+
+
+def test_world_records_its_origin_for_the_tool_host(tmp_path: Path) -> None:
+    path = write_world(tmp_path, TOOLS + TASKS)
+    world = load_custom_world(path)
+    assert world.suite.origin == {
+        "_target_": "toolmaster.worlds.custom.load_custom_world",
+        "path": str(path.resolve()),
+    }

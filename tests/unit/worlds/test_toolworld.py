@@ -1,4 +1,5 @@
-"""toolworld: determinism, splits, task records, gold calls, decoys, and the point of the world.
+"""toolworld: determinism, splits, task records, gold calls, decoys, and the point of the world (on the default
+per-task world; the variant switch and the disjointness of the splits are in test_toolworld_variants.py).
 
 The point: through a real ToolEnv, a docs-only policy (no trials, docs at face value) fails on most
 tasks while the scripted expert (trials first, corrections parsed from what it observed) solves nearly
@@ -20,6 +21,7 @@ import pytest
 
 from toolmaster.envs.environment import EXECUTION, OVER_BUDGET, TRIAL, ToolEnv
 from toolmaster.envs.task import Task
+from toolmaster.errors import ConfigError
 from toolmaster.worlds.base import World
 from toolmaster.worlds.scripted import ScriptedEpisode, run_policy
 from toolmaster.worlds.toolworld import (
@@ -90,11 +92,13 @@ def test_api_shape(world: ToolWorld) -> None:
     assert len(world.tasks("train")) == 70
     for split in SPLITS[1:]:
         assert len(world.tasks(split)) == N_EVAL
-    assert len(FAMILIES) == 10
-    assert len(SEEN_FAMILIES) == 7 and len(UNSEEN_FAMILIES) == 3
+    assert len(FAMILIES) >= 16
+    assert len(UNSEEN_FAMILIES) >= 5 and len(SEEN_FAMILIES) + len(UNSEEN_FAMILIES) == len(FAMILIES)
     assert set(FAMILIES.values()) == {"seen", "unseen"}
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         build_toolworld(0, n_train=-1)
+    with pytest.raises(ConfigError, match="per_task, per_family"):
+        build_toolworld(0, variants="sometimes")
 
 
 def test_splits_use_the_right_families_balanced(world: ToolWorld) -> None:
@@ -109,8 +113,9 @@ def test_splits_use_the_right_families_balanced(world: ToolWorld) -> None:
         assert set(counts) == families, split
         assert max(counts.values()) - min(counts.values()) <= 1, (split, counts)
         assert all(task.split == split for task in world.tasks(split))
-    for task in world.tasks("test_evolved"):
-        assert task.metadata["variant"].endswith("~evolved")
+    for split in SPLITS:
+        for task in world.tasks(split):
+            assert world.variants[task.metadata["variant"]].evolved == (split == "test_evolved")
 
 
 def test_unseen_families_absent_from_train(world: ToolWorld) -> None:
@@ -124,10 +129,18 @@ def test_evolved_tool_names_absent_from_train(world: ToolWorld) -> None:
     unseen_tools = {name for task in world.tasks("test_unseen") for name in task.tool_names}
     assert evolved_tools and not evolved_tools & train_tools
     assert unseen_tools and not unseen_tools & train_tools
-    # evolved variants also rename parameters
+
+    # evolved variants also rename parameters: no evolved argument name occurs in the family's train tasks
+    def params(split: str, family: str) -> set[str]:
+        return {
+            name
+            for task in world.tasks(split)
+            if task.family == family
+            for name in world.variants[task.metadata["variant"]].params["main"].values()
+        }
+
     for family in SEEN_FAMILIES:
-        base, evolved = world.variants[family], world.variants[family + "~evolved"]
-        assert set(base.params["main"].values()) != set(evolved.params["main"].values()), family
+        assert params("test_evolved", family) and not params("test_evolved", family) & params("train", family)
 
 
 def test_test_seen_tasks_are_new(world: ToolWorld) -> None:
@@ -151,7 +164,7 @@ def test_tasks_are_well_formed(world: ToolWorld) -> None:
         assert task.check(task.answer)
         assert re.search(r"(Answer|Reply)[^.]*\.\s*$|Answer as [^?]+\.?$|\)\.?$", task.query), task.query
         assert task.gold_calls and 1 <= len(task.gold_calls) <= 3
-        assert set(task.metadata) >= {"seed", "variant", "intent", "convention", "kind"}
+        assert set(task.metadata) >= {"seed", "variant", "conv_key", "intent", "convention", "kind"}
         data = json.loads(json.dumps(task.to_dict()))
         assert Task.from_dict(data) == task
 
@@ -270,7 +283,7 @@ def test_expert_does_not_read_the_solution(world: ToolWorld) -> None:
     for task in world.tasks("test_seen") + world.tasks("test_unseen") + world.tasks("test_evolved"):
         data = task.to_dict()
         data["gold_calls"], data["answer"] = [], "?"
-        data["metadata"] = {k: v for k, v in data["metadata"].items() if k != "convention"}
+        data["metadata"] = {k: v for k, v in data["metadata"].items() if k not in ("convention", "conv_key")}
         blind = Task.from_dict(data)
         policy = expert_policy(world, blind)
         ep = run_policy(policy, blind, ToolEnv(world.suite, trial_budget=2), random.Random(7))

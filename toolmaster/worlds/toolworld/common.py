@@ -1,6 +1,13 @@
 """Shared pieces of the toolworld families: seeded names and phrasing, the records a family builds
-(``Variant``, ``TaskDraft``, ``FamilySpec``), observation parsing, and the ``Play`` helper the scripted
-policies use to issue trial / execution / answer steps.
+(``Variant``, ``TaskDraft``, ``FamilySpec``), the convention keys that split a family's hidden conventions
+between train and test, observation parsing, and the ``Play`` helper the scripted policies use to issue
+trial / execution / answer steps.
+
+A family's ``make_variant`` draws one point of its convention space: every hidden rule goes into
+``Variant.conv`` (small discrete choices: separators, units, scales, id formats, field names), seeded
+incidental data that is not a convention (exchange rates, tariffs, the example an error quotes) into
+``Variant.data``. ``Variant.convention`` is the canonical key of ``conv`` (stable JSON); the builder keys
+the train / test_seen split on it (``held_out``), so a test convention never occurs in train.
 
 Information discipline of the scripted policies: they may read a task's ``metadata["intent"]`` (the
 structured content of the query, i.e. what any reader of the query knows) and a variant's ``roles`` and
@@ -15,6 +22,7 @@ import json
 import math
 import random
 import re
+import zlib
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +47,11 @@ class NameGen:
         self.rng = rng
         self.used: set[str] = set()
         self.prefixes: set[str] = set()
+
+    def tools(self, *suffix_sets: Sequence[str]) -> list[str]:
+        """Names for one variant's tools under one fresh prefix, one per set of suffixes."""
+        prefix = self.prefix()
+        return [self.name(prefix, suffixes) for suffixes in suffix_sets]
 
     def prefix(self) -> str:
         while True:
@@ -91,12 +104,18 @@ class Variant:
     """One concrete version of a family: its tools, what the docs say they are for, and hidden rules."""
 
     family: str
-    key: str  # "convert" for the seen/unseen version, "convert~evolved" for the evolved one
+    key: str  # "convert" / "convert~evolved"; the builder appends the task id under per-task variants
     evolved: bool
     tools: list[Tool]
     roles: dict[str, str]  # role ("main", "search", "decoy", ...) -> tool name; visible via the docs
     params: dict[str, dict[str, str]]  # role -> {logical argument -> schema argument name}
     conv: dict[str, Any] = field(default_factory=dict)  # hidden conventions; policies never read this
+    data: dict[str, Any] = field(default_factory=dict)  # seeded incidentals (rates, examples); not keyed
+
+    @property
+    def convention(self) -> str:
+        """The canonical key of the hidden convention: ``conv`` as stable JSON (sorted keys)."""
+        return convention_key(self.conv)
 
     @property
     def tool_names(self) -> list[str]:
@@ -111,6 +130,19 @@ class Variant:
         """The JSON type the schema declares for an argument (visible to any reader of the docs)."""
         tool = next(t for t in self.tools if t.name == self.roles[role])
         return tool.parameters["properties"][self.params[role][logical]].get("type")
+
+
+def convention_key(conv: dict[str, Any]) -> str:
+    return json.dumps(conv, sort_keys=True, separators=(",", ":"), default=list)
+
+
+HELD_OUT_BUCKETS = 3  # one bucket in three of a seen family's conventions is reserved for test_seen
+
+
+def held_out(family: str, convention: str) -> bool:
+    """Whether a (family, convention) belongs to test_seen rather than train: a stable hash (crc32, never
+    ``hash()``), the same for every seed, so the partition is fixed and disjoint by construction."""
+    return zlib.crc32(f"{family}|{convention}".encode()) % HELD_OUT_BUCKETS == 0
 
 
 @dataclass

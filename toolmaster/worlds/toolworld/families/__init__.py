@@ -1,7 +1,8 @@
-"""The toolworld families, one module each: 7 seen (train / test_seen / test_evolved) and 3 unseen."""
+"""The toolworld families, one module each: seen ones (train, test_seen, test_evolved) and unseen ones."""
 
 from toolmaster.worlds.toolworld.common import FamilySpec
 from toolmaster.worlds.toolworld.families import (
+    booking,
     cipher,
     cityfacts,
     clock,
@@ -9,9 +10,14 @@ from toolmaster.worlds.toolworld.families import (
     currency,
     dates,
     directory,
+    geo,
+    inventory,
     orders,
+    recipes,
+    sensors,
     shipping,
     temperature,
+    tickets,
 )
 
 ALL: tuple[FamilySpec, ...] = (
@@ -25,6 +31,12 @@ ALL: tuple[FamilySpec, ...] = (
     temperature.FAMILY,
     cityfacts.FAMILY,
     clock.FAMILY,
+    inventory.FAMILY,
+    recipes.FAMILY,
+    sensors.FAMILY,
+    tickets.FAMILY,
+    geo.FAMILY,
+    booking.FAMILY,
 )
 BY_NAME: dict[str, FamilySpec] = {family.name: family for family in ALL}
 

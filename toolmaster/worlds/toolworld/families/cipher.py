@@ -1,11 +1,11 @@
 """Family ``cipher`` (seen): Caesar-style letter rotation (encode or decode a short message).
 
 Tests probing a silent direction convention and reading a key format from an error.
-Hidden conventions:
-- seen variant: a positive ``shift`` rotates letters *backwards* (a -> z for 1); the probe "abc" by 1
-  returning "zab" reveals it.
-- evolved variant: renamed tool and arguments; the key must be a *letter* (a=0, b=1, ...), which the error
-  for a number spells out; rotation runs forwards.
+Hidden conventions (12 seen, 6 evolved):
+- one key step moves letters by a silent stride: backwards (a -> z for 1) or 3, 5 or 7 letters either way
+  (evolved: forwards, backwards or 3); the probe "abc" by 1 returning "zab" or "def" reveals it;
+- seen keys are integers (the schema says integer or string), evolved keys a *letter* (a=0, b=1, ... or
+  a=1, b=2, ...), which the error for a number spells out.
 Decoy: a tool with the same arguments that rotates the *character positions* ("hello", 1 -> "elloh").
 """
 
@@ -61,31 +61,39 @@ def rotate(text: str, k: int) -> str:
     return "".join(out)
 
 
-def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    if evolved:
-        main = names.name(prefix, ("scr", "kyr", "msk"))
-        decoy = names.name(prefix, ("spn", "msr", "whl"))
-        p_text, p_key = rng.choice(("msg", "body")), rng.choice(("key", "k"))
-        key_type: Any = "string"
-    else:
-        main = names.name(prefix, ("rot", "csr", "ltr"))
-        decoy = names.name(prefix, ("rtx", "trot", "spin"))
-        p_text, p_key = rng.choice(("text", "s")), rng.choice(("shift", "by"))
-        key_type = "integer"
-    conv = {"backwards": not evolved, "letter_key": evolved}
+# how far one unit of the key moves a letter (invertible mod 26; 1 is the documented reading, -1 backwards)
+_STRIDES = {False: (-1, 3, -3, 5, -5, 7), True: (1, -1, 3)}
+# how the key is written: an integer (schema integer or string), or a letter with a=0 or a=1
+_KEYS = {False: ("int", "intstr"), True: ("letter0", "letter1")}
+_SUFFIXES = {
+    False: (("rot", "csr", "ltr"), ("rtx", "trot", "spin")),
+    True: (("scr", "kyr", "msk"), ("spn", "msr", "whl")),
+}
+_P_TEXT = {False: ("text", "s", "plain", "msg_in"), True: ("msg", "body", "payload")}
+_P_KEY = {False: ("shift", "by", "k", "offset"), True: ("key", "kk", "secret")}
 
-    def key_of(value: Any) -> int:
-        if conv["letter_key"]:
-            text = str(value).strip().lower()
-            if len(text) != 1 or text not in LETTERS:
-                raise ValueError(f"bad {p_key} {value!r}; {p_key} is one letter: a=0, b=1, c=2, ..., z=25")
-            return LETTERS.index(text)
-        return int(value)
+
+def key_value(key_form: str, value: Any, pname: str) -> int:
+    """The key's number under ``key_form``; a wrong form raises an error that spells the form out."""
+    if key_form.startswith("letter"):
+        base = int(key_form[-1])
+        text = str(value).strip().lower()
+        if len(text) != 1 or text not in LETTERS:
+            raise ValueError(
+                f"bad {pname} {value!r}; {pname} is one letter: a={base}, b={base + 1}, c={base + 2}, ..."
+            )
+        return LETTERS.index(text) + base
+    return int(value)
+
+
+def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
+    main, decoy = names.tools(*_SUFFIXES[evolved])
+    p_text, p_key = rng.choice(_P_TEXT[evolved]), rng.choice(_P_KEY[evolved])
+    conv = {"stride": rng.choice(_STRIDES[evolved]), "key": rng.choice(_KEYS[evolved])}
+    key_type = "integer" if conv["key"] == "int" else "string"
 
     def main_fn(**kwargs: Any) -> str:
-        k = key_of(kwargs[p_key])
-        return rotate(str(kwargs[p_text]), -k if conv["backwards"] else k)
+        return rotate(str(kwargs[p_text]), conv["stride"] * key_value(conv["key"], kwargs[p_key], p_key))
 
     def decoy_fn(**kwargs: Any) -> str:
         text = str(kwargs[p_text])
@@ -111,12 +119,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         Tool(
             decoy,
             rng.choice(_DECOY_DOCS[evolved]),
-            schema(
-                {
-                    p_text: ("string", "text"),
-                    p_key: (["string", "integer"] if evolved else "integer", "amount"),
-                }
-            ),
+            schema({p_text: ("string", "text"), p_key: (["string", "integer"], "amount")}),
             decoy_fn,
             family="cipher",
         ),
@@ -142,8 +145,16 @@ _Q_DEC = (
 )
 
 
-def _key_arg(variant: Variant, k: int) -> Any:
-    return LETTERS[k % 26] if variant.conv["letter_key"] else k
+def inverse(step: int) -> int | None:
+    """The multiplier that undoes ``step`` mod 26 (None when the step is not invertible)."""
+    return next((x for x in range(1, 26) if (x * step) % 26 == 1), None)
+
+
+def key_arg(key_form: str, shift: int) -> Any:
+    """The key argument meaning ``shift`` in ``key_form``."""
+    if key_form.startswith("letter"):
+        return LETTERS[(shift - int(key_form[-1])) % 26]
+    return str(shift) if key_form == "intstr" else shift
 
 
 def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
@@ -151,9 +162,9 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
     k = rng.randint(1, 25)
     mode = rng.choice(("encode", "decode"))
     cipher = rotate(plain, k)
-    # the tool's own shift that rotates forwards by the wanted amount
+    # the tool's own key that rotates forwards by the wanted amount
     want = k if mode == "encode" else -k
-    tool_k = -want if variant.conv["backwards"] else want
+    tool_k = (want * (inverse(variant.conv["stride"] % 26) or 1)) % 26
     text = plain if mode == "encode" else cipher
     if mode == "encode":
         query = say(rng, _Q_ENC, t=plain, k=k, a=LETTERS[k])
@@ -164,12 +175,13 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
         query=query,
         answer=cipher if mode == "encode" else plain,
         gold_calls=[
-            gold(variant.roles["main"], variant.args("main", text=text, key=_key_arg(variant, tool_k)))
+            gold(
+                variant.roles["main"],
+                variant.args("main", text=text, key=key_arg(variant.conv["key"], tool_k)),
+            )
         ],
         intent={"mode": mode, "text": text, "k": k},
-        convention="positive shift rotates backwards"
-        if variant.conv["backwards"]
-        else "key is a letter a=0..z=25",
+        convention=f"one key step moves {variant.conv['stride']} letters; key written as {variant.conv['key']}",
         initial_state={},
     )
 
@@ -179,8 +191,10 @@ def _text(observation: str) -> str:
     return data if isinstance(data, str) else observation
 
 
-def letter_keys(observation: str) -> bool:
-    return re.search(r"\ba=0\b", observation) is not None
+def letter_base(observation: str) -> int | None:
+    """0 or 1 when an error says keys are letters ('a=0, b=1, ...'), else None."""
+    match = re.search(r"\ba=(\d)\b", observation)
+    return int(match.group(1)) if match else None
 
 
 def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
@@ -189,59 +203,73 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
     intent = task.metadata["intent"]
     text, k = intent["text"], intent["k"]
     want = k if intent["mode"] == "encode" else -k
-    letters = False
-    direction = 1
     as_text = variant.param_type("main", "key") == "string"  # the schema says the key is a string
+    form = "intstr" if as_text else "int"
     thought = play.say(
         (
-            "Which way does {tool} rotate? Probe 'abc' with {kk}: forward gives 'bcd'.",
-            "Check the direction on 'abc' shifted by {kk} before touching the message.",
+            "How does {tool} rotate? Probe 'abc' with {kk}: a plain Caesar shift gives 'bcd'.",
+            "Check what one key step does on 'abc' before touching the message.",
             "Test the cipher on a known input: 'abc' by {kk}.",
         ),
         tool=main,
         kk=1,
     )
-    record = yield from play.trial(main, variant.args("main", text="abc", key="1" if as_text else 1), thought)
-    if record is not None and not record.ok and letter_keys(record.observation):
-        letters = True
+    record = yield from play.trial(main, variant.args("main", text="abc", key=key_arg(form, 1)), thought)
+    base = letter_base(record.observation) if record is not None and not record.ok else None
+    if base is not None:
+        form = f"letter{base}"
         again = play.say(
             (
-                "Keys are letters (a=0). Redo the probe with 'b' (1).",
-                "The error says a=0, b=1, ...; probe 'abc' with key 'b'.",
-            )
+                "Keys are letters (a={b}). Redo the probe with '{c}' (1).",
+                "The error says a={b}, ...; probe 'abc' with key '{c}'.",
+            ),
+            b=base,
+            c=key_arg(form, 1),
         )
-        record = yield from play.trial(main, variant.args("main", text="abc", key="b"), again)
+        record = yield from play.trial(main, variant.args("main", text="abc", key=key_arg(form, 1)), again)
+    step = 1
     if record is not None and record.ok:
         out = _text(record.observation)
         if out[:1].isalpha():
             step = (ord(out[0].lower()) - ord("a")) % 26
-            direction = -1 if step == 25 else 1
-        if direction < 0:
+        undo = inverse(step)
+        if undo is None:
+            yield play.answer(None)
+            return
+        shift = (want * undo) % 26
+        if step != 1:
             act = play.say(
                 (
-                    "'abc' became '{o}': positive shifts go backwards. Use {s} to move {w:+d}.",
-                    "The tool rotates the other way ('{o}'), so send {s}.",
+                    "'abc' became '{o}': one key step moves {st} letters. To move {w:+d} send {s}.",
+                    "The tool rotates differently ('{o}'), so {w:+d} needs key {s}.",
                 ),
                 o=out,
-                s=-want,
+                st=step if step <= 13 else step - 26,
+                s=shift,
                 w=want,
             )
         else:
             act = play.say(
-                ("'abc' became '{o}': forward rotation. Apply {w:+d}.", "Direction is normal. Execute."),
+                (
+                    "'abc' became '{o}': plain forward rotation. Apply {w:+d}.",
+                    "Direction is normal. Execute.",
+                ),
                 o=out,
                 w=want,
             )
     else:
+        shift = want
         act = play.say(
             ("No trials; run the cipher as documented.", "Trials are off; apply {w:+d} directly."), w=want
         )
-    shift = direction * want
-    key: Any = LETTERS[shift % 26] if letters else (str(shift) if as_text else shift)
-    result = yield from play.call(main, variant.args("main", text=text, key=key), act)
-    if not result.ok and letter_keys(result.observation):
-        fix = play.say(("Keys are letters with a=0; {w:+d} is '{c}'.",), w=shift, c=LETTERS[shift % 26])
-        result = yield from play.call(main, variant.args("main", text=text, key=LETTERS[shift % 26]), fix)
+    result = yield from play.call(main, variant.args("main", text=text, key=key_arg(form, shift)), act)
+    base = letter_base(result.observation) if not result.ok else None
+    if base is not None:
+        form = f"letter{base}"
+        fix = play.say(
+            ("Keys are letters with a={b}; {w:+d} is '{c}'.",), b=base, w=shift, c=key_arg(form, shift)
+        )
+        result = yield from play.call(main, variant.args("main", text=text, key=key_arg(form, shift)), fix)
     yield play.answer(_text(result.observation) if result.ok else None)
 
 

@@ -2,10 +2,11 @@
 
 Tests mapping a question onto undocumented field names listed only in an error, and reading a unit
 from a field name. Hidden conventions:
-- ``field`` accepts seeded keys; 'population' and 'mayor' are natural, but the founding year is under a
-  key like 'est' and the elevation under a key like 'alt_ft'; a wrong key raises an error listing them.
-- the elevation is stored in *feet* (the key says so) while questions ask for metres.
-So the natural reading answers population / mayor questions and fails the other half.
+- ``field`` accepts seeded keys; 'mayor' is natural, but the population may sit under 'pop' or
+  'inhabitants', the founding year under a key like 'est' and the elevation under a key like 'alt_ft' or
+  'elev_m'; a wrong key raises an error listing them (45 key sets).
+- an elevation under a ``_ft`` key is stored in *feet* (the key says so) while questions ask for metres.
+So the natural reading answers mayor (and some population) questions and fails the rest.
 Decoy: a tool taking the same city that returns its region and twin town.
 """
 
@@ -54,15 +55,13 @@ _DECOY_DOCS = ("City profile.", "Where a city is.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main = names.name(prefix, ("gzt", "cfx", "twn"))
-    decoy = names.name(prefix, ("prof", "cpr", "whr"))
-    p_city, p_field = rng.choice(("city", "place")), rng.choice(("field", "key"))
+    main, decoy = names.tools(("gzt", "cfx", "twn"), ("prof", "cpr", "whr"))
+    p_city, p_field = rng.choice(("city", "place", "town")), rng.choice(("field", "key", "fact", "attr"))
     keys = {
-        "population": "population",
+        "population": rng.choice(("population", "pop", "inhabitants")),
         "mayor": "mayor",
         "founded": rng.choice(("est", "since", "yr_est")),
-        "elevation": rng.choice(("alt_ft", "elev_ft", "height_ft")),
+        "elevation": rng.choice(("alt_ft", "elev_ft", "height_ft", "alt_m", "elev_m")),
     }
     conv = {"keys": keys}
 
@@ -122,6 +121,7 @@ _Q = {
 
 def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
     keys = variant.conv["keys"]
+    in_feet = keys["elevation"].endswith("_ft")
     names: list[str] = []
     while len(names) < 5:
         name = rng.choice(_START) + rng.choice(_END)
@@ -129,13 +129,13 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
             names.append(name)
     cities: dict[str, Any] = {}
     for name in names:
-        feet = round(rng.randint(2, 1800) / FT)
+        metres = rng.randint(2, 1800)
         cities[name] = {
             "data": {
                 keys["population"]: rng.randint(800, 900000),
                 keys["mayor"]: f"{rng.choice(_MAYOR_FIRST)} {rng.choice(_MAYOR_LAST)}",
                 keys["founded"]: rng.randint(900, 1950),
-                keys["elevation"]: feet,
+                keys["elevation"]: round(metres / FT) if in_feet else metres,
             },
             "region": rng.choice(REGIONS),
             "twin": rng.choice([n for n in names if n != name]),
@@ -143,14 +143,14 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
     city = rng.choice(names)
     what = rng.choice(("population", "mayor", "founded", "founded", "elevation", "elevation"))
     value = cities[city]["data"][keys[what]]
-    answer = str(round(value * FT)) if what == "elevation" else str(value)
+    answer = str(round(value * FT)) if what == "elevation" and in_feet else str(value)
     return TaskDraft(
         kind=what,
         query=say(rng, _Q[what], c=city),
         answer=answer,
         gold_calls=[gold(variant.roles["main"], variant.args("main", city=city, field=keys[what]))],
         intent={"city": city, "field": what},
-        convention=f"{what} under key {keys[what]!r}" + (" in feet" if what == "elevation" else ""),
+        convention=f"{what} under key {keys[what]!r}",
         initial_state={"cities": cities},
     )
 

@@ -1,8 +1,9 @@
 """Family ``clock`` (unseen: never in train): wall-clock arithmetic on HH:MM times (wrapping at midnight).
 
 Tests finding a silent unit with a probe on a time whose answer is obvious.
-Hidden convention: ``delta`` counts *minutes* although questions often speak in hours; moving 09:30 by
-3 lands on 09:33. The natural reading is right for the minute questions and wrong for the hour ones.
+Hidden convention (11): ``delta`` counts steps of a silent size (a second, a minute, 5, 10, 15 or 30
+minutes) although questions speak in hours or minutes; moving 09:30 by 3 lands on 09:33 when a step is a
+minute. Results show seconds or not (always for one-second steps). A trial of delta=1 shows the step.
 Decoy: a tool taking the same time that rounds it to the nearest quarter hour.
 """
 
@@ -29,43 +30,49 @@ from toolmaster.worlds.toolworld.common import (
     schema,
 )
 
-DAY = 24 * 60
-UNIT_MINUTES = {"minute": 1, "hour": 60}
+DAY = 24 * 3600
+UNIT_SECONDS = {"minute": 60, "hour": 3600}
+# seconds per delta step (the documented reading would be hours or minutes); whether seconds are shown
+_STEPS = (1, 60, 300, 600, 900, 1800)
+_P_TIME = ("time", "at", "clock", "start")
+_P_DELTA = ("delta", "plus", "add", "move")
 
 _DOCS = ("Move a clock time by delta.", "Clock arithmetic.", "Add to a time of day.")
 _DECOY_DOCS = ("Tidy a clock time.", "Normalise a time of day.")
 
 
 def parse_clock(text: str) -> int | None:
-    match = re.search(r"\b(\d{1,2}):(\d{2})\b", text or "")
+    """Seconds since midnight of the first 'HH:MM' or 'HH:MM:SS' in ``text``."""
+    match = re.search(r"\b(\d{1,2}):(\d{2})(?::(\d{2}))?\b", text or "")
     if not match:
         return None
-    hours, minutes = int(match.group(1)), int(match.group(2))
-    return hours * 60 + minutes if hours < 24 and minutes < 60 else None
+    hours, minutes, seconds = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+    return hours * 3600 + minutes * 60 + seconds if hours < 24 and minutes < 60 and seconds < 60 else None
 
 
-def render(minutes: int) -> str:
-    minutes %= DAY
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+def render(seconds: int, with_seconds: bool = False) -> str:
+    seconds %= DAY
+    text = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}"
+    return f"{text}:{seconds % 60:02d}" if with_seconds else text
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main = names.name(prefix, ("clk", "hhm", "tmv"))
-    decoy = names.name(prefix, ("tdy", "qtr", "nrm"))
-    p_time, p_delta = rng.choice(("time", "at")), rng.choice(("delta", "plus"))
+    main, decoy = names.tools(("clk", "hhm", "tmv"), ("tdy", "qtr", "nrm"))
+    p_time, p_delta = rng.choice(_P_TIME), rng.choice(_P_DELTA)
+    step = rng.choice(_STEPS)
+    conv = {"step_s": step, "show_seconds": step == 1 or rng.random() < 0.5}
 
     def time_of(value: Any) -> int:
-        minutes = parse_clock(str(value))
-        if minutes is None:
+        seconds = parse_clock(str(value))
+        if seconds is None:
             raise ValueError(f"bad {p_time} {value!r}")
-        return minutes
+        return seconds
 
     def main_fn(**kwargs: Any) -> str:
-        return render(time_of(kwargs[p_time]) + int(kwargs[p_delta]))
+        return render(time_of(kwargs[p_time]) + int(kwargs[p_delta]) * step, conv["show_seconds"])
 
     def decoy_fn(**kwargs: Any) -> str:
-        return render(round(time_of(kwargs[p_time]) / 15) * 15)
+        return render(round(time_of(kwargs[p_time]) / 900) * 900)
 
     tools = [
         Tool(
@@ -84,7 +91,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         tools=tools,
         roles={"main": main, "decoy": decoy},
         params={"main": {"time": p_time, "delta": p_delta}, "decoy": {"time": p_time}},
-        conv={"unit": "minute"},
+        conv=conv,
     )
 
 
@@ -96,23 +103,30 @@ _QUERIES = (
 
 
 def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
-    start = rng.randint(0, DAY - 1)
+    step = variant.conv["step_s"]
+    start = rng.randint(0, 24 * 60 - 1) * 60
     unit = "hour" if rng.random() < 0.6 else "minute"
-    k = rng.randint(2, 30) if unit == "hour" else rng.randint(5, 500)
+    if unit == "hour":
+        k = rng.randint(2, 30)
+    else:  # whole steps of the tool (any multiple of 5 minutes reads naturally)
+        grain = max(5, step // 60)
+        k = grain * rng.randint(1, 500 // grain)
     sign = -1 if rng.random() < 0.3 else 1
     words = {
         "d": "after" if sign > 0 else "before",
         "d2": "later" if sign > 0 else "earlier",
         "d3": "forward" if sign > 0 else "back",
     }
-    minutes = sign * k * UNIT_MINUTES[unit]
+    seconds = sign * k * UNIT_SECONDS[unit]
     return TaskDraft(
         kind=f"{unit}s",
         query=say(rng, _QUERIES, k=k, u=unit, t=render(start), **words),
-        answer=render(start + minutes),
-        gold_calls=[gold(variant.roles["main"], variant.args("main", time=render(start), delta=minutes))],
+        answer=render(start + seconds),
+        gold_calls=[
+            gold(variant.roles["main"], variant.args("main", time=render(start), delta=seconds // step))
+        ],
         intent={"time": render(start), "amount": sign * k, "unit": unit},
-        convention="delta counts minutes",
+        convention=f"delta counts steps of {step} s",
     )
 
 
@@ -123,34 +137,32 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
     start, amount, unit = intent["time"], intent["amount"], intent["unit"]
     thought = play.say(
         (
-            "What unit is delta? Trial {k} from {t} and see how far it moves.",
-            "The doc does not say if delta is hours or minutes; test {k}.",
-            "Try delta={k} on {t}; the answer shows the unit.",
+            "What unit is delta? Trial 1 from {t} and see how far it moves.",
+            "The doc does not say if delta is hours or minutes; test delta=1.",
+            "Try delta=1 on {t}; the answer shows the unit.",
         ),
-        k=amount,
         t=start,
     )
-    record = yield from play.trial(main, variant.args("main", time=start, delta=amount), thought)
+    record = yield from play.trial(main, variant.args("main", time=start, delta=1), thought)
     delta = amount
     if record is not None and record.ok:
         begin, end = parse_clock(start), parse_clock(record.observation)
-        if begin is not None and end is not None:
-            moved = (end - begin) % DAY if amount > 0 else -((begin - end) % DAY)
-            step = moved / amount
-            wanted = UNIT_MINUTES[unit]
-            if step > 0 and step != wanted:
-                delta = round(amount * wanted / step)
+        if begin is not None and end is not None and end != begin:
+            step = (end - begin) % DAY
+            wanted = UNIT_SECONDS[unit]
+            delta = round(amount * wanted / step)
+            if step != wanted:
                 act = play.say(
                     (
-                        "{t} moved to {o}: delta counts minutes. {k} {u}s is {n}.",
-                        "It only moved {m} minutes, so delta is in minutes. Send {n}.",
+                        "{t} moved to {o}: one delta step is {m} seconds. {k} {u}s is {n}.",
+                        "It moved only {m} seconds per step. Send {n} for {k} {u}s.",
                     ),
                     t=start,
-                    o=render(end),
+                    o=render(end, True),
                     k=amount,
                     u=unit,
                     n=delta,
-                    m=abs(moved),
+                    m=step,
                 )
             else:
                 act = play.say(("The step is one {u}, as needed. Execute.", "Units match; run it."), u=unit)
@@ -163,8 +175,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
             k=amount,
         )
     result = yield from play.call(main, variant.args("main", time=start, delta=delta), act)
-    minutes = parse_clock(result.observation) if result.ok else None
-    yield play.answer(None if minutes is None else render(minutes))
+    seconds = parse_clock(result.observation) if result.ok else None
+    yield play.answer(None if seconds is None else render(seconds))
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
@@ -173,8 +185,8 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     intent = task.metadata["intent"]
     args = variant.args("main", time=intent["time"], delta=intent["amount"])
     result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
-    minutes = parse_clock(result.observation) if result.ok else None
-    yield play.answer(None if minutes is None else render(minutes))
+    seconds = parse_clock(result.observation) if result.ok else None
+    yield play.answer(None if seconds is None else render(seconds))
 
 
 FAMILY = FamilySpec("clock", "clk", False, make_variant, make_task, expert, docs_only)

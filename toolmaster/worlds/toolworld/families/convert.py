@@ -2,10 +2,12 @@
 
 Tests reading an undocumented argument format out of an error message.
 Hidden conventions: the doc only says ``spec: conversion spec``; the natural 'km to mi' raises.
-- seen variant: the error shows one example, e.g. ``expected like 'KG2LB'`` (units joined by a seeded
-  separator, source unit first); the expert infers the pattern from that example.
-- evolved variant: renamed tool and arguments; the spec puts the *target unit first* and the error shows a
-  template (``write '<to>@<from>'``); the result is a string with the unit ("3.1069 mi").
+- seen variants: the error shows one example, e.g. ``expected like 'KG2LB'`` (units joined by one of 6
+  separators, upper or lower case, source unit first); the expert infers the pattern from that example.
+- evolved variants: the spec puts the *target unit first* (6 other separators) and the error shows a
+  template (``write '<to>@<from>'``).
+- either way the result may come back as a bare number or a string with the unit ("3.1069 mi").
+24 conventions per space.
 Decoy: a tool taking the same spec that reports the dimension and factor, not the converted value.
 """
 
@@ -78,10 +80,10 @@ def _render(conv: dict[str, Any], frm: str, to: str) -> str:
     return text.upper() if conv["upper"] else text
 
 
-def _parse(conv: dict[str, Any], spec: str, pname: str) -> tuple[str, str]:
+def _parse(conv: dict[str, Any], data: dict[str, Any], spec: str, pname: str) -> tuple[str, str]:
     parts = spec.strip().lower().split(conv["sep"].lower())
     if len(parts) != 2 or not all(parts):
-        ex_from, ex_to = conv["example"]
+        ex_from, ex_to = data["example"]
         if conv["reverse"]:
             to_tpl, from_tpl = ("<TO>", "<FROM>") if conv["upper"] else ("<to>", "<from>")
             tpl = f"{to_tpl}{conv['sep']}{from_tpl}"
@@ -97,30 +99,35 @@ def _parse(conv: dict[str, Any], spec: str, pname: str) -> tuple[str, str]:
     return frm, to
 
 
+_SEPS = {False: ("2", ">", ":", "_", "~", "="), True: ("@", "|", "<-", "/", "<", "::")}
+_SUFFIXES = {
+    False: (("cv", "cnv", "xf", "mtrx"), ("cvi", "unt", "dimx")),
+    True: (("rx", "qtz", "remag"), ("rxd", "route", "qinfo")),
+}
+_P_SPEC = {False: ("spec", "mode", "pair", "units", "conv"), True: ("route", "via", "path", "how")}
+_P_VALUE = {False: ("value", "amount", "x", "qty"), True: ("magnitude", "size", "q", "measure")}
+
+
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    if evolved:
-        main = names.name(prefix, ("rx", "qtz", "remag", "uvx"))
-        decoy = names.name(prefix, ("rxd", "route", "qinfo"))
-        p_spec, p_value = rng.choice(("route", "conv", "how")), rng.choice(("qty", "magnitude", "n"))
-        sep = rng.choice(("@", "|", "<-", "/"))
-    else:
-        main = names.name(prefix, ("cv", "cnv", "xf", "mtrx"))
-        decoy = names.name(prefix, ("cvi", "unt", "dimx"))
-        p_spec, p_value = rng.choice(("spec", "mode", "pair")), rng.choice(("value", "amount", "x"))
-        sep = rng.choice(("2", ">", ":", "_"))
-    dims = sorted({d for d, _, _ in UNITS.values()})
-    ex_dim = rng.choice(dims)
-    ex_from, ex_to = rng.sample(sorted(u for u, (d, _, _) in UNITS.items() if d == ex_dim), 2)
-    conv = {"sep": sep, "upper": rng.random() < 0.5, "reverse": evolved, "example": (ex_from, ex_to)}
+    main, decoy = names.tools(*_SUFFIXES[evolved])
+    p_spec, p_value = rng.choice(_P_SPEC[evolved]), rng.choice(_P_VALUE[evolved])
+    conv = {
+        "sep": rng.choice(_SEPS[evolved]),
+        "upper": rng.random() < 0.5,
+        "reverse": evolved,  # evolved: target unit first, and the error shows a template
+        "unit_in_result": rng.random() < 0.5,  # "3.1069 mi" instead of 3.1069
+    }
+    ex_dim = rng.choice(sorted({d for d, _, _ in UNITS.values()}))
+    example = rng.sample(sorted(u for u, (d, _, _) in UNITS.items() if d == ex_dim), 2)
+    data = {"example": example}
 
     def main_fn(**kwargs: Any) -> Any:
-        frm, to = _parse(conv, str(kwargs[p_spec]), p_spec)
+        frm, to = _parse(conv, data, str(kwargs[p_spec]), p_spec)
         result = convert_value(float(kwargs[p_value]), frm, to)
-        return f"{fmt_num(result)} {to}" if evolved else result
+        return f"{fmt_num(result)} {to}" if conv["unit_in_result"] else result
 
     def decoy_fn(**kwargs: Any) -> Any:
-        frm, to = _parse(conv, str(kwargs[p_spec]), p_spec)
+        frm, to = _parse(conv, data, str(kwargs[p_spec]), p_spec)
         return {"dimension": UNITS[frm][0], "factor": round(UNITS[frm][1] / UNITS[to][1], 6)}
 
     spec_desc = "conversion route" if evolved else "conversion spec"
@@ -148,6 +155,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         roles={"main": main, "decoy": decoy},
         params={"main": {"spec": p_spec, "value": p_value}, "decoy": {"spec": p_spec}},
         conv=conv,
+        data=data,
     )
 
 

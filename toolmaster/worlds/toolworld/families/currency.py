@@ -1,10 +1,10 @@
 """Family ``currency`` (seen): currency conversion at the world's (fictional) exchange rates.
 
 Tests spotting a silent scale convention with an identity probe (convert 1 X to X: the answer must be 1).
-Hidden conventions:
-- seen variant: the result is an integer in *minor units* (cents): 41.40 EUR comes back as 4140.
-- evolved variant: renamed tool and arguments; currencies must be ISO *numeric* codes (the error lists
-  them: 840=USD, 978=EUR, ...) and the *amount* is read in cents (1 -> 0.01), the result is in units.
+Hidden conventions (9 per space): one side is silently scaled: the *amount* is read in cents (1 -> 0.01),
+or the result is an integer in cents (41.40 EUR -> 4140) or in mills (-> 41400); the result is a bare
+number or an object under one of two field names. Evolved variants also want ISO *numeric* currency codes
+(the error lists them: 840=USD, 978=EUR, ...).
 Decoy: a rate lookup taking the same currency arguments that returns the inverse rate.
 """
 
@@ -79,29 +79,31 @@ def _code(conv: dict[str, Any], value: Any) -> str:
     return text
 
 
+# (which side is scaled, factor): amounts read in cents, or results in cents / mills
+_SCALES = (("in", 100), ("out", 100), ("out", 1000))
+_SHAPES = ("number", "amount", "converted")
+_SUFFIXES = {
+    False: (("xch", "fx", "cur"), ("xr", "rate", "fxr")),
+    True: (("fxm", "mnyx", "swp"), ("fxq", "quot", "pq")),
+}
+_P_AMT = {False: ("amount", "amt", "money", "sum_in"), True: ("sum", "value", "funds")}
+_P_SRC = {False: ("src", "from_cur", "base", "have"), True: ("frm", "origin", "source_ccy")}
+_P_DST = {False: ("dst", "to_cur", "quote", "want"), True: ("into", "target", "dest_ccy")}
+
+
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    if evolved:
-        main = names.name(prefix, ("fxm", "mnyx", "swp"))
-        decoy = names.name(prefix, ("fxq", "quot", "pq"))
-        p_amt, p_src, p_dst = (
-            rng.choice(("sum", "value")),
-            rng.choice(("frm", "origin")),
-            rng.choice(("into", "target")),
-        )
-    else:
-        main = names.name(prefix, ("xch", "fx", "cur"))
-        decoy = names.name(prefix, ("xr", "rate", "fxr"))
-        p_amt, p_src, p_dst = (
-            rng.choice(("amount", "amt")),
-            rng.choice(("src", "from_cur")),
-            rng.choice(("dst", "to_cur")),
-        )
+    main, decoy = names.tools(*_SUFFIXES[evolved])
+    p_amt, p_src, p_dst = (
+        rng.choice(_P_AMT[evolved]),
+        rng.choice(_P_SRC[evolved]),
+        rng.choice(_P_DST[evolved]),
+    )
+    side, factor = rng.choice(_SCALES)
+    conv = {"numeric": evolved, "scale": side, "factor": factor, "shape": rng.choice(_SHAPES)}
     rates = {
         code: round(base * rng.uniform(0.9, 1.1), 4) if code != "USD" else 1.0
         for code, (_, base) in CURRENCIES.items()
     }
-    conv = {"rates": rates, "numeric": evolved, "cents_in": evolved, "cents_out": not evolved}
 
     def rate(src: str, dst: str) -> float:
         return rates[dst] / rates[src]
@@ -109,9 +111,13 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
     def main_fn(**kwargs: Any) -> Any:
         src, dst = _code(conv, kwargs[p_src]), _code(conv, kwargs[p_dst])
         amount = float(kwargs[p_amt])
-        if conv["cents_in"]:
-            return cents_after(round(amount), rate(src, dst)) / 100
-        return cents_after(round(amount * 100), rate(src, dst))
+        if side == "in":
+            result: float = cents_after(round(amount * 100 / factor), rate(src, dst)) / 100
+        else:
+            result = cents_after(round(amount * 100), rate(src, dst)) * factor // 100
+        if conv["shape"] == "number":
+            return result
+        return {conv["shape"]: result, "currency": dst}
 
     def decoy_fn(**kwargs: Any) -> Any:
         src = str(kwargs[p_src]).strip().upper()
@@ -152,6 +158,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         roles={"main": main, "decoy": decoy},
         params={"main": {"amount": p_amt, "src": p_src, "dst": p_dst}, "decoy": {"src": p_src, "dst": p_dst}},
         conv=conv,
+        data={"rates": rates},
     )
 
 
@@ -165,14 +172,15 @@ _QUERIES = (
 def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
     src, dst = rng.sample(sorted(CURRENCIES), 2)
     amount = rng.randint(5, 900)
-    rates = variant.conv["rates"]
+    conv, rates = variant.conv, variant.data["rates"]
     cents = cents_after(amount * 100, rates[dst] / rates[src])
-    if variant.conv["numeric"]:
-        args = variant.args("main", amount=amount * 100, src=CURRENCIES[src][0], dst=CURRENCIES[dst][0])
-        convention = "numeric ISO codes; amount read in cents"
-    else:
-        args = variant.args("main", amount=amount, src=src, dst=dst)
-        convention = "result in cents"
+    codes = (CURRENCIES[src][0], CURRENCIES[dst][0]) if conv["numeric"] else (src, dst)
+    sent = amount * conv["factor"] if conv["scale"] == "in" else amount
+    args = variant.args("main", amount=sent, src=codes[0], dst=codes[1])
+    unit = {100: "cents", 1000: "mills"}[conv["factor"]]
+    convention = ("numeric ISO codes; " if conv["numeric"] else "") + (
+        f"amount read in {unit}" if conv["scale"] == "in" else f"result in {unit}"
+    )
     return TaskDraft(
         kind="exchange",
         query=say(rng, _QUERIES, a=amount, s=src, d=dst),

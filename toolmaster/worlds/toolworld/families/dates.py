@@ -2,9 +2,9 @@
 
 Tests discovering a silent unit from a probe: the doc says "shift a timestamp by an offset" but not the
 offset's unit; shifting by a known amount and comparing input and output timestamps reveals it.
-Hidden conventions:
-- seen variant: the offset counts *hours* (``n=12`` moves 12 hours, not 12 days).
-- evolved variant: renamed tool and arguments, reworded doc; the offset counts *minutes*.
+Hidden conventions (18 per space): the offset counts steps of a silent size (seen: 1 h, 30, 15, 10, 5 or
+1 min, so ``n=12`` moves 12 hours, not 12 days; evolved: 1-30 s), and the result comes back in one of
+three timestamp layouts.
 Tasks ask for day, hour or (evolved) minute shifts, so the natural reading is right only when the
 question's unit happens to match the tool's.
 Decoy: a tool with the same timestamp argument that returns the weekday / ISO week instead.
@@ -34,7 +34,14 @@ from toolmaster.worlds.toolworld.common import (
 )
 
 UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
+_FORMATS = (
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y/%m/%d %H:%M:%S",
+)
 DATE, STAMP = "%Y-%m-%d", "%Y-%m-%d %H:%M"
 
 _DOCS = {
@@ -56,19 +63,22 @@ def parse_stamp(text: str) -> datetime | None:
     return None
 
 
+# seconds per offset step: seen variants use steps that divide an hour, evolved ones steps that divide a
+# minute (evolved questions also ask for minute shifts), so the two spaces are disjoint
+_STEPS = {False: (3600, 1800, 900, 600, 300, 60), True: (1, 5, 10, 15, 20, 30)}
+_OUT = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S")
+_SUFFIXES = {
+    False: (("dsh", "tsft", "dt"), ("dti", "tsi", "wk")),
+    True: (("tdsp", "mvt", "chr"), ("cal", "tfct", "wkd")),
+}
+_P_TS = {False: ("ts", "stamp", "start", "at"), True: ("moment", "when", "origin")}
+_P_N = {False: ("n", "offset", "shift", "steps"), True: ("delta", "by", "move")}
+
+
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    if evolved:
-        main = names.name(prefix, ("tdsp", "mvt", "chr"))
-        decoy = names.name(prefix, ("cal", "tfct", "wkd"))
-        p_ts, p_n = rng.choice(("moment", "when")), rng.choice(("delta", "by"))
-        unit = "minute"
-    else:
-        main = names.name(prefix, ("dsh", "tsft", "dt"))
-        decoy = names.name(prefix, ("dti", "tsi", "wk"))
-        p_ts, p_n = rng.choice(("ts", "stamp")), rng.choice(("n", "offset"))
-        unit = "hour"
-    conv = {"unit": unit}
+    main, decoy = names.tools(*_SUFFIXES[evolved])
+    p_ts, p_n = rng.choice(_P_TS[evolved]), rng.choice(_P_N[evolved])
+    conv = {"step_s": rng.choice(_STEPS[evolved]), "out": rng.choice(_OUT)}
 
     def parse_arg(value: Any) -> datetime:
         stamp = parse_stamp(str(value))
@@ -78,7 +88,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
 
     def main_fn(**kwargs: Any) -> str:
         stamp = parse_arg(kwargs[p_ts])
-        return (stamp + timedelta(seconds=int(kwargs[p_n]) * UNIT_SECONDS[unit])).strftime(STAMP)
+        return (stamp + timedelta(seconds=int(kwargs[p_n]) * conv["step_s"])).strftime(conv["out"])
 
     def decoy_fn(**kwargs: Any) -> dict[str, Any]:
         stamp = parse_arg(kwargs[p_ts])
@@ -135,7 +145,7 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
         start, fmt = base.strftime(STAMP), STAMP
     delta = sign * k * UNIT_SECONDS[unit]
     end = base + timedelta(seconds=delta)
-    n = delta // UNIT_SECONDS[variant.conv["unit"]]
+    n = delta // variant.conv["step_s"]
     words = {"dir": "after" if sign > 0 else "before", "dir2": "forward" if sign > 0 else "back"}
     templates = _Q_DAY if unit == "day" else _Q_TIME
     return TaskDraft(
@@ -144,7 +154,7 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
         answer=end.strftime(fmt),
         gold_calls=[gold(variant.roles["main"], variant.args("main", ts=start, n=n))],
         intent={"start": start, "amount": sign * k, "unit": unit, "format": fmt},
-        convention=f"offset counts {variant.conv['unit']}s",
+        convention=f"offset counts steps of {variant.conv['step_s']} s",
     )
 
 
@@ -177,7 +187,7 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
             step = (moved - begin).total_seconds() / amount
             if step > 0 and step != UNIT_SECONDS[unit]:
                 n = round(amount * UNIT_SECONDS[unit] / step)
-                step_name = next((u for u, s in UNIT_SECONDS.items() if s == step), f"{step:g} s")
+                step_name = next((u for u, s in UNIT_SECONDS.items() if s == step), f"{step:g}-second step")
                 act = play.say(
                     (
                         "It moved {k} {sn}s, not {u}s: one step is a {sn}. Send {n}.",

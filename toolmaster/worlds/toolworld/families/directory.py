@@ -1,10 +1,12 @@
 """Family ``directory`` (seen): an employee directory kept in the episode state (a small knowledge base).
 
 Tests reading an id format from an error. Questions name the employee either by staff number ("employee
-42") or by name. Hidden conventions:
+42") or by name. Hidden conventions (72 seen, 40 evolved):
 - the lookup wants ids in a seeded undocumented format; '42' raises ``no employee '42'; ids look like
-  'EMP-0007'`` (seen: prefix + zero padding) or ``unknown id '42' (format: '00007-HQ')`` (evolved:
-  renamed tools and arguments, suffix format, renamed record fields).
+  'EMP-0007'`` (seen: one of 6 prefixes, padded to 4 or 5 digits or not at all) or ``unknown id '42'
+  (format: '00007-HQ')`` (evolved: one of 5 suffixes, 5 or 6 digits);
+- the record's field names vary (seen: dept / department, ext / extension; evolved: unit / team, tel /
+  phone, full_name).
 - by-name questions go through the search tool first and work as documented (the natural reading is
   right there; the docs-only baseline solves them).
 Decoy: a tool taking the same id that returns the employee's manager, not the employee's record.
@@ -83,27 +85,31 @@ _DOCS = {
 }
 
 
+# id formats: seen ids carry a prefix (zero-padded or not), evolved ids a suffix; record field names differ
+_ID_PRE = ("EMP-", "STF-", "P", "E-", "ID", "U")
+_ID_POST = ("-HQ", "-EU", "-NX", "/B", "X")
+_FIELDS = {
+    False: {"name": ("name",), "dept": ("dept", "department"), "ext": ("ext", "extension")},
+    True: {"name": ("full_name",), "dept": ("unit", "team"), "ext": ("tel", "phone")},
+}
+_SUFFIXES = {
+    False: (("emp", "who", "stf"), ("find", "srch", "nm"), ("boss", "mgr", "rpt")),
+    True: (("pcard", "prs", "pfl"), ("loc", "pfind", "srx"), ("lmgr", "line", "up")),
+}
+_P_ID = {False: ("id", "emp_id", "staff_id", "key"), True: ("person", "pid", "ref")}
+_P_NAME = {False: ("name", "q", "who", "text"), True: ("query", "needle", "pattern")}
+
+
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
+    main, search, decoy = names.tools(*_SUFFIXES[evolved])
+    p_id, p_name = rng.choice(_P_ID[evolved]), rng.choice(_P_NAME[evolved])
     if evolved:
-        main = names.name(prefix, ("pcard", "prs", "pfl"))
-        search = names.name(prefix, ("loc", "pfind", "srx"))
-        decoy = names.name(prefix, ("lmgr", "line", "up"))
-        p_id, p_name = rng.choice(("person", "pid")), rng.choice(("query", "text"))
-        id_fmt = {"pre": "", "post": "-" + rng.choice(("HQ", "EU", "NX")), "width": 5}
-        fields = {
-            "name": "full_name",
-            "dept": rng.choice(("unit", "team")),
-            "ext": rng.choice(("tel", "phone")),
-        }
+        id_fmt = {"pre": "", "post": rng.choice(_ID_POST), "width": rng.choice((5, 6))}
     else:
-        main = names.name(prefix, ("emp", "who", "stf"))
-        search = names.name(prefix, ("find", "srch", "nm"))
-        decoy = names.name(prefix, ("boss", "mgr", "rpt"))
-        p_id, p_name = rng.choice(("id", "emp_id")), rng.choice(("name", "q"))
-        id_fmt = {"pre": rng.choice(("EMP-", "STF-", "P")), "post": "", "width": rng.choice((4, 5))}
-        fields = {"name": "name", "dept": "dept", "ext": "ext"}
-    conv = {"id": id_fmt, "fields": fields, "example": rng.randint(3, 19)}
+        id_fmt = {"pre": rng.choice(_ID_PRE), "post": "", "width": rng.choice((0, 4, 5))}
+    fields = {key: rng.choice(options) for key, options in _FIELDS[evolved].items()}
+    conv = {"id": id_fmt, "fields": fields}
+    example = rng.randint(3, 19)
 
     def render(number: int) -> str:
         return f"{id_fmt['pre']}{number:0{id_fmt['width']}d}{id_fmt['post']}"
@@ -112,8 +118,8 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         staff = state["staff"]
         if key not in staff:
             if evolved:
-                raise LookupError(f"unknown id {key!r} (format: {render(conv['example'])!r})")
-            raise LookupError(f"no employee {key!r}; ids look like {render(conv['example'])!r}")
+                raise LookupError(f"unknown id {key!r} (format: {render(example)!r})")
+            raise LookupError(f"no employee {key!r}; ids look like {render(example)!r}")
         return staff[key]
 
     def main_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -161,6 +167,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         roles={"main": main, "search": search, "decoy": decoy},
         params={"main": {"id": p_id}, "search": {"name": p_name}, "decoy": {"id": p_id}},
         conv=conv,
+        data={"example": example},
     )
 
 

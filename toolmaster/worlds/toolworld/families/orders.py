@@ -2,11 +2,11 @@
 
 Tests probing a stateful tool safely: trial orders only touch the sandbox, while a wrong execution order
 changes the real stock for good (there is no undo tool), so the final answer is then wrong.
-Hidden conventions:
-- seen variant: ``qty`` counts *packs*, not units (pack size per item, e.g. 6); the result shows the
-  units actually ordered, and an oversized order fails with "... this order needs 360".
-- evolved variant: renamed tools and arguments; ``count`` is in units, but the order ``total`` comes
-  back in *cents* (the result also shows the unit price ``each``, which gives it away).
+Hidden conventions (3 rules x 3 result schemes per space):
+- ``qty`` counts *packs* (pack size per item, e.g. 6) or single units; the result shows the units actually
+  ordered, and an oversized order fails with "... this order needs 360";
+- the order total comes back in dollars or in *cents* (the unit price beside it gives it away);
+- the result's field names follow one of three schemes (seen and evolved schemes differ).
 Tasks order a number of units (or packs) and ask for the stock left or the order total.
 Decoy: a quote tool with the same arguments that prices an order without placing it.
 """
@@ -53,17 +53,39 @@ _DOCS = {
 }
 
 
+# result field schemes: order id, units ordered, unit price (dollars), order total, stock left
+_SCHEMES = {
+    False: (
+        ("order", "units", "each", "total", "left"),
+        ("ref", "qty_units", "unit_price", "amount", "remaining"),
+        ("order_no", "n_units", "price_each", "sum", "on_hand"),
+    ),
+    True: (
+        ("id", "units", "each", "total", "stock_left"),
+        ("po", "pieces", "per_piece", "charge", "balance"),
+        ("ticket", "count_units", "item_price", "due", "still_stocked"),
+    ),
+}
+UNITS_KEYS = tuple(scheme[1] for schemes in _SCHEMES.values() for scheme in schemes)
+EACH_KEYS = tuple(scheme[2] for schemes in _SCHEMES.values() for scheme in schemes)
+TOTAL_KEYS = tuple(scheme[3] for schemes in _SCHEMES.values() for scheme in schemes)
+LEFT_KEYS = tuple(scheme[4] for schemes in _SCHEMES.values() for scheme in schemes)
+# (what qty counts, what the total is in); plain units and dollars would need no trial
+_RULES = (("pack", "dollars"), ("pack", "cents"), ("unit", "cents"))
+_SUFFIXES = {
+    False: (("ord", "plc", "od"), ("qte", "prc", "oq")),
+    True: (("buy", "po", "sbm"), ("est", "dry", "bq")),
+}
+_P_ITEM = {False: ("item", "product", "sku_name", "part"), True: ("goods", "article", "ware")}
+_P_QTY = {False: ("qty", "quantity", "n", "amount"), True: ("count", "units", "volume")}
+
+
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    if evolved:
-        main = names.name(prefix, ("buy", "po", "sbm"))
-        decoy = names.name(prefix, ("est", "dry", "bq"))
-        p_item, p_qty = rng.choice(("goods", "article")), rng.choice(("count", "units"))
-    else:
-        main = names.name(prefix, ("ord", "plc", "od"))
-        decoy = names.name(prefix, ("qte", "prc", "oq"))
-        p_item, p_qty = rng.choice(("item", "product")), rng.choice(("qty", "quantity"))
-    conv = {"packs": not evolved, "total_cents": evolved}
+    main, decoy = names.tools(*_SUFFIXES[evolved])
+    p_item, p_qty = rng.choice(_P_ITEM[evolved]), rng.choice(_P_QTY[evolved])
+    qty_counts, total_in = rng.choice(_RULES)
+    fields = rng.choice(_SCHEMES[evolved])
+    conv = {"qty": qty_counts, "total": total_in, "fields": fields}
 
     def lookup(state: dict[str, Any], item: Any) -> tuple[str, dict[str, Any]]:
         name = str(item).strip().lower()
@@ -71,31 +93,22 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
             raise LookupError(f"unknown item {item!r}")
         return name, state["stock"][name]
 
-    def units_of(entry: dict[str, Any], qty: int) -> int:
-        if qty <= 0:
-            raise ValueError(f"{p_qty} must be positive")
-        return qty * entry["pack"] if conv["packs"] else qty
-
     def main_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         name, entry = lookup(state, kwargs[p_item])
-        units = units_of(entry, int(kwargs[p_qty]))
+        qty = int(kwargs[p_qty])
+        if qty <= 0:
+            raise ValueError(f"{p_qty} must be positive")
+        units = qty * entry["pack"] if qty_counts == "pack" else qty
         if units > entry["on_hand"]:
             raise ValueError(f"only {entry['on_hand']} {name} in stock; this order needs {units}")
         entry["on_hand"] -= units
         state["seq"] += 1
         order_id = f"ORD-{state['seq']}"
-        total_cents = units * entry["price_cents"]
         state["orders"].append({"id": order_id, "item": name, "units": units})
-        if conv["total_cents"]:
-            each = entry["price_cents"] / 100
-            return {
-                "id": order_id,
-                "units": units,
-                "each": each,
-                "total": total_cents,
-                "stock_left": entry["on_hand"],
-            }
-        return {"order": order_id, "units": units, "total": total_cents / 100, "left": entry["on_hand"]}
+        total_cents = units * entry["price_cents"]
+        total = total_cents if total_in == "cents" else total_cents / 100
+        values = (order_id, units, entry["price_cents"] / 100, total, entry["on_hand"])
+        return dict(zip(fields, values))
 
     def decoy_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         name, entry = lookup(state, kwargs[p_item])
@@ -146,12 +159,12 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
     item = names[0]
     entry = stock[item]
     pack = entry["pack"]
-    kinds = [("units", "left"), ("units", "total")] + ([("packs", "left")] if variant.conv["packs"] else [])
+    kinds = [("units", "left"), ("units", "total"), ("packs", "left")]
     unit_word, ask = rng.choice(kinds)
     packs = rng.randint(1, max(1, min(12, entry["on_hand"] // pack)))
     units = packs * pack
     n = packs if unit_word == "packs" else units
-    qty = packs if variant.conv["packs"] else units
+    qty = packs if variant.conv["qty"] == "pack" else units
     answer = str(entry["on_hand"] - units) if ask == "left" else f"{units * entry['price_cents'] / 100:.2f}"
     return TaskDraft(
         kind=f"{unit_word}_{ask}",
@@ -159,18 +172,32 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
         answer=answer,
         gold_calls=[gold(variant.roles["main"], variant.args("main", item=item, qty=qty))],
         intent={"item": item, "units": units, "asked": unit_word, "n": n, "ask": ask},
-        convention="qty counts packs" if variant.conv["packs"] else "total in cents",
+        convention=f"qty counts {variant.conv['qty']}s; total in {variant.conv['total']}",
         initial_state={"stock": stock, "orders": [], "seq": 0},
     )
 
 
-def _read(observation: str, ask: str, cents: float) -> str | None:
+def _read(observation: str, ask: str, scaled: bool) -> str | None:
+    """The answer from an order result; ``scaled``: infer the total's scale from units x unit price."""
     data = load_json(observation)
     if ask == "left":
-        value = field_value(data, "left", "stock_left")
+        value = field_value(data, *LEFT_KEYS)
         return None if value is None else str(value)
-    value = field_value(data, "total")
-    return None if value is None else f"{float(value) / cents:.2f}"
+    total = field_value(data, *TOTAL_KEYS)
+    if total is None:
+        return None
+    each, units = field_value(data, *EACH_KEYS), field_value(data, *UNITS_KEYS)
+    cents = nearest_power_of_ten(float(total) / (float(each) * units)) if scaled and each and units else 1.0
+    return f"{float(total) / cents:.2f}"
+
+
+def units_seen(record: CallRecord) -> int | None:
+    """Units an order turned into: the result's units field, or the 'needs N' of a stock error."""
+    if record.ok:
+        value = field_value(load_json(record.observation), *UNITS_KEYS)
+        return int(value) if isinstance(value, (int, float)) else None
+    match = re.search(r"needs (\d+)", record.observation)
+    return int(match.group(1)) if match else None
 
 
 def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
@@ -189,19 +216,11 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
         tool=main,
     )
     record = yield from play.trial(main, variant.args("main", item=item, qty=n), thought)
-    qty, cents = n, 1.0
+    qty = n
     if record is not None:
-        data = load_json(record.observation)
-        got = field_value(data, "units")
-        if not record.ok:
-            match = re.search(r"needs (\d+)", record.observation)
-            got = int(match.group(1)) if match else None
-        per = (got / n) if got else 1
-        if per != 1:
-            qty = max(1, round(units / per))
-        each, total = field_value(data, "each"), field_value(data, "total")
-        if each and total and got:
-            cents = nearest_power_of_ten(float(total) / (float(each) * got))
+        got = units_seen(record)
+        per = got / n if got else 1.0
+        qty = max(1, round(units / per))
         if per != 1:
             act = play.say(
                 (
@@ -214,33 +233,30 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
                 q=qty,
                 u=units,
             )
-        elif cents != 1:
+        elif qty != n:
             act = play.say(
-                (
-                    "Total {t} for {g} at {e} each: the total is in cents. Place the order for real.",
-                    "The total is {t} although each costs {e}; totals are in cents. Execute.",
-                ),
-                t=total,
-                g=got,
-                e=each,
+                ("Quantity counts single units; {n} packs are {u} units. Order {q}.",), n=n, u=units, q=qty
             )
         else:
             act = play.say(
-                ("The trial order looks right. Place it for real.", "Quantity counts units. Execute.")
+                (
+                    "The trial order looks right. Place it for real and check the total's scale.",
+                    "Quantity counts units. Execute.",
+                )
             )
     else:
         act = play.say(("No trials; place the order directly.", "Trials are off, so order for real."))
     result = yield from play.call(main, variant.args("main", item=item, qty=qty), act)
     if not result.ok:
-        match = re.search(r"needs (\d+)", result.observation)
-        if match is None:
+        got = units_seen(result)
+        if got is None:
             yield play.answer(None)
             return
-        per = int(match.group(1)) / qty
+        per = got / qty
         qty = max(1, round(units / per))
         fix = play.say(("It counted {p:g} units per qty; order {q} instead.",), p=per, q=qty)
         result = yield from play.call(main, variant.args("main", item=item, qty=qty), fix)
-    yield play.answer(_read(result.observation, ask, cents) if result.ok else None)
+    yield play.answer(_read(result.observation, ask, True) if result.ok else None)
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
@@ -251,7 +267,7 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
     if not result.ok:
         result = yield from play.call(main, args, play.say(DOCS_RETRY))
-    yield play.answer(_read(result.observation, intent["ask"], 1.0) if result.ok else None)
+    yield play.answer(_read(result.observation, intent["ask"], False) if result.ok else None)
 
 
 FAMILY = FamilySpec("orders", "ord", True, make_variant, make_task, expert, docs_only)

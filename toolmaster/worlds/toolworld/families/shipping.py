@@ -2,11 +2,9 @@
 
 Tests noticing a silent unit from a probe result: the doc says ``weight: parcel weight`` with no unit,
 but every result echoes the billed weight with its unit ("billed": "2.5 g").
-Hidden conventions:
-- seen variant: weight is read in *grams*; questions give kilograms or grams, so the natural call is
-  right only for the gram questions.
-- evolved variant: renamed tool and arguments; weight is read in *kilograms* (echoed as "750 kg"), so now
-  the gram questions are the ones the natural call gets wrong.
+Hidden conventions (10 seen, 6 evolved): the weight is read in a silent unit (seen: g, dag, hg, lb or
+oz; evolved: kg, lb or oz) while questions give kilograms or grams, so the natural call is right at most
+for one kind of question; the result's field names follow one of two schemes per space.
 Price: base + per-100 g rate (rounded up to the next 100 g), per zone A-E; answers in dollars.
 Decoy: a rate-card tool taking the same zone that returns the zone's tariff, not the postage.
 """
@@ -39,7 +37,7 @@ from toolmaster.worlds.toolworld.common import (
 )
 
 ZONES = "ABCDE"
-GRAMS_PER = {"g": 1.0, "kg": 1000.0, "lb": 453.59237}
+GRAMS_PER = {"g": 1.0, "dag": 10.0, "hg": 100.0, "kg": 1000.0, "lb": 453.59237, "oz": 28.349523125}
 
 _DOCS = {
     False: ("Postage for a parcel.", "Shipping cost of a parcel.", "Parcel price."),
@@ -51,25 +49,32 @@ _DECOY_DOCS = {
 }
 
 
-def price_cents(conv: dict[str, Any], grams: float, zone: str) -> int:
+def price_cents(tariff: dict[str, Any], grams: float, zone: str) -> int:
     hundreds = max(1, math.ceil(round(grams, 3) / 100 - 1e-9))
-    return conv["base"][zone] + conv["per100"][zone] * hundreds
+    return tariff["base"][zone] + tariff["per100"][zone] * hundreds
+
+
+# the unit the weight is silently read in, and the result's (price, billed weight) field names
+_UNITS = {False: ("g", "dag", "hg", "lb", "oz"), True: ("kg", "lb", "oz")}
+_FIELDS = {
+    False: (("cost", "billed"), ("postage", "billed_as")),
+    True: (("charge", "billed_weight"), ("fee", "charged_for")),
+}
+PRICE_KEYS = ("cost", "postage", "charge", "fee")
+_SUFFIXES = {
+    False: (("pst", "shp", "prc"), ("zrt", "tar", "zn")),
+    True: (("frt", "cns", "snd"), ("tarf", "rcard", "rgn")),
+}
+_P_W = {False: ("weight", "w", "wt", "load"), True: ("mass", "heft", "gross")}
+_P_Z = {False: ("zone", "dest", "band"), True: ("region", "area", "sector")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    if evolved:
-        main = names.name(prefix, ("frt", "cns", "snd"))
-        decoy = names.name(prefix, ("tarf", "rcard", "rgn"))
-        p_w, p_z = rng.choice(("mass", "heft")), rng.choice(("region", "area"))
-        unit = "kg"
-    else:
-        main = names.name(prefix, ("pst", "shp", "prc"))
-        decoy = names.name(prefix, ("zrt", "tar", "zn"))
-        p_w, p_z = rng.choice(("weight", "w")), rng.choice(("zone", "dest"))
-        unit = "g"
-    conv = {
-        "unit": unit,
+    main, decoy = names.tools(*_SUFFIXES[evolved])
+    p_w, p_z = rng.choice(_P_W[evolved]), rng.choice(_P_Z[evolved])
+    conv = {"unit": rng.choice(_UNITS[evolved]), "fields": rng.choice(_FIELDS[evolved])}
+    unit, (f_price, f_billed) = conv["unit"], conv["fields"]
+    tariff = {
         "base": {z: rng.randint(250, 900) for z in ZONES},
         "per100": {z: rng.randint(15, 120) for z in ZONES},
     }
@@ -84,15 +89,12 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         weight = float(kwargs[p_w])
         if weight <= 0:
             raise ValueError(f"{p_w} must be positive")
-        cents = price_cents(conv, weight * GRAMS_PER[unit], zone_of(kwargs[p_z]))
-        billed = f"{fmt_num(weight, 3)} {unit}"
-        if evolved:
-            return {"charge": cents / 100, "billed_weight": billed}
-        return {"cost": cents / 100, "billed": billed}
+        cents = price_cents(tariff, weight * GRAMS_PER[unit], zone_of(kwargs[p_z]))
+        return {f_price: cents / 100, f_billed: f"{fmt_num(weight, 3)} {unit}"}
 
     def decoy_fn(**kwargs: Any) -> dict[str, Any]:
         zone = zone_of(kwargs[p_z])
-        return {"zone": zone, "base": conv["base"][zone] / 100, "per_100g": conv["per100"][zone] / 100}
+        return {"zone": zone, "base": tariff["base"][zone] / 100, "per_100g": tariff["per100"][zone] / 100}
 
     tools = [
         Tool(
@@ -118,6 +120,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         roles={"main": main, "decoy": decoy},
         params={"main": {"weight": p_w, "zone": p_z}, "decoy": {"zone": p_z}},
         conv=conv,
+        data=tariff,
     )
 
 
@@ -140,7 +143,7 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
     return TaskDraft(
         kind=f"weight_{unit}",
         query=say(rng, _QUERIES, w=fmt_num(weight), u=unit, z=zone),
-        answer=f"{price_cents(variant.conv, grams, zone) / 100:.2f}",
+        answer=f"{price_cents(variant.data, grams, zone) / 100:.2f}",
         gold_calls=[gold(variant.roles["main"], variant.args("main", weight=tool_weight, zone=zone))],
         intent={"weight": weight, "unit": unit, "zone": zone},
         convention=f"weight read in {variant.conv['unit']}",
@@ -149,13 +152,13 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
 
 def billed_unit(observation: str) -> str | None:
     data = load_json(observation)
-    text = field_value(data, "billed", "billed_weight")
+    text = field_value(data, "billed", "billed_as", "billed_weight", "charged_for")
     match = re.search(r"[\d.]+\s*([a-z]+)", str(text or observation))
     return match.group(1) if match and match.group(1) in GRAMS_PER else None
 
 
 def _cost(observation: str) -> str | None:
-    value = field_value(load_json(observation), "cost", "charge")
+    value = field_value(load_json(observation), *PRICE_KEYS)
     return None if value is None else f"{float(value):.2f}"
 
 

@@ -2,10 +2,11 @@
 
 Tests combining an error-revealed format with a silent scale found by a probe with a known answer.
 Hidden conventions:
-- ``scale`` takes a seeded code such as 'C2F' or 'c>f'; a natural 'fahrenheit' raises an error that
-  lists the accepted codes.
-- the result is an integer in *tenths of a degree* (100 C -> F gives 2120); converting a value whose
-  answer everyone knows (100 C is 212 F) exposes the factor.
+- ``scale`` takes a seeded code such as 'C2F', 'c>f' or 'C_F' (6 separators, 2 cases); a natural
+  'fahrenheit' raises an error that lists the accepted codes.
+- the result is an integer in *tenths* or *hundredths of a degree* (100 C -> F gives 2120 or 21200);
+  converting a value whose answer everyone knows (100 C is 212 F) exposes the factor.
+24 conventions.
 Decoy: a tool taking the same value that classifies it as cold / mild / hot.
 """
 
@@ -64,14 +65,16 @@ def tenths(value: float, frm: str, to: str) -> int:
     return round(convert(value, frm, to) * 10)
 
 
+_SEPS = ("2", ">", "-to-", "", "_", ":")
+_P_VALUE = ("value", "deg", "reading", "t")
+_P_SCALE = ("scale", "mode", "conv", "pair")
+
+
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    prefix = names.prefix()
-    main = names.name(prefix, ("thm", "tcv", "dgx"))
-    decoy = names.name(prefix, ("tck", "feel", "thr"))
-    p_value, p_scale = rng.choice(("value", "deg")), rng.choice(("scale", "mode"))
-    sep = rng.choice(("2", ">", "-to-", ""))
-    upper = rng.random() < 0.6
-    conv = {"sep": sep, "upper": upper, "factor": 10}
+    main, decoy = names.tools(("thm", "tcv", "dgx"), ("tck", "feel", "thr"))
+    p_value, p_scale = rng.choice(_P_VALUE), rng.choice(_P_SCALE)
+    conv = {"sep": rng.choice(_SEPS), "upper": rng.random() < 0.6, "factor": rng.choice((10, 100))}
+    sep, upper, factor = conv["sep"], conv["upper"], conv["factor"]
 
     def code(frm: str, to: str) -> str:
         text = f"{frm}{sep}{to}"
@@ -84,7 +87,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         pair = codes.get(given) or codes.get(given.upper() if upper else given.lower())
         if pair is None:
             raise ValueError(f"bad {p_scale} {given!r}; use one of {', '.join(codes)}")
-        return tenths(float(kwargs[p_value]), *pair)
+        return tenths(float(kwargs[p_value]), *pair) * factor // 10
 
     def decoy_fn(**kwargs: Any) -> str:
         value = float(kwargs[p_value])
@@ -113,7 +116,7 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         tools=tools,
         roles={"main": main, "decoy": decoy},
         params={"main": {"value": p_value, "scale": p_scale}, "decoy": {"value": p_value}},
-        conv={**conv, "codes": sorted(codes)},
+        conv=conv,
     )
 
 
@@ -136,14 +139,14 @@ def make_task(variant: Variant, rng: random.Random) -> TaskDraft:
         answer=f"{tenths(value, frm, to) / 10:.1f}",
         gold_calls=[gold(variant.roles["main"], variant.args("main", value=value, scale=code))],
         intent={"value": value, "from": frm, "to": to},
-        convention=f"scale code {code!r}; result in tenths of a degree",
+        convention=f"scale code {code!r}; result in 1/{variant.conv['factor']} degree",
     )
 
 
 def pick_code(observation: str, frm: str, to: str) -> str | None:
     """The listed code whose first and last letters are the source and target scales."""
     listing = observation.split("one of", 1)[-1]
-    for token in re.findall(r"[A-Za-z][A-Za-z0-9>\-]*[A-Za-z]", listing):
+    for token in re.findall(r"[A-Za-z][A-Za-z0-9>:_\-]*[A-Za-z]", listing):
         letters = [ch for ch in token.upper() if ch.isalpha()]
         if letters and letters[0] == frm and letters[-1] == to:
             return token

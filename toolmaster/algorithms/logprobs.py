@@ -1,0 +1,99 @@
+"""Log-probs of the labelled / loss tokens of a batch under a causal LM, computing logits only where needed.
+
+``token_losses`` (SFT): summed next-token cross-entropy over labelled positions (labels ``IGNORE_INDEX``
+elsewhere). ``policy_logprobs`` (GRPO): per-token log-probs under ``logits / temperature`` aligned with a
+packed batch's loss mask, optionally with each group's shared prompt run once
+(``toolmaster.algorithms.prefix_sharing``). Both pass ``logits_to_keep`` so the vocabulary projection runs only
+at columns some row needs: prompts and observations are most of an episode's tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from toolmaster.algorithms.losses import entropy_from_logits
+from toolmaster.algorithms.packing import PackedBatch
+from toolmaster.algorithms.prefix_sharing import (
+    plan_prefixes,
+    score_columns,
+    shared_prefix_logprobs,
+    worth_sharing,
+)
+
+IGNORE_INDEX = -100  # the label of a position that carries no loss
+
+
+def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of next-token cross-entropies over labelled positions, number of labelled positions).
+
+    Logits are computed only at positions whose next token is labelled in some row (``logits_to_keep``):
+    prompts and observations are most of an episode's tokens, and the vocabulary projection over them is
+    most of the cost for small models with large vocabularies (and most of the memory for large ones).
+    """
+    targets = batch["labels"][:, 1:]
+    keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        keep = torch.zeros(1, dtype=torch.long, device=targets.device)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    try:
+        logits = model(**inputs, logits_to_keep=keep).logits
+    except TypeError:  # a model without logits_to_keep: project every position, then select
+        logits = model(**inputs).logits[:, keep]
+    if logits.size(1) != keep.numel():  # logits_to_keep accepted but ignored
+        logits = logits[:, keep]
+    targets = targets[:, keep]
+    total = F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return total, (targets != IGNORE_INDEX).sum()
+
+
+def policy_logprobs(
+    model: Any,
+    batch: PackedBatch,
+    temperature: float,
+    with_entropy: bool = False,
+    share_prompts: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs ``[N, T - 1]`` of ``batch.input_ids`` under ``logits / temperature``, aligned with
+    ``batch.loss_mask`` (the layout of ``token_logprobs``), and optionally the summed entropy over the loss
+    tokens (detached).
+
+    Logits are computed only at columns where some row has a loss token (``logits_to_keep``): prompts and
+    observations are most of an episode, and the vocabulary projection plus its float32 log-softmax over
+    them would dominate compute and memory. Columns without a loss token in any row hold 0.0; masked entries
+    of computed columns hold real values that the loss masks out.
+
+    ``share_prompts``: rows that start from the same prompt (a GRPO group) run it once
+    (``toolmaster.algorithms.prefix_sharing``); same values, less compute.
+    """
+    mask = batch.loss_mask
+    if share_prompts:
+        plan = plan_prefixes(batch.input_ids, mask, batch.lengths)
+        if worth_sharing(model, plan):
+            return shared_prefix_logprobs(
+                model, batch.input_ids, batch.attention_mask, mask, plan, temperature, with_entropy
+            )
+    columns = mask.any(dim=0).nonzero().squeeze(-1)
+    if columns.numel() == 0:
+        columns = torch.zeros(1, dtype=torch.long, device=mask.device)
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    try:
+        logits = model(**inputs, logits_to_keep=columns).logits
+    except TypeError:  # a model without logits_to_keep
+        logits = model(**inputs).logits
+    picked, scaled = score_columns(logits, columns, batch.input_ids[:, columns + 1], temperature)
+    full = picked.new_zeros(mask.shape).index_copy(1, columns, picked)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            kept = mask[:, columns]
+            entropy = entropy_from_logits(scaled.detach(), kept) * kept.sum()
+    return full, entropy

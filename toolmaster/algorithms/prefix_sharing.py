@@ -1,0 +1,159 @@
+"""Policy log-probs of a GRPO micro-batch with each shared prompt run through the model once.
+
+The G episodes of a GRPO group start from the same prompt (system turn with the tool schemas, the user query
+and the generation prompt): in toolworld that is 340-360 of an episode's 450-730 tokens. The plain forward
+pass (``toolmaster.algorithms.logprobs.policy_logprobs``) runs that prompt G times, with gradients. Here the
+rows of a micro-batch are grouped by their prompt (``plan_prefixes``); each distinct prompt is run once, its
+KV cache (with autograd history) is gathered to the rows that share it, and only the rows' own suffixes
+(completions and observations) are run on top of it. The log-probs are those of the plain pass up to float
+rounding, and so are the gradients: autograd sums each row's contribution into the shared prefix (tested
+against the plain pass). Compute saved per group: (G - 1) x prompt length tokens of forward and backward.
+
+Layout: prefixes ``[C, P]`` right-padded (C distinct prompts), suffixes ``[N, S]`` right-padded, row r
+continuing prompt ``c(r)`` of length ``P_r``. The suffix pass sees the cache ``[prefix c(r) | pad]`` with
+the attention mask zero on the pad and position ids ``P_r, P_r + 1, ...``, so every row computes what it
+would compute alone (the HF sampler's cache reuse uses the same layout). The prefix length of a row is the
+column of its first loss token (``loss_mask`` column t scores token t + 1 from the logits at position t), so
+every logit the loss needs is computed in the suffix pass.
+
+Not used (the caller falls back to the plain pass): when no two rows share a prompt, and when the model
+trains with gradient checkpointing (transformers turns the KV cache off then).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from toolmaster.algorithms.losses import entropy_from_logits
+
+MIN_SHARED_TOKENS = 16  # below this many tokens saved, one plain pass is cheaper than two
+
+
+@dataclass(frozen=True)
+class PrefixPlan:
+    """Which rows share which prompt: ``prefix_of[r]`` indexes ``prefix_rows`` / ``prefix_lengths``."""
+
+    prefix_rows: list[int]  # for each distinct prompt, a row that holds it
+    prefix_lengths: list[int]  # its length in tokens
+    prefix_of: list[int]  # row -> distinct prompt
+
+    @property
+    def saved_tokens(self) -> int:
+        """Prompt tokens the plain pass would run and this one does not."""
+        return sum(self.prefix_lengths[c] for c in self.prefix_of) - sum(self.prefix_lengths)
+
+
+def score_columns(
+    logits: Tensor, columns: Tensor, targets: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """Log-probs of ``targets`` ``[N, K]`` under ``logits / temperature`` at the kept ``columns``, and those
+    scaled float32 logits. ``logits`` may hold every position (a model that ignored ``logits_to_keep``)."""
+    if logits.size(1) != columns.numel():  # full logits (argument missing or ignored)
+        logits = logits[:, columns]
+    scaled = logits.float()
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    picked = -F.cross_entropy(scaled.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    return picked, scaled
+
+
+def plan_prefixes(input_ids: Tensor, loss_mask: Tensor, lengths: Tensor) -> PrefixPlan:
+    """Group rows by their prompt: the tokens before the first logit the loss needs (``[N, T]`` right-padded)."""
+    has_loss = loss_mask.any(dim=1)
+    first = torch.where(has_loss, loss_mask.int().argmax(dim=1), lengths - 1).tolist()
+    ids = input_ids.tolist()
+    index: dict[tuple[int, ...], int] = {}
+    prefix_rows: list[int] = []
+    prefix_lengths: list[int] = []
+    prefix_of: list[int] = []
+    for row, length in enumerate(first):
+        key = tuple(ids[row][: max(length, 1)])
+        if key not in index:
+            index[key] = len(prefix_rows)
+            prefix_rows.append(row)
+            prefix_lengths.append(len(key))
+        prefix_of.append(index[key])
+    return PrefixPlan(prefix_rows, prefix_lengths, prefix_of)
+
+
+def worth_sharing(model: Any, plan: PrefixPlan) -> bool:
+    """Share prompts only when that saves work and the model keeps a KV cache while training."""
+    if getattr(model, "is_gradient_checkpointing", False) and model.training:
+        return False
+    return plan.saved_tokens >= MIN_SHARED_TOKENS
+
+
+def shared_prefix_logprobs(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    loss_mask: Tensor,
+    plan: PrefixPlan,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs ``[N, T - 1]`` aligned with ``loss_mask`` (0.0 wherever it is 0), and optionally the
+    summed entropy over the loss tokens (detached), computed with each distinct prompt run once."""
+    device = input_ids.device
+    rows, width = input_ids.shape
+    lengths = attention_mask.sum(dim=1).tolist()
+    pad_id = 0  # any id: padding is masked out
+
+    # 1. the distinct prompts, right-padded, once each (only their KV cache is needed: one logit column)
+    p_max = max(plan.prefix_lengths)
+    prefix_ids = torch.full((len(plan.prefix_rows), p_max), pad_id, dtype=torch.long, device=device)
+    prefix_att = torch.zeros_like(prefix_ids)
+    for c, (row, length) in enumerate(zip(plan.prefix_rows, plan.prefix_lengths)):
+        prefix_ids[c, :length] = input_ids[row, :length]
+        prefix_att[c, :length] = 1
+    prefix_out = model(input_ids=prefix_ids, attention_mask=prefix_att, use_cache=True, logits_to_keep=1)
+    prefix_cache = prefix_out.past_key_values
+
+    # 2. every row's suffix on top of its prompt's cache
+    starts = [plan.prefix_lengths[c] for c in plan.prefix_of]
+    s_max = max(length - start for length, start in zip(lengths, starts))
+    suffix_ids = torch.full((rows, s_max), pad_id, dtype=torch.long, device=device)
+    suffix_att = torch.zeros((rows, s_max), dtype=torch.long, device=device)
+    for r, (length, start) in enumerate(zip(lengths, starts)):
+        suffix_ids[r, : length - start] = input_ids[r, start:length]
+        suffix_att[r, : length - start] = 1
+    start_t = torch.tensor(starts, dtype=torch.long, device=device)
+    positions = start_t[:, None] + torch.arange(s_max, device=device)[None, :]
+    gather = torch.tensor(plan.prefix_of, dtype=torch.long, device=device)
+    cache = type(prefix_cache)()  # a fresh cache of the model's kind (transformers' DynamicCache)
+    for layer_index, layer in enumerate(prefix_cache.layers):
+        cache.update(layer.keys.index_select(0, gather), layer.values.index_select(0, gather), layer_index)
+    attention = torch.cat([prefix_att.index_select(0, gather), suffix_att], dim=1)
+
+    # loss column t of row r is suffix column t - P_r; keep the suffix columns some row needs
+    suffix_cols = torch.arange(s_max, device=device)[None, :] + start_t[:, None]  # original column
+    in_range = suffix_cols <= width - 2
+    needed = torch.zeros((rows, s_max), dtype=torch.bool, device=device)
+    needed[in_range] = loss_mask.gather(1, suffix_cols.clamp(max=width - 2))[in_range]
+    columns = needed.any(dim=0).nonzero().squeeze(-1)
+    if columns.numel() == 0:
+        columns = torch.zeros(1, dtype=torch.long, device=device)
+    logits = model(
+        input_ids=suffix_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=columns,
+    ).logits
+    original = suffix_cols[:, columns]  # [N, K] loss column of each computed logit
+    kept = needed[:, columns]  # the row's own loss tokens (in range by construction)
+    targets = input_ids.gather(1, (original + 1).clamp(max=width - 1))
+    picked, scaled = score_columns(logits, columns, targets, temperature)
+    picked = torch.where(kept, picked, torch.zeros_like(picked))
+    full = picked.new_zeros((rows, width - 1)).scatter_add(1, original.clamp(max=width - 2), picked)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = entropy_from_logits(scaled.detach(), kept) * kept.sum()
+    return full, entropy

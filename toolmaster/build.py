@@ -1,0 +1,92 @@
+"""Builders that turn config groups into objects; every stage builds its parts through these.
+
+Nothing here imports a stage (``tests/test_architecture.py``): stages import the builders, ``toolmaster.run``
+dispatches to the stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from toolmaster.config import import_target
+from toolmaster.errors import ConfigError
+from toolmaster.models.loading import LoadedModel
+from toolmaster.protocol.chat_format import ChatFormat, get_chat_format
+from toolmaster.rewards import RewardGroup, build_reward_group
+from toolmaster.samplers.base import GenerationEngine
+from toolmaster.samplers.engines import make_engine
+from toolmaster.samplers.loop import RolloutConfig
+from toolmaster.settings import EnvSettings, SamplerSettings
+from toolmaster.training.precision import resolve_training_precision
+from toolmaster.worlds.base import World
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def settings(node: DictConfig) -> Any:
+    """Instantiate a settings record (nested ``_target_`` dicts are kept as plain dicts)."""
+    data = plain(node)
+    target = data.pop("_target_")
+    return import_target(target, "settings")(**data)
+
+
+def build_model(cfg: DictConfig) -> LoadedModel:
+    return instantiate(cfg.model, _convert_="all")
+
+
+def build_policy(cfg: DictConfig, trainer_kwargs: dict[str, Any]) -> tuple[LoadedModel, ChatFormat]:
+    """The model a training stage trains and its chat format. ``trainer.precision=auto`` is resolved first (in
+    ``trainer_kwargs``), since it decides the weights' dtype (``toolmaster.training.precision``)."""
+    resolve_training_precision(trainer_kwargs, cfg.model)
+    loaded = build_model(cfg)
+    return loaded, chat_format_of(loaded)
+
+
+def build_world(cfg: DictConfig) -> tuple[World, EnvSettings]:
+    env: EnvSettings = settings(cfg.tools)
+    world = instantiate(cfg.tools.world, _convert_="all")
+    if world.suite.origin is None:  # how the tool host rebuilds this world in its own process
+        world.suite.origin = plain(cfg.tools.world)
+    world.suite.isolation = env.isolation_settings()
+    return world, env
+
+
+def build_rewards(cfg: DictConfig) -> RewardGroup:
+    return build_reward_group(plain(cfg.reward.components))
+
+
+def build_logger(cfg: DictConfig) -> Any:
+    """The ``logger`` group's Lightning logger, or False without one."""
+    return instantiate(cfg.logger, _convert_="all") if cfg.get("logger") else False
+
+
+def chat_format_of(model: LoadedModel) -> ChatFormat:
+    try:
+        return get_chat_format(model.chat_format)
+    except ValueError as exc:
+        raise ConfigError(f"model.chat_format: {exc}") from None
+
+
+def build_engine(sampler: SamplerSettings, model: LoadedModel, fmt: ChatFormat) -> GenerationEngine:
+    """The ``sampler.engine`` node around the loaded model."""
+    return make_engine(sampler.engine, model.model, model.tokenizer, fmt)
+
+
+def rollout_config(sampler: SamplerSettings, env: EnvSettings, **overrides: Any) -> RolloutConfig:
+    """Episode limits from ``sampler`` (same field names), the trial budget and tool limits from ``tools``, and
+    the non-null ``overrides``."""
+    shared = {f.name: getattr(sampler, f.name) for f in fields(RolloutConfig) if hasattr(sampler, f.name)}
+    config = RolloutConfig(
+        **shared,
+        trial_budget=env.trial_budget,
+        tool_timeout_s=env.timeout_s,
+        max_observation_chars=env.max_observation_chars,
+        strict_types=env.strict_types,
+    )
+    return replace(config, **{key: value for key, value in overrides.items() if value is not None})

@@ -1,0 +1,463 @@
+"""``stage=grpo``: multi-turn GRPO in the tool environment, as a Lightning module with manual optimization.
+
+``GRPOModule.training_step`` reads as the algorithm; for one batch of ``stage.tasks_per_step`` tasks (per
+process) it runs, timing each phase (``train/time/rollout``, ``train/time/score``, ``train/time/update``):
+
+1. rollout: ``stage.group_size`` (G) episodes per task through the configured sampler, multi-turn in the
+   environment (trial and execution phases, the trial budget of ``tools.trial_budget``), sampling at
+   ``sampler.temperature``; all G episodes of a task are played on the same process;
+2. score: the reward group fills each trajectory's ``reward`` and ``reward_components``;
+3. advantages: group-relative, ``stage.advantage=grpo`` (mean / std within the group) or ``dr_grpo``
+   (mean only); groups whose rewards are all equal get exactly 0;
+4. pack: trajectories -> right-padded tensors (``toolmaster.algorithms.packing``), truncated episodes dropped
+   first when ``stage.drop_truncated``;
+5. ``stage.mu`` inner updates of the clipped token-level surrogate (``toolmaster.algorithms.grpo_loss``) over
+   the model's own tokens only (each trajectory's ``loss_mask``: prompts and observations carry no loss),
+   aggregated by ``stage.aggregation`` and computed in micro-batches of ``stage.micro_batch_size`` rows.
+   A group's rows stay together, and with ``stage.share_prompts`` (default) the prompt they share runs
+   through the model once per micro-batch (``toolmaster.algorithms.prefix_sharing``): same log-probs and
+   gradients, (G - 1) x prompt length fewer tokens of forward and backward per group.
+
+Old log-probs: with ``mu = 1`` and ``stage.old_logprobs=recompute`` they *are* the current log-probs
+(``logprobs.detach()``: no extra forward pass, ratio 1, the plain policy gradient); with ``mu > 1`` one
+no-grad forward per micro-batch computes them once before the inner loop. ``old_logprobs=sampler`` reuses
+the log-probs the sampler recorded while generating instead (no extra pass for any ``mu``). Sampler
+log-probs are under ``logits / T`` (T the sampling temperature), so every policy, old and reference
+log-prob here is computed from ``logits / T`` as well; the two then differ only by numerics (KV-cache
+decoding vs one full forward, batch padding), and the clipped ratio corrects for that gap.
+
+Engines that keep their own copy of the weights (``sampler=vllm``) are synced lazily: every optimizer step
+(and a restored checkpoint) marks them stale, and the next rollout, training or validation, first calls
+their ``sync_weights``; during the update they sleep where they support it (vLLM on CUDA). The HF engine
+decodes with the policy module itself and needs neither.
+
+KL to a frozen reference (k3 estimator, ``stage.kl_coef``): the reference exists only when
+``kl_coef > 0``. With LoRA it is the base model with the adapter switched off (peft's ``disable_adapter()``
+context, no second copy of the weights); without LoRA it is a frozen deep copy of the initial policy, kept
+out of the module's state dict (it is rebuilt from the model config on resume). Reference log-probs are
+computed once per batch, before the inner updates.
+
+Loss scale: the micro-batch losses add up to the loss of the whole batch on *all* processes (token counts
+are summed across processes once per step), so ``token_mean`` is the mean over every loss token of the
+step, however rows fall into micro-batches or processes (DDP averages gradients, which is undone).
+``dr_grpo_constant`` divides the summed token losses by ``episodes x max generated tokens``, with the
+budget ``min(sampler.max_turns * sampler.max_new_tokens, sampler.max_total_tokens)``.
+
+Steps: one GRPO step makes ``mu`` optimizer updates; Lightning's ``global_step`` counts updates, the runner
+sets ``trainer.max_steps`` (given in GRPO steps) accordingly, and the learning-rate schedule steps once per
+GRPO step. Multi-device: every process rolls out its own tasks (a ``DistributedSampler`` over the task list,
+shuffled per epoch); only the last micro-batch of each inner update synchronises gradients; episode metrics
+(torchmetrics) and loss statistics are reduced across processes before they are logged.
+
+Departures from the paper: its RL recipe is given at the level of "GRPO on multi-turn trial-and-execution
+episodes"; the details here (token-level loss over the model's own tokens only, population std in the
+advantage, optional Dr. GRPO estimator and constant normaliser, KL off by default, dropping truncated
+episodes, the default hyper-parameters for SmolLM2-135M) are this implementation's choices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from toolmaster.algorithms import group_advantages, grpo_loss
+from toolmaster.algorithms.logprobs import policy_logprobs
+from toolmaster.algorithms.packing import PackedBatch, pack_trajectories
+from toolmaster.envs.task import Task
+from toolmaster.envs.tool import ToolSuite
+from toolmaster.errors import ConfigError
+from toolmaster.io import append_jsonl, repair_jsonl
+from toolmaster.metrics import EpisodeMetrics
+from toolmaster.protocol.chat_format import ChatFormat
+from toolmaster.rewards import RewardGroup
+from toolmaster.samplers.base import GenerationEngine
+from toolmaster.samplers.engines import make_engine
+from toolmaster.samplers.loop import RolloutConfig, rollout
+from toolmaster.settings import GRPOSettings
+from toolmaster.training.checkpoints import TrainableWeights
+from toolmaster.training.export import is_peft_model
+from toolmaster.training.optim import adamw_with_schedule
+from toolmaster.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+TRAJECTORY_LOG = Path("trajectories") / "train.jsonl"
+EPISODE_KEYS = {  # logged name -> EpisodeMetrics key
+    "success": "success",
+    "valid_format": "valid_format",
+    "trial_calls": "trial_calls",
+    "execution_calls": "execution_calls",
+    "tool_error_rate": "tool_error_rate",
+    "self_correction": "self_correction",
+    "truncated": "truncated",
+    "response_tokens": "generated_tokens",
+    "episodes": "episodes",
+}
+
+
+@dataclass
+class _Frozen:
+    """Holds the frozen reference copy outside the module tree (not trained, not checkpointed, not in DDP)."""
+
+    model: Any
+
+
+# ---------------------------------------------------------------------------------------------- module
+class GRPOModule(pl.LightningModule):
+    """Multi-turn GRPO on a causal LM (plain or peft); see the module docstring."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        fmt: ChatFormat,
+        suite: ToolSuite,
+        rewards: RewardGroup,
+        rollout_config: RolloutConfig,
+        settings: GRPOSettings,
+        engine: GenerationEngine | None = None,
+        val_config: RolloutConfig | None = None,
+        val_splits: Sequence[str] = (),
+        max_grad_norm: float | None = None,
+        output_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if rollout_config.temperature <= 0:
+            raise ConfigError("stage=grpo samples its groups: sampler.temperature must be > 0")
+        self.model = model
+        self.model.train()
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.suite = suite
+        self.rewards = rewards
+        self.settings = settings
+        self.rollout_config = replace(rollout_config, n_samples=settings.group_size)
+        self.val_config = replace(val_config or rollout_config, temperature=0.0, n_samples=1)
+        self.temperature = float(rollout_config.temperature)
+        self.max_grad_norm = max_grad_norm
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.max_tokens = min(
+            rollout_config.max_turns * rollout_config.max_new_tokens, rollout_config.max_total_tokens
+        )
+        self._engine = engine
+        self._engine_stale = True  # weights changed since the engine last synced (engines that copy them)
+
+        self.trainable = TrainableWeights(model)
+        self.strict_loading = not self.trainable.partial  # LoRA: checkpoints hold only the adapter
+
+        # Reference policy for the KL term: only when it is used.
+        self.uses_lora = is_peft_model(model)
+        self._reference: _Frozen | None = None
+        if settings.kl_coef > 0 and not self.uses_lora:
+            frozen = copy.deepcopy(model).eval()
+            frozen.requires_grad_(False)
+            self._reference = _Frozen(frozen)
+
+        self.train_metrics = EpisodeMetrics()
+        self.val_metrics = torch.nn.ModuleDict({split: EpisodeMetrics() for split in val_splits})
+        self.last_validation: tuple[int, float] | None = None  # (global step, mean val success)
+        self.forward_passes = 0  # update-phase forward passes (policy, old and reference), for tests
+
+    # ---------------------------------------------------------------------------------- helpers
+    @property
+    def engine(self) -> GenerationEngine:
+        if self._engine is None:
+            self._engine = make_engine(None, self.model, self.tokenizer, self.fmt)
+        return self._engine
+
+    def synced_engine(self) -> GenerationEngine:
+        """The engine, first made to serve the current weights if it keeps its own copy (vLLM) and they
+        changed (an optimizer step, a restored checkpoint). The HF engine shares the model: nothing to do."""
+        engine = self.engine
+        sync = getattr(engine, "sync_weights", None)
+        if sync is not None and self._engine_stale:
+            sync(self.model)
+        self._engine_stale = False
+        return engine
+
+    @contextlib.contextmanager
+    def engine_asleep(self) -> Iterator[None]:
+        """Release the engine's memory while the policy updates, where the engine supports it."""
+        engine = self._engine
+        asleep = engine is not None and getattr(engine, "sleep_supported", False)
+        if asleep:
+            engine.sleep()  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            if asleep:
+                engine.wake_up()  # type: ignore[union-attr]
+
+    @property
+    def has_reference(self) -> bool:
+        return self.settings.kl_coef > 0
+
+    @property
+    def reference_model(self) -> Any | None:
+        """The module computing reference log-probs: the frozen copy, the policy itself (LoRA, adapter off
+        while it runs) or None without a KL term."""
+        if not self.has_reference:
+            return None
+        return self.model if self._reference is None else self._reference.model
+
+    @property
+    def grpo_step(self) -> int:
+        return self.trainer.global_step // self.settings.mu
+
+    def on_fit_start(self) -> None:
+        self._engine_stale = True  # a restored checkpoint replaced the weights the engine started from
+        if self._reference is not None:
+            self._reference.model.to(self.device)
+        if self.output_dir is not None and self.trainer.is_global_zero:
+            repair_jsonl(self.output_dir / TRAJECTORY_LOG)  # a killed run may have torn the last line
+
+    def _rollout_seed(self, step: int) -> int:
+        return ((self.settings.seed * 1_000_003 + step) * 4_099 + self.global_rank) % (2**31)
+
+    def _reduce_sum(self, values: Sequence[float]) -> list[float]:
+        """Sum a few numbers over all processes (one collective)."""
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum").tolist()
+
+    def _no_sync(self) -> contextlib.AbstractContextManager:
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None else contextlib.nullcontext()
+
+    def _count(self, batch: PackedBatch) -> int:
+        """What the aggregation divides by, for this micro-batch (summed over all of them: the whole step)."""
+        if self.settings.aggregation == "token_mean":
+            return int(batch.loss_mask.sum())
+        if self.settings.aggregation == "sequence_mean":
+            return int(batch.loss_mask.any(dim=-1).sum())
+        return len(batch)  # dr_grpo_constant: rows
+
+    def _logprobs(self, batch: PackedBatch, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        self.forward_passes += 1
+        return policy_logprobs(self.model, batch, self.temperature, with_entropy, self.settings.share_prompts)
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: PackedBatch) -> Tensor:
+        self.forward_passes += 1
+        share = self.settings.share_prompts
+        if self._reference is not None:
+            return policy_logprobs(self._reference.model, batch, self.temperature, share_prompts=share)[0]
+        with self.model.disable_adapter():
+            return policy_logprobs(self.model, batch, self.temperature, share_prompts=share)[0]
+
+    # --------------------------------------------------------------------------------- the step
+    def rollout_tasks(self, tasks: list[Task], step: int) -> list[Trajectory]:
+        config = replace(self.rollout_config, seed=self._rollout_seed(step))
+        trajectories = rollout(self.synced_engine(), self.tokenizer, self.fmt, self.suite, tasks, config)
+        group = self.settings.group_size
+        for i, task in enumerate(tasks):  # the advantages assume contiguous groups, in task order
+            ids = {t.task_id for t in trajectories[i * group : (i + 1) * group]}
+            if ids != {task.id}:
+                raise RuntimeError(
+                    f"rollout groups are not contiguous: expected {task.id}, got {sorted(ids)}"
+                )
+        return trajectories
+
+    def pack(self, trajectories: list[Trajectory], advantages: Tensor) -> PackedBatch:
+        keep = [not (self.settings.drop_truncated and t.truncated) for t in trajectories]
+        if any(keep):
+            groups = [i // self.settings.group_size for i in range(len(trajectories))]
+            packed = pack_trajectories(trajectories, advantages, self.pad_id, keep=keep, groups=groups)
+        else:  # nothing to learn from here, but DDP needs every process to run the same backward passes
+            packed = pack_trajectories(trajectories[:1], torch.zeros(1), self.pad_id)
+            packed.loss_mask.zero_()
+        return packed.to(self.device)
+
+    def training_step(self, batch: list[Task], batch_idx: int) -> None:
+        step = self.grpo_step
+        group = self.settings.group_size
+
+        # 1. rollout: G episodes per task, multi-turn in the environment
+        started = time.perf_counter()
+        trajectories = self.rollout_tasks(batch, step)
+        time_rollout = time.perf_counter() - started
+
+        # 2. score
+        started = time.perf_counter()
+        self.rewards.score(trajectories, {task.id: task for task in batch})
+        time_score = time.perf_counter() - started
+
+        # 3. group-relative advantages
+        rewards = torch.tensor([float(t.reward or 0.0) for t in trajectories], dtype=torch.float32)
+        advantages = group_advantages(rewards, self.settings.advantage, group_size=group)
+
+        # 4. pack into padded tensors (loss mask = the model's own tokens)
+        started = time.perf_counter()
+        packed = self.pack(trajectories, advantages)
+
+        # 5. mu inner updates (a vLLM engine sleeps meanwhile where it can)
+        with self.engine_asleep():
+            stats = self.update(packed, episodes=len(trajectories))
+        time_update = time.perf_counter() - started
+
+        self._log_step(trajectories, stats, (time_rollout, time_score, time_update))
+        every = self.settings.log_trajectories_every
+        if every and step % every == 0 and self.output_dir is not None and self.trainer.is_global_zero:
+            sample = [
+                {**t.to_dict(), "grpo_step": step, "rank": self.global_rank, "advantage": float(a)}
+                for t, a in zip(trajectories[:group], advantages[:group].tolist())
+            ]
+            append_jsonl(self.output_dir / TRAJECTORY_LOG, sample)
+
+    def update(self, packed: PackedBatch, episodes: int) -> dict[str, float]:
+        """``mu`` optimizer updates on one packed batch; returns this process's summed statistics."""
+        settings = self.settings
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        micro = list(packed.micro_batches(settings.micro_batch_size))
+        counts = [self._count(mb) for mb in micro]
+        world = self.trainer.world_size
+        global_count = (
+            self._reduce_sum([episodes])[0]
+            if settings.aggregation == "dr_grpo_constant"
+            else self._reduce_sum([sum(counts)])[0]
+        )
+        scale = world / max(global_count, 1.0)
+
+        reuse_current = settings.old_logprobs == "recompute" and settings.mu == 1
+        if settings.old_logprobs == "recompute" and settings.mu > 1:
+            with torch.no_grad():
+                for mb in micro:
+                    mb.old_logprobs = self._logprobs(mb)[0]
+        if self.has_reference:
+            for mb in micro:
+                mb.ref_logprobs = self._reference_logprobs(mb)
+
+        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio": 0.0, "tokens": 0.0}
+        entropy_sum, entropy_tokens = 0.0, 0.0
+        for inner in range(settings.mu):
+            optimizer.zero_grad()
+            for i, (mb, count) in enumerate(zip(micro, counts)):
+                last = i == len(micro) - 1  # only the last micro-batch all-reduces the gradients
+                with contextlib.nullcontext() if last else self._no_sync():
+                    logprobs, entropy = self._logprobs(mb, with_entropy=inner == 0)
+                    old = logprobs.detach() if reuse_current else mb.old_logprobs
+                    loss, parts = grpo_loss(
+                        logprobs,
+                        old,
+                        mb.advantages,
+                        mb.loss_mask,
+                        clip_eps=settings.clip_eps,
+                        clip_eps_high=settings.clip_eps_high,
+                        aggregation=settings.aggregation,
+                        max_tokens=self.max_tokens,
+                        ref_logprobs=mb.ref_logprobs,
+                        kl_coef=settings.kl_coef,
+                    )
+                    weighted = loss * (count * scale)
+                    self.manual_backward(weighted)
+                tokens = float(parts["tokens"])
+                sums["loss"] += float(weighted.detach()) / world
+                sums["kl"] += float(parts["kl"]) * tokens
+                sums["clip_fraction"] += float(parts["clip_fraction"]) * tokens
+                sums["ratio"] += float(parts["ratio_mean"]) * tokens
+                sums["tokens"] += tokens
+                if entropy is not None:
+                    entropy_sum += float(entropy)
+                    entropy_tokens += tokens
+            if self.max_grad_norm:
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
+                )
+            optimizer.step()
+            # bf16-mixed: autocast caches the bf16 copies of the weights until its context (the whole
+            # training step) ends; the next inner update must see the weights this step just changed.
+            torch.clear_autocast_cache()
+            self._engine_stale = True
+        scheduler.step()
+        return {**sums, "entropy": entropy_sum, "entropy_tokens": entropy_tokens}
+
+    def _log_step(
+        self, trajectories: list[Trajectory], stats: dict[str, float], times: tuple[float, float, float]
+    ) -> None:
+        self.train_metrics.update(trajectories)
+        episode = self.train_metrics.compute()  # reduced over processes by torchmetrics
+        self.train_metrics.reset()
+        names = list(self.rewards.components)
+        local = [float(len(trajectories))]
+        local += [sum(t.reward_components.get(name, 0.0) for t in trajectories) for name in names]
+        local += [stats[k] for k in ("loss", "kl", "clip_fraction", "ratio", "tokens")]
+        local += [stats["entropy"], stats["entropy_tokens"], *times]
+        total = self._reduce_sum(local)
+        n = max(total[0], 1.0)
+        self.log("train/reward/total", episode["reward"], on_step=True, on_epoch=False, prog_bar=True)
+        values: dict[str, float] = {}
+        for i, name in enumerate(names):
+            values[f"train/reward/{name}"] = total[1 + i] / n
+        offset = 1 + len(names)
+        loss, kl, clip, ratio, tokens, entropy, entropy_tokens, *times_sum = total[offset:]
+        mu, world = self.settings.mu, self.trainer.world_size
+        values.update({f"train/{name}": episode[key] for name, key in EPISODE_KEYS.items()})
+        values["train/loss"] = loss / mu
+        values["train/kl"] = kl / max(tokens, 1.0)
+        values["train/clip_fraction"] = clip / max(tokens, 1.0)
+        values["train/ratio"] = ratio / max(tokens, 1.0)
+        values["train/loss_tokens"] = tokens / mu
+        values["train/entropy"] = entropy / max(entropy_tokens, 1.0)
+        for name, value in zip(("rollout", "score", "update"), times_sum):
+            values[f"train/time/{name}"] = value / world
+        self.log_dict(values, on_step=True, on_epoch=False)
+
+    # ------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: tuple[str, list[Task]], batch_idx: int) -> None:
+        split, tasks = batch
+        engine = self.synced_engine()
+        trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, self.val_config)
+        self.rewards.score(trajectories, {task.id: task for task in tasks})
+        self.val_metrics[split].update(trajectories)
+
+    def on_validation_epoch_end(self) -> None:
+        successes = []
+        for split, metric in self.val_metrics.items():
+            values = metric.compute()  # reduced over processes
+            metric.reset()
+            successes.append(values["success"])
+            if self.trainer.sanity_checking:
+                continue
+            for name, key in EPISODE_KEYS.items():
+                self.log(f"val/{split}/{name}", values[key], sync_dist=True)
+            self.log(f"val/{split}/reward", values["reward"], sync_dist=True)
+        if successes and not self.trainer.sanity_checking:
+            mean = sum(successes) / len(successes)
+            self.log("val/success", mean, sync_dist=True)
+            if self.trainer.state.fn == "fit":
+                self.last_validation = (self.trainer.global_step, mean)
+
+    # -------------------------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> Any:
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
+        total = max(1, math.ceil(max_steps / self.settings.mu)) if max_steps and max_steps > 0 else 1
+        settings = self.settings
+        return adamw_with_schedule(
+            self.model,
+            settings.lr,
+            settings.weight_decay,
+            settings.schedule,
+            settings.warmup_steps,
+            total,
+            settings.min_lr_ratio,
+        )
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.trainable.on_save(checkpoint, stage="grpo")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.trainable.on_load(checkpoint)
