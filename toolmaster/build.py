@@ -87,5 +87,6 @@ def rollout_config(sampler: SamplerSettings, env: EnvSettings, **overrides: Any)
         trial_budget=env.trial_budget,
         tool_timeout_s=env.timeout_s,
         max_observation_chars=env.max_observation_chars,
+        strict_types=env.strict_types,
     )
     return replace(config, **{key: value for key, value in overrides.items() if value is not None})

@@ -1,7 +1,8 @@
 """Greedy (or sampled) episodes over a world's splits, summarised per split: the evaluation every stage uses.
 
 ``stage=eval`` writes what ``evaluate_splits`` returns; SFT's ``val/success`` and GRPO's validation use the same
-rollout and metrics. ``markdown_table`` renders the metrics as one row per split.
+rollout and metrics. Tasks with ``metadata["category"]`` (BFCL's) also get one ``split/category`` row each.
+``markdown_table`` renders the metrics as one row per split (and per split/category).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from toolmaster.metrics import summarize
+from toolmaster.metrics import summarize, summarize_by_category
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.rewards import RewardGroup
 from toolmaster.samplers.base import GenerationEngine
@@ -71,6 +72,9 @@ def evaluate_splits(
         metrics[split]["wall_s"] = wall
         trajectories[split] = trajs
         log.info("%s: %s", split, {k: round(v, 3) for k, v in metrics[split].items()})
+        categories = {task.id: task.metadata["category"] for task in tasks if "category" in task.metadata}
+        for category, values in summarize_by_category(trajs, categories, pass_k).items():
+            metrics[f"{split}/{category}"] = {**values, "wall_s": wall}  # per-category rows (e.g. BFCL)
     return metrics, trajectories
 
 
@@ -85,9 +89,10 @@ def markdown_table(metrics: dict[str, dict[str, float]], title: str = "") -> str
         lines.append(f"| {split} | {int(m['episodes'])} | {cells} |")
     walls = [m["wall_s"] for m in metrics.values() if "wall_s" in m]
     if walls:  # every split carries the joint rollout's wall time (evaluate_splits)
-        episodes = sum(int(m["episodes"]) for m in metrics.values())
+        splits = [m for name, m in metrics.items() if "/" not in name]  # not the split/category rows
+        episodes = sum(int(m["episodes"]) for m in splits)
         lines += [
             "",
-            f"{episodes} episodes of {len(metrics)} split(s) rolled out together in {max(walls):.0f} s",
+            f"{episodes} episodes of {len(splits)} split(s) rolled out together in {max(walls):.0f} s",
         ]
     return "\n".join(lines) + "\n"

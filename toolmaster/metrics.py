@@ -3,7 +3,11 @@
 success, valid_format (answered and every turn parsed), mean trial / execution calls, tool-error rate
 (failed calls / calls), self-correction rate (episodes where a failed call is later followed by a successful
 one), truncation rate, mean reward; pass@k from per-task sample groups with the unbiased estimator
-1 - C(n-c, k) / C(n, k).
+1 - C(n-c, k) / C(n, k). ``prompt_too_long``: the share of episodes whose prompt alone exceeded the episode
+token budget (they count as truncated too).
+
+``summarize_by_category``: the same metrics per task category (``Task.metadata["category"]``, e.g. BFCL's
+base / miss_func / miss_param / long_context), for worlds whose tasks name one.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ _SUMS = (
     "truncated",
     "reward",
     "generated_tokens",
+    "prompt_too_long",
 )
 
 
@@ -55,6 +60,7 @@ class EpisodeMetrics(Metric):
                 "truncated": t.truncated,
                 "reward": t.reward or 0.0,
                 "generated_tokens": t.num_generated_tokens,
+                "prompt_too_long": t.truncation_reason == "prompt_too_long",
             }
             for name, value in values.items():
                 setattr(self, name, getattr(self, name) + float(value))
@@ -73,6 +79,7 @@ class EpisodeMetrics(Metric):
             "truncated": float(self.truncated) / n,
             "reward": float(self.reward) / n,
             "generated_tokens": float(self.generated_tokens) / n,
+            "prompt_too_long": float(self.prompt_too_long) / n,
         }
 
 
@@ -99,6 +106,19 @@ def summarize(trajectories: list[Trajectory], pass_k: list[int] | tuple[int, ...
         if value is not None:
             out[f"pass@{k}"] = value
     return out
+
+
+def summarize_by_category(
+    trajectories: list[Trajectory],
+    category_of: dict[str, str],
+    pass_k: list[int] | tuple[int, ...] = (1,),
+) -> dict[str, dict[str, float]]:
+    """Category -> metrics over the trajectories whose task (``category_of``: task id -> category) has one."""
+    groups: dict[str, list[Trajectory]] = defaultdict(list)
+    for t in trajectories:
+        if t.task_id in category_of:
+            groups[category_of[t.task_id]].append(t)
+    return {category: summarize(group, pass_k) for category, group in sorted(groups.items())}
 
 
 def finite_number(value: Any) -> float | None:

@@ -31,6 +31,7 @@ class EnvSettings:
     isolation: Literal["process", "thread"] = "process"
     memory_limit_mb: int | None = None
     cpu_limit_s: float | None = None
+    strict_types: bool = True  # false: no argument type checks (worlds whose checker does not type-check)
 
     def __post_init__(self) -> None:
         _check(self.trial_budget >= 0, f"tools.trial_budget must be >= 0, got {self.trial_budget}")
@@ -63,12 +64,17 @@ class SamplerSettings:
     max_turns: int = 8
     max_new_tokens: int = 160
     max_total_tokens: int = 2048
+    max_steps_per_user_turn: int | None = None  # assistant turns per user turn of a multi-turn task
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, f"sampler.temperature must be >= 0, got {self.temperature}")
         _check(0 < self.top_p <= 1, f"sampler.top_p must be in (0, 1], got {self.top_p}")
         for key in ("n_samples", "batch_size", "max_turns", "max_new_tokens", "max_total_tokens"):
             _check(getattr(self, key) >= 1, f"sampler.{key} must be >= 1, got {getattr(self, key)}")
+        _check(
+            self.max_steps_per_user_turn is None or self.max_steps_per_user_turn >= 1,
+            "sampler.max_steps_per_user_turn must be >= 1 or null",
+        )
         _check("_target_" in self.engine, "sampler.engine needs a _target_ (an engine class)")
 
 

@@ -19,6 +19,21 @@ Every failure (unknown tool, missing / extra / wrongly typed arguments, an excep
 running past its timeout, exiting or crashing, an unprintable return value, an oversized output) becomes an
 informative observation plus a counter, because reading such feedback is exactly what the model must learn.
 A failed call never changes the state it ran on.
+
+Sessions with several user turns (``Task.follow_ups``): ``begin_user_turn`` moves the environment to the
+next user turn: calls from then on record that turn in ``CallRecord.user_turn``, the turn's added tools
+become callable, and the trial sandbox is forked afresh from the real state, so trials in a later turn test
+tools against the state the earlier turns left (still never touching it). Under process isolation the new
+sandbox is a new trial process started from a copy of the real ``state`` (module globals and files of the
+execution process are not carried over: a world whose tools keep their objects in ``state``, as BFCL's do,
+loses nothing).
+
+``strict_types=False`` skips the argument type check (names, required arguments and enums are still
+checked), for worlds whose own tools and checker accept loosely typed arguments.
+
+The model calls tools by ``Tool.name``; a suite may file tools under other keys (``task.tool_names`` name the
+keys), so that tasks of one world can offer different tools that share a name (BFCL's single-turn entries);
+the runners run a call by its suite key.
 """
 
 from __future__ import annotations
@@ -74,9 +89,10 @@ __all__ = [
 
 class Runner(Protocol):
     def start(
-        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
+        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float, key: str | None = None
     ) -> Callable[[], Outcome]: ...
     def state(self, phase: str) -> dict[str, Any]: ...
+    def fork_sandbox(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -104,6 +120,7 @@ class CallRecord:
     error: str | None = None
     output_truncated: bool = False
     duration_s: float = 0.0
+    user_turn: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +136,7 @@ class ToolEnv:
         timeout_s: float = 5.0,
         max_observation_chars: int = 1000,
         isolation: Isolation | None = None,
+        strict_types: bool = True,
     ) -> None:
         if trial_budget < 0:
             raise ValueError(f"trial_budget must be >= 0, got {trial_budget}")
@@ -127,8 +145,11 @@ class ToolEnv:
         self.timeout_s = timeout_s
         self.max_observation_chars = max_observation_chars
         self.isolation = isolation if isolation is not None else suite.effective_isolation()
+        self.strict_types = strict_types
+        self.user_turn = 0
         self.task: Task | None = None
-        self.tools: dict[str, Tool] = {}
+        self.tools: dict[str, Tool] = {}  # Tool.name -> tool offered now
+        self.keys: dict[str, str] = {}  # Tool.name -> the tool's key in the suite
         self.runner: Runner | None = None
         self.records: list[CallRecord] = []
         self.counters: Counter[str] = Counter()
@@ -136,12 +157,30 @@ class ToolEnv:
     # ----------------------------------------------------------------- episode
     def reset(self, task: Task) -> None:
         self.task = task
-        self.tools = self.suite.subset(task.tool_names)
+        self.tools, self.keys = self._offered(task.tool_names)
         self.close()
         phases = (EXECUTION, TRIAL) if self.trial_budget > 0 else (EXECUTION,)
         self.runner = make_runner(self.suite, task.initial_state, self.isolation, phases)
         self.records = []
         self.counters = Counter()
+        self.user_turn = 0
+
+    def begin_user_turn(self, index: int, add_tools: list[str] | None = None) -> list[Tool]:
+        """Enter user turn ``index``: add its tools, re-fork the sandbox; returns the tools added."""
+        self.user_turn = index
+        offered, keys = self._offered(add_tools or [])
+        added = [tool for name, tool in offered.items() if name not in self.tools]
+        for tool in added:
+            self.tools[tool.name] = tool
+            self.keys[tool.name] = keys[tool.name]
+        if self.runner is not None and self.trial_budget > 0:
+            self.runner.fork_sandbox()
+        return added
+
+    def _offered(self, keys: list[str]) -> tuple[dict[str, Tool], dict[str, str]]:
+        """The suite's tools under ``keys`` by ``Tool.name``, and each name's suite key."""
+        subset = self.suite.subset(keys)
+        return {tool.name: tool for tool in subset.values()}, {tool.name: key for key, tool in subset.items()}
 
     def close(self) -> None:
         """End the episode's tool processes (process isolation); ``reset`` starts new ones."""
@@ -193,7 +232,7 @@ class ToolEnv:
         tool = self.tools[name]
         timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
         started = time.perf_counter()
-        wait = self.runner.start(tool, arguments, phase, timeout)
+        wait = self.runner.start(tool, arguments, phase, timeout, self.keys.get(name, name))
 
         def finish() -> CallRecord:
             outcome = wait()
@@ -224,7 +263,7 @@ class ToolEnv:
             known = ", ".join(sorted(self.tools)) or "none"
             msg = f"unknown tool {name!r}; available tools: {known}"
             return CallRecord(phase, name, arguments, f"Error ({UNKNOWN_TOOL}): {msg}", False, UNKNOWN_TOOL)
-        problem = tool.check_arguments(arguments)
+        problem = tool.check_arguments(arguments, check_types=self.strict_types)
         if problem is not None:
             msg = f"{name}: {problem}"
             return CallRecord(
@@ -240,6 +279,7 @@ class ToolEnv:
         return f"{text[:limit]}...[output truncated: {dropped} more characters]", True
 
     def _finish(self, record: CallRecord) -> CallRecord:
+        record.user_turn = self.user_turn
         self.records.append(record)
         self.counters[f"{record.phase}_calls"] += 1
         if not record.ok:

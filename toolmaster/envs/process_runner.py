@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from toolmaster.envs.calls import EXECUTION, TOOL_CRASHED, Isolation, Outcome, plain_phase
+from toolmaster.envs.calls import EXECUTION, TOOL_CRASHED, TRIAL, Isolation, Outcome, plain_phase
 from toolmaster.envs.tool import Tool, ToolSuite
 from toolmaster.envs.toolhost import recv_msg, send_msg, serve_host
 
@@ -166,6 +166,7 @@ class ProcessRunner:
     ) -> None:
         self.suite = suite
         self.initial_state = initial_state
+        self.starts: dict[str, dict[str, Any]] = {}  # phase -> its lineage's start state when not the initial
         self.limits = {"memory_mb": isolation.memory_limit_mb, "cpu_s": isolation.cpu_limit_s}
         self.lines: dict[str, socket.socket | None] = {}  # phase -> lineage; None once lost
         for phase in phases:
@@ -173,7 +174,7 @@ class ProcessRunner:
 
     def _line(self, phase: str) -> socket.socket | None:
         if phase not in self.lines:
-            self.lines[phase] = host_for(self.suite).open_lineage(self.initial_state)
+            self.lines[phase] = host_for(self.suite).open_lineage(self.starts.get(phase, self.initial_state))
         return self.lines[phase]
 
     def _send(self, phase: str, request: dict[str, Any]) -> socket.socket | None:
@@ -206,10 +207,26 @@ class ProcessRunner:
             line.close()
         self.lines[phase] = None
 
+    def fork_sandbox(self) -> None:
+        """Replace the trial lineage by a new one started from a copy of the execution state (a new user turn)."""
+        state = self.state(EXECUTION)
+        was_open = TRIAL in self.lines
+        self._lose(TRIAL)
+        del self.lines[TRIAL]
+        self.starts[TRIAL] = state
+        if was_open:
+            self._line(TRIAL)
+
     def start(
-        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
+        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float, key: str | None = None
     ) -> Callable[[], Outcome]:
-        request = {"op": "call", "tool": tool.name, "arguments": arguments, "phase": plain_phase(phase)}
+        """Start ``tool`` (filed under ``key`` in the suite, default its name) in the phase's lineage."""
+        request = {
+            "op": "call",
+            "tool": key or tool.name,
+            "arguments": arguments,
+            "phase": plain_phase(phase),
+        }
         request.update(timeout=timeout, limits=self.limits)
         line = self._send(phase, request)
 
@@ -229,7 +246,7 @@ class ProcessRunner:
         """A copy of the phase's current state (the task's initial state before its first call)."""
         line = self._send(phase, {"op": "state"}) if self.lines.get(phase) is not None else None
         if line is None:
-            return copy.deepcopy(self.initial_state)
+            return copy.deepcopy(self.starts.get(phase, self.initial_state))
         answer = self._receive(phase, line, GRACE_S)
         if answer is None or answer.get("state") is None:
             raise ToolHostError(f"cannot read the {phase} state from the tool host")

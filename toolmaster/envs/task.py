@@ -2,12 +2,24 @@
 
 Tasks are plain JSON-serialisable records, so datasets of tasks and trajectories can be written, shared
 and reloaded; the callables behind ``tool_names`` live in the world's ToolSuite.
+
+Two optional extensions serve worlds beyond one-question-one-answer (any world may use them):
+
+- ``follow_ups``: later user turns of the same session, each ``{"query": str, "add_tools": [names]}``.
+  After the model answers a user turn, the episode continues with the next one; ``add_tools`` are tools
+  that become available from that turn on (announced in that turn's user message). A gold call may carry
+  ``"user_turn": i`` (0 = ``query``) to say which turn it belongs to.
+- ``scorer``: ``"module:function"``, a callable ``(task, trajectory, final_state) -> bool`` that decides
+  success instead of comparing the final answer (e.g. by the tools' state). ``final_state`` is the episode's
+  real state when the rollout scores it, and None when a reward recomputes the score from a saved trajectory.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,9 +59,21 @@ class Task:
     initial_state: dict[str, Any] = field(default_factory=dict)
     gold_calls: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    follow_ups: list[dict[str, Any]] = field(default_factory=list)
+    scorer: str | None = None
 
     def check(self, predicted: str | None) -> bool:
         return answers_match(predicted, self.answer)
+
+    @property
+    def num_user_turns(self) -> int:
+        return 1 + len(self.follow_ups)
+
+    def score(self, trajectory: Any, final_state: dict[str, Any] | None = None) -> bool:
+        """Success of a finished episode: the task's ``scorer`` when it has one, else the answer check."""
+        if self.scorer is None:
+            return self.check(trajectory.answer)
+        return bool(resolve_scorer(self.scorer)(self, trajectory, final_state))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,3 +85,18 @@ class Task:
         if unknown:
             raise ValueError(f"unknown task field(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
+
+
+_SCORERS: dict[str, Callable[..., bool]] = {}
+
+
+def resolve_scorer(spec: str) -> Callable[..., bool]:
+    """Import a ``"module:function"`` scorer once; a bad spec raises ValueError naming it."""
+    if spec not in _SCORERS:
+        module_name, _, attr = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValueError(f"task scorer {spec!r} cannot be imported: {exc}") from None
+        _SCORERS[spec] = fn
+    return _SCORERS[spec]

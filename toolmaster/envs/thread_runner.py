@@ -25,8 +25,12 @@ class ThreadRunner:
     def __init__(self, initial_state: dict[str, Any]) -> None:
         self.states = {"execution": copy.deepcopy(initial_state), TRIAL: copy.deepcopy(initial_state)}
 
+    def fork_sandbox(self) -> None:
+        """A new trial sandbox: a copy of the real state (a new user turn)."""
+        self.states[TRIAL] = copy.deepcopy(self.states["execution"])
+
     def start(
-        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float
+        self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float, key: str | None = None
     ) -> Callable[[], Outcome]:
         target = self.states[phase]
         working = copy.deepcopy(target) if tool.wants_state else {}

@@ -82,8 +82,10 @@ class Tool:
         """The OpenAI-style function schema shown to the model."""
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
-    def check_arguments(self, arguments: Any) -> str | None:
-        """Return None when ``arguments`` fit the schema, else one message naming every problem."""
+    def check_arguments(self, arguments: Any, check_types: bool = True) -> str | None:
+        """Return None when ``arguments`` fit the schema, else one message naming every problem.
+
+        ``check_types=False`` skips the JSON type of each argument (names, required and enums still count)."""
         if not isinstance(arguments, dict):
             return f"arguments must be a JSON object, got {type(arguments).__name__}"
         props: dict[str, Any] = self.parameters.get("properties", {})
@@ -104,7 +106,7 @@ class Tool:
             if spec is None:
                 continue
             expected = spec.get("type")
-            if expected is not None and not _type_ok(value, expected):
+            if check_types and expected is not None and not _type_ok(value, expected):
                 problems.append(f"argument {name!r} must be of type {expected}, got {_describe(value)}")
             elif "enum" in spec and value not in spec["enum"]:
                 allowed = ", ".join(_describe(v) for v in spec["enum"])

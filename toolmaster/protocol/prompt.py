@@ -2,6 +2,8 @@
 
 Kept short on purpose: small models (SmolLM2-135M) pay for every prompt token on every turn.
 With ``trial_budget == 0`` the prompt describes direct execution only (the paper's baseline setting).
+Tasks with several user turns add one sentence saying that an answer ends the turn and the session goes on;
+a later user turn that brings new tools lists them above the user's text (``user_turn_message``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def system_prompt(
     trial_budget: int,
     tags: ProtocolTags | None = None,
     include_tools: bool = True,
+    multi_turn: bool = False,
 ) -> str:
     """The protocol's instructions; ``include_tools=False`` when the chat format renders tools natively."""
     tags = tags or ProtocolTags()
@@ -50,6 +53,11 @@ def system_prompt(
         f"Finish with <{tags.answer}>your answer</{tags.answer}>. Each turn: optional reasoning in "
         f"<{tags.think}>...</{tags.think}>, then exactly one action."
     )
+    if multi_turn:
+        parts.append(
+            "The user may send further requests after your answer: each answer ends one request, and the "
+            "session (the state your calls changed) carries over to the next."
+        )
     return "\n\n".join(parts)
 
 
@@ -59,12 +67,26 @@ def build_messages(
     trial_budget: int,
     tags: ProtocolTags | None = None,
     include_tools: bool = True,
+    multi_turn: bool = False,
 ) -> list[dict[str, str]]:
     """The episode's opening messages: system prompt and the user's query."""
     return [
-        {"role": "system", "content": system_prompt(tool_schemas, trial_budget, tags, include_tools)},
+        {
+            "role": "system",
+            "content": system_prompt(tool_schemas, trial_budget, tags, include_tools, multi_turn),
+        },
         {"role": "user", "content": query},
     ]
+
+
+def user_turn_message(query: str, new_tool_schemas: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """A later user turn; tools that become available in it are announced above the user's text."""
+    if not new_tool_schemas:
+        return {"role": "user", "content": query}
+    return {
+        "role": "user",
+        "content": f"New tools you can use from now on:\n{tool_lines(new_tool_schemas)}\n\n{query}",
+    }
 
 
 def observation_text(observation: str, is_trial: bool, trials_used: int, trial_budget: int) -> str:

@@ -10,7 +10,8 @@ much as a correct answer (see ``toolmaster.rewards.compose``).
 
 Components:
 
-- ``Outcome``  1 for a correct final answer, else 0.
+- ``Outcome``  1 for a successful episode (``Task.score``: the task's scorer when it has one, e.g. a
+  state check, else the final answer against the task's answer), else 0.
 - ``Format``   1 for a protocol-valid episode with a non-degenerate answer, else 0 (optional partial credit).
 - ``TrialCost``  -per_call per trial call, or only per trial call over the episode's trial budget.
 - ``ExecError``  -per_error per failed execution call, optionally capped.
@@ -47,7 +48,7 @@ def _weighted_max(weight: float, low: float, high: float) -> float:
 
 @dataclass
 class Outcome:
-    """1.0 when the final answer matches the task's answer, else 0.0."""
+    """1.0 when ``task.score`` accepts the episode (its scorer, else the final answer), else 0.0."""
 
     weight: float = 1.0
 
@@ -59,7 +60,7 @@ class Outcome:
         return _weighted_max(self.weight, 0.0, 1.0)
 
     def __call__(self, trajectory: Trajectory, task: Task) -> float:
-        return 1.0 if task.check(trajectory.answer) else 0.0
+        return 1.0 if task.score(trajectory) else 0.0
 
 
 def degenerate_answer(answer: str | None, query: str, max_chars: int) -> str | None:

@@ -16,12 +16,23 @@ Limits: ``max_turns`` (assistant turns per episode), ``max_new_tokens`` (per tur
 valid action. Tokens the loop appends itself (an end-of-turn token after a stop string, newlines, tool
 turns) have loss mask 0 and log-prob 0.
 
+Several user turns (``Task.follow_ups``): an ``<answer>`` ends the current user turn; when the task has a
+next one, its user message (announcing any tools added in that turn) is appended and the episode goes on,
+else the episode ends. ``max_steps_per_user_turn`` caps the assistant turns spent on one user turn (None = only
+``max_turns`` counts). Success is ``Task.score`` (the task's scorer over the trajectory and the final real
+state, or the answer check).
+
+A prompt that alone fills ``max_total_tokens`` cannot produce a single token: such an episode ends at once
+with ``truncation_reason="prompt_too_long"`` and the rollout logs a warning with the count and the longest
+prompt, so a too-small budget never hides behind a plain truncation rate.
+
 Departure from the paper: one action per assistant turn (the paper's prompts allow several calls per
 turn); it keeps the protocol unambiguous for small models and costs only extra turns.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -32,10 +43,13 @@ from toolmaster.envs.tool import ToolSuite
 from toolmaster.protocol.actions import ANSWER, CALL, parse_action
 from toolmaster.protocol.actions import TRIAL as TRIAL_ACTION
 from toolmaster.protocol.chat_format import ChatFormat
-from toolmaster.protocol.prompt import build_messages, observation_text
+from toolmaster.protocol.prompt import build_messages, observation_text, user_turn_message
 from toolmaster.protocol.tokenize import SegmentTokenizer, tokenize_conversation, tokenize_segments
 from toolmaster.samplers.base import Generation, GenerationEngine, SamplingParams, TurnRequest
 from toolmaster.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+PROMPT_TOO_LONG = "prompt_too_long"
 
 
 @dataclass
@@ -52,6 +66,8 @@ class RolloutConfig:
     seed: int = 0
     batch_size: int = 8
     continuous: bool = True  # token-level continuous batching where the engine offers it
+    max_steps_per_user_turn: int | None = None  # assistant turns per user turn (None: only max_turns)
+    strict_types: bool = True  # check argument types against the tool schemas
 
 
 @dataclass
@@ -71,6 +87,9 @@ class _Episode:
     done: bool = False
     truncation_reason: str | None = None
     extra: dict = field(default_factory=dict)
+    final_state: dict | None = None  # the real state at the end, kept for a task scorer (read before closing)
+    user_turn: int = 0
+    turn_steps: int = 0  # assistant turns in the current user turn
 
     def extend(self, ids: list[int], mask: int, logprobs: list[float] | None = None) -> None:
         self.ids.extend(ids)
@@ -102,22 +121,52 @@ class RolloutRunner:
         self.eos_id = tokenizer.eos_token_id
         self.newline = self.encoder.encode("\n")
         self.generation_prompt = self.encoder.encode(fmt.generation_prompt())
+        self.too_long: list[int] = []  # prompt lengths of episodes whose prompt alone exceeded the budget
         self.open_envs: list[ToolEnv] = []
 
     # ------------------------------------------------------------------ setup
     def new_episode(self, task: Task, sample_index: int) -> _Episode:
         cfg = self.config
-        env = ToolEnv(self.suite, cfg.trial_budget, cfg.tool_timeout_s, cfg.max_observation_chars)
+        env = ToolEnv(
+            self.suite,
+            cfg.trial_budget,
+            cfg.tool_timeout_s,
+            cfg.max_observation_chars,
+            strict_types=cfg.strict_types,
+        )
         env.reset(task)
         self.open_envs.append(env)
         schemas = [tool.schema for tool in env.tools.values()]
         messages = build_messages(
-            task.query, schemas, cfg.trial_budget, self.fmt.tags, not self.fmt.native_tools
+            task.query,
+            schemas,
+            cfg.trial_budget,
+            self.fmt.tags,
+            not self.fmt.native_tools,
+            multi_turn=bool(task.follow_ups),
         )
         ids, _ = tokenize_conversation(self.encoder, self.fmt, messages, schemas, add_generation_prompt=True)
-        return _Episode(
+        ep = _Episode(
             task, sample_index, env, schemas, messages, ids, [0] * len(ids), [0.0] * len(ids), len(ids)
         )
+        if len(ids) >= cfg.max_total_tokens:
+            self.too_long.append(len(ids))
+            ep.truncate(PROMPT_TOO_LONG)
+        return ep
+
+    def next_user_turn(self, ep: _Episode) -> bool:
+        """After an answer: open the task's next user turn (True), or report that none is left (False)."""
+        if ep.user_turn + 1 >= ep.task.num_user_turns:
+            return False
+        ep.user_turn += 1
+        ep.turn_steps = 0
+        follow_up = ep.task.follow_ups[ep.user_turn - 1]
+        added = ep.env.begin_user_turn(ep.user_turn, list(follow_up.get("add_tools", [])))
+        message = user_turn_message(follow_up["query"], [tool.schema for tool in added])
+        ep.messages.append(message)
+        ids, _ = tokenize_segments(self.fmt.message_segments(message), self.encoder)
+        ep.extend(ids, 0)
+        return True
 
     # ------------------------------------------------------------------- turn
     def apply(self, ep: _Episode, gen: Generation, cap: int | None = None) -> None:
@@ -139,14 +188,19 @@ class RolloutRunner:
         ep.extend(self.newline, 0)
         ep.messages.append({"role": "assistant", "content": gen.text})
         ep.turns += 1
+        ep.turn_steps += 1
         if gen.finish_reason == "length":
             limited_by_episode = cap is not None and cap < cfg.max_new_tokens
             ep.truncate("max_total_tokens" if limited_by_episode else "max_new_tokens")
             return None
         action = parse_action(gen.text, self.fmt.tags)
         if action.kind == ANSWER:
-            ep.answer = action.answer
-            ep.done = True
+            ep.extra.setdefault("answers", []).append(action.answer)
+            if not self.next_user_turn(ep):
+                ep.answer = action.answer
+                ep.done = True
+                return None
+            self._continue(ep)
             return None
         if action.kind in (TRIAL_ACTION, CALL):
             phase = TRIAL if action.kind == TRIAL_ACTION else EXECUTION
@@ -167,6 +221,15 @@ class RolloutRunner:
         ep.messages.append(message)
         ids, _ = tokenize_segments(self.fmt.message_segments(message), self.encoder)
         ep.extend(ids, 0)
+        limit = cfg.max_steps_per_user_turn
+        if limit is not None and ep.turn_steps >= limit:
+            ep.truncate("max_steps_per_user_turn")
+            return
+        self._continue(ep)
+
+    def _continue(self, ep: _Episode) -> None:
+        """End the episode at a limit, or open the next assistant turn."""
+        cfg = self.config
         if ep.turns >= cfg.max_turns:
             ep.truncate("max_turns")
         elif len(ep.ids) + len(self.generation_prompt) >= cfg.max_total_tokens:
@@ -179,6 +242,7 @@ class RolloutRunner:
         clear = getattr(self.engine, "clear", None)  # cached KV must not outlive this rollout's weights
         if clear is not None:
             clear()
+        self.too_long = []
         try:
             if self.config.continuous and hasattr(self.engine, "generate_continuous"):
                 finished = self._run_continuous(tasks, progress)
@@ -195,6 +259,16 @@ class RolloutRunner:
             (task.id, k): i for i, (task, k) in enumerate((t, k) for t in tasks for k in range(cfg.n_samples))
         }
         finished.sort(key=lambda ep: order[(ep.task.id, ep.sample_index)])
+        if self.too_long:
+            log.warning(
+                "%d of %d episodes have a prompt longer than sampler.max_total_tokens=%d (longest %d tokens): "
+                "they ended before their first token (truncation_reason=%s); raise sampler.max_total_tokens",
+                len(self.too_long),
+                len(finished),
+                cfg.max_total_tokens,
+                max(self.too_long),
+                PROMPT_TOO_LONG,
+            )
         return [self.to_trajectory(ep) for ep in finished]
 
     def _run_continuous(self, tasks: list[Task], progress: Callable[[int], None] | None) -> list[_Episode]:
@@ -205,7 +279,7 @@ class RolloutRunner:
         live: dict[int, tuple[_Episode, int]] = {}  # engine key -> (episode, this turn's token cap)
 
         def finish(ep: _Episode) -> None:
-            ep.env.close()
+            self.close_episode(ep)
             finished.append(ep)
             if release is not None:
                 release([id(ep)])
@@ -213,6 +287,9 @@ class RolloutRunner:
                 progress(1)
 
         def next_turn(ep: _Episode) -> TurnRequest | None:
+            if ep.done:  # ended before its first turn (prompt too long)
+                finish(ep)
+                return None
             cap = min(cfg.max_new_tokens, cfg.max_total_tokens - len(ep.ids))
             if cap <= 0:
                 ep.truncate("max_total_tokens")
@@ -256,7 +333,7 @@ class RolloutRunner:
                 live.append(self.new_episode(*queue.popleft()))
             caps = [min(cfg.max_new_tokens, cfg.max_total_tokens - len(ep.ids)) for ep in live]
             for ep, cap in zip(live, caps):
-                if cap <= 0:
+                if cap <= 0 and not ep.done:
                     ep.truncate("max_total_tokens")
             turn = [(ep, cap) for ep, cap in zip(live, caps) if not ep.done]
             if turn:
@@ -275,7 +352,7 @@ class RolloutRunner:
             still = []
             for ep in live:
                 if ep.done:
-                    ep.env.close()
+                    self.close_episode(ep)
                     finished.append(ep)
                     if release is not None:
                         release([id(ep)])
@@ -286,8 +363,17 @@ class RolloutRunner:
             live = still
         return finished
 
+    def close_episode(self, ep: _Episode) -> None:
+        """End the episode's tool processes, first keeping its real state when the task's scorer may read it."""
+        if ep.task.scorer is not None:
+            try:
+                ep.final_state = ep.env.state
+            except RuntimeError as exc:  # ToolHostError: a state that cannot leave its process
+                log.warning("task %s: the final state cannot be read for its scorer (%s)", ep.task.id, exc)
+        ep.env.close()
+
     def to_trajectory(self, ep: _Episode) -> Trajectory:
-        return Trajectory(
+        trajectory = Trajectory(
             task_id=ep.task.id,
             split=ep.task.split,
             messages=ep.messages,
@@ -298,7 +384,7 @@ class RolloutRunner:
             prompt_length=ep.prompt_length,
             calls=[record.to_dict() for record in ep.env.records],
             answer=ep.answer,
-            correct=ep.task.check(ep.answer),
+            correct=False,
             turns=ep.turns,
             format_errors=ep.format_errors,
             truncated=ep.truncation_reason is not None,
@@ -307,6 +393,8 @@ class RolloutRunner:
             trial_budget=self.config.trial_budget,
             counters=dict(ep.env.counters),
         )
+        trajectory.correct = ep.task.score(trajectory, ep.final_state)
+        return trajectory
 
 
 def rollout(

@@ -65,4 +65,4 @@ def run(cfg: DictConfig) -> float:
     )
     print(markdown_table(metrics, f"{model.name} on {world.name} (trial budget {env.trial_budget})"))
     print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'results.md'}")
-    return sum(m["success"] for m in metrics.values()) / len(metrics)
+    return sum(metrics[split]["success"] for split in data.eval_splits) / len(data.eval_splits)

@@ -21,6 +21,7 @@ from typing import Any
 
 from toolmaster.envs.environment import TRIAL, CallRecord, ToolEnv
 from toolmaster.envs.task import Task
+from toolmaster.errors import ConfigError
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.prompt import build_messages, observation_text
 from toolmaster.trajectory import Trajectory
@@ -98,7 +99,13 @@ class ExpertTeacher:
             return direct_policy
         from toolmaster.worlds.toolworld import expert_policy
 
-        return expert_policy(world, task)
+        try:
+            return expert_policy(world, task)
+        except KeyError:
+            raise ConfigError(
+                f"teacher=oracle plays only toolworld tasks, and task {task.id!r} of world {world.name!r} is not "
+                "one; use teacher=gold_trials (trials, then the task's gold calls) for other worlds"
+            ) from None
 
     def play(
         self,

@@ -55,7 +55,16 @@ from toolmaster.worlds.base import World
 SPEC_KEYS = ("name", "module", "tools", "tasks", "tasks_file")
 TOOL_KEYS = ("function", "name", "description", "parameters", "timeout_s")
 TASK_REQUIRED = ("query", "answer")
-TASK_OPTIONAL = ("split", "tool_names", "initial_state", "gold_calls", "family", "metadata")
+TASK_OPTIONAL = (
+    "split",
+    "tool_names",
+    "initial_state",
+    "gold_calls",
+    "family",
+    "metadata",
+    "follow_ups",
+    "scorer",
+)
 SCHEMA_KEYS = ("type", "properties", "required", "description", "additionalProperties", "title")
 JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
 DEFAULT_SPLIT = "test"
@@ -374,6 +383,39 @@ def _build_tool(
 
 
 # ---------------------------------------------------------------------------------------------- tasks
+def _check_follow_ups(data: dict, where: str, suite: ToolSuite, error: type[Exception]) -> list[str]:
+    """Validate ``follow_ups`` (later user turns) and ``scorer``; returns the tools the follow-ups add."""
+    follow_ups = data.get("follow_ups", [])
+    if not isinstance(follow_ups, list):
+        raise error(f"{where}: task field 'follow_ups' must be a list of {{query, add_tools}} mappings")
+    added: list[str] = []
+    for i, turn in enumerate(follow_ups):
+        if (
+            not isinstance(turn, dict)
+            or set(turn) - {"query", "add_tools"}
+            or not isinstance(turn.get("query"), str)
+        ):
+            raise error(
+                f"{where}: follow_ups[{i}] must be a mapping with 'query' (a string) and optional 'add_tools'"
+            )
+        names = turn.setdefault("add_tools", [])
+        unknown = [n for n in names if n not in suite] if isinstance(names, list) else [names]
+        if unknown:
+            raise error(
+                f"{where}: follow_ups[{i}].add_tools {unknown} unknown; available: {', '.join(suite.tools)}"
+            )
+        added += names
+    scorer = data.get("scorer")
+    if scorer is not None:
+        from toolmaster.envs.task import resolve_scorer
+
+        try:
+            resolve_scorer(str(scorer))
+        except ValueError as exc:
+            raise error(f"{where}: {exc}") from None
+    return added
+
+
 def content_id(record: dict[str, Any]) -> str:
     """A stable id for a task without one: ``task-`` + 12 hex digits of the SHA-256 of its canonical JSON."""
     canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -418,20 +460,21 @@ def _build_task(record: Any, where: str, suite: ToolSuite, error: type[Exception
     for key in ("initial_state", "metadata"):
         if not isinstance(data.get(key, {}), dict):
             raise error(f"{where}: task field '{key}' must be a mapping, got {_type_name(data[key])}")
+    added = _check_follow_ups(data, where, suite, error)
     gold = data.get("gold_calls", [])
     if not isinstance(gold, list):
         raise error(f"{where}: task field 'gold_calls' must be a list of {{name, arguments}} mappings")
     for i, call in enumerate(gold):
         ok = (
             isinstance(call, dict)
-            and set(call) == {"name", "arguments"}
+            and set(call) - {"user_turn"} == {"name", "arguments"}
             and isinstance(call["arguments"], dict)
         )
         if not ok:
             raise error(
                 f"{where}: gold_calls[{i}] must be a mapping with exactly 'name' and 'arguments' (a mapping)"
             )
-        if call["name"] not in data["tool_names"]:
+        if call["name"] not in data["tool_names"] + added:
             raise error(f"{where}: gold_calls[{i}] names {call['name']!r}, not one of the task's tool_names")
     if not isinstance(data.get("family", ""), str):
         raise error(f"{where}: task field 'family' must be a string")
