@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> None:
         world.suite.isolation = Isolation(mode)
         start = time.perf_counter()
         trajs = rollout(engine, lm.tokenizer, fmt, world.suite, episodes, replace(config))
+        errors[mode] = sorted({c["error"] for t in trajs for c in t.calls if c["error"]})
         return time.perf_counter() - start, sum(len(t.calls) for t in trajs)
 
+    errors: dict[str, list[str]] = {}
     for mode in ("process", "thread"):  # warm-up: starts the tool host, fills caches
         run(mode, tasks[:2])
     times: dict[str, list[float]] = {"process": [], "thread": []}
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"isolation={mode:7s}: {len(tasks) / best[mode]:.1f} episodes/s (best of {args.repeats}: {best[mode]:.2f} s)"
         )
-    print(f"ratio (process / thread): {best['thread'] / best['process']:.3f}")
+    print(f"ratio (process / thread): {best['thread'] / best['process']:.3f}; error kinds seen: {errors}")
 
 
 def gold_player(tasks: list, fmt):
