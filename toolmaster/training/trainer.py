@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, LAST, FinalCheckpoint
+from toolmaster.training.metrics_history import keep_metrics_history
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def as_float(value: Any) -> float | None:
 def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, ckpt_path: Path | None) -> None:
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
+        for path in keep_metrics_history(trainer.loggers):
+            log.info("appending to the metrics history in %s", path)
     trainer.fit(
         module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
     )
