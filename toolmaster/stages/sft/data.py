@@ -130,6 +130,19 @@ def load_sft_records(path: str | Path) -> list[SFTRecord]:
     return out
 
 
+def split_records(
+    records: list[SFTRecord], val_fraction: float, seed: int
+) -> tuple[list[SFTRecord], list[SFTRecord]]:
+    """Seeded train / validation split by group (task id), so a task's samples never straddle the split."""
+    groups = sorted({r.group for r in records})
+    if val_fraction <= 0 or len(groups) < 2:
+        return list(records), []
+    random.Random(seed).shuffle(groups)
+    n_val = min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
+    val_groups = set(groups[:n_val])
+    return [r for r in records if r.group not in val_groups], [r for r in records if r.group in val_groups]
+
+
 # --------------------------------------------------------------------------------------------- examples
 @dataclass
 class SFTExample:
