@@ -16,6 +16,7 @@ The job itself is ``toolmaster.run.run``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from toolmaster.errors import ConfigError, ToolMasterError
 
 _INFO_FLAGS = ("-h", "--help", "--hydra-help", "--info", "--version")
 _interrupted = False
+_CHATTY_ON_INTERRUPT = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -37,6 +39,8 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     global _interrupted
     _interrupted = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _CHATTY_ON_INTERRUPT:  # "Detected KeyboardInterrupt, attempting graceful shutdown ..."
+        logging.getLogger(name).setLevel(logging.WARNING)
     raise KeyboardInterrupt
 
 

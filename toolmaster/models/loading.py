@@ -179,7 +179,7 @@ def load_tokenizer(
     location = str(Path(path).expanduser()) if path else str(smollm2_dir(cache_dir))
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a malformed tokenizer directory raises becomes one line
         raise ConfigError(_load_failure(path, location, exc)) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -187,7 +187,12 @@ def load_tokenizer(
 
 
 def _load_failure(path: str | None, location: str | Path, exc: Exception) -> str:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """One line for a failed ``from_pretrained``: a malformed file in the directory raises all sorts of errors
+    (``KeyError`` for a tokenizer.json without its keys, ...), so the error's type is named unless it is an
+    ``OSError`` / ``ValueError`` whose message says enough."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if not isinstance(exc, (OSError, ValueError)) or not first:
+        first = f"{type(exc).__name__}: {first}".rstrip(": ")
     if path is not None and not Path(str(path)).expanduser().exists() and could_be_hub_id(str(path)):
         return f"model.path={path!r} is not a local directory, and loading it as a hub id failed: {first}"
     return f"cannot load model from {location}: {first}"
@@ -246,7 +251,7 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(
                 str(source_dir), dtype=torch_dtype, trust_remote_code=trust_remote_code
             )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a malformed model directory raises becomes one line
         raise ConfigError(_load_failure(path, source_dir, exc)) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
