@@ -45,7 +45,10 @@ def saved_summary(stage: str, stage_cfg: Any, output_dir: Path) -> tuple[str, bo
             return "nothing saved yet", False
         episodes = _count_lines(out) if out.exists() else 0
         tasks = _count_lines(attempts) if attempts.exists() else 0
-        return f"saved {episodes} episodes of {tasks} finished tasks in {out}; the run resumes after them", True
+        return (
+            f"saved {episodes} episodes of {tasks} finished tasks in {out}; the run resumes after them",
+            True,
+        )
     if stage == "pipeline":
         steps = list(stage_cfg.get("steps") or {})
         done = [name for name in steps if (output_dir / name / DONE).exists()]
