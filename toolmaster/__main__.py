@@ -76,7 +76,8 @@ def _interrupt_exit(cfg: DictConfig) -> SystemExit:
     from toolmaster.interrupts import interrupted_line
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _say(interrupted_line(cfg, sys.argv[1:]))
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        _say(interrupted_line(cfg, sys.argv[1:]))  # DDP's other processes get the SIGINT too: rank 0 speaks
     return SystemExit(130)
 
 
