@@ -4,6 +4,12 @@ An unknown group option, an unknown key or a bad value becomes one line naming t
 (``precheck`` returns it; ``__main__`` prints it and exits with code 2) instead of a traceback. Every value of
 every sweep (``a=1,2``) is checked, so a multirun cannot fail in its last job on a typo.
 
+A top-level key that only a ``+key=value`` on the command line brings in is rejected: nothing reads it (config
+groups and keys that experiment files add are composed by Hydra and pass). With ``local_paths=True`` (the
+command line of ``python -m toolmaster``), a local ``model.path`` is checked before any model code is imported
+(``toolmaster.model_dirs``); a pipeline's pre-check of its steps skips that, since their directories appear
+only when earlier steps have run.
+
 Composition here goes through Hydra's config loader directly (``compose``), not through its global instance,
 so the pre-check can run inside a Hydra job (``stage=pipeline`` checks its steps' command lines) without
 disturbing the job's own Hydra state.
@@ -113,28 +119,68 @@ def _keys_at(parent: str, overrides: list[str]) -> list[str]:
         return []
 
 
-def precheck(argv: list[str]) -> str | None:
-    """Compose and validate the command line's config (every sweep value); return a one-line error or None."""
+def precheck(argv: list[str], local_paths: bool = False) -> str | None:
+    """Compose and validate the command line's config (every sweep value); return a one-line error or None.
+    ``local_paths``: also check that a local ``model.path`` is a model directory."""
     try:
         variants = sweep_variants(command_line_overrides(argv))
     except Exception as exc:  # noqa: BLE001 - hydra's override grammar errors
         return f"cannot parse overrides: {str(exc).strip().splitlines()[0]}"
     for overrides in variants:
-        problem = _check_one(overrides)
+        problem = _check_one(overrides, local_paths)
         if problem is not None:
             return problem
     return None
 
 
-def _check_one(overrides: list[str]) -> str | None:
+def _added_top_level_key(overrides: list[str], cfg: DictConfig) -> str | None:
+    """A top-level key added by a ``+key=value`` override that is no config group: nothing reads it."""
+    for override in overrides:
+        if not override.startswith("+") or "=" not in override:
+            continue
+        key = override.split("=", 1)[0].lstrip("+")
+        if "." in key or "/" in key or key == "hydra" or (Path(CONF_DIR) / key).is_dir():
+            continue
+        without = compose([o for o in overrides if o != override])
+        if key in without:  # ++key=value on a key the config has
+            continue
+        known = ", ".join(sorted(str(k) for k in without))
+        return f"unknown top-level key {key!r}: nothing reads it; top-level keys: {known}"
+    return None
+
+
+def _model_path_problem(cfg: DictConfig) -> str | None:
+    from toolmaster.model_dirs import model_path_problem
+
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig) or OmegaConf.is_missing(model, "path"):
+        return None  # a missing path is validate's error
+    raw = str(OmegaConf.to_container(model, resolve=False).get("path"))
+    if "output_dir" in raw or "hydra:" in raw:
+        return None  # known only when the job runs
+    try:
+        path, source = model.get("path"), model.get("source", "hf")
+    except Exception:  # noqa: BLE001 - an unresolvable interpolation is validate's error
+        return None
+    return model_path_problem(None if path is None else str(path), str(source))
+
+
+def _check_one(overrides: list[str], local_paths: bool = False) -> str | None:
     from toolmaster.config import validate
 
     try:
         cfg = compose(overrides)
     except Exception as exc:  # noqa: BLE001 - every composition error becomes one line
         return _one_line_hydra_error(exc, overrides)
+    problem = _added_top_level_key(overrides, cfg)
+    if problem is not None:
+        return problem
     if "output_dir" in cfg and "hydra:" in str(OmegaConf.to_container(cfg, resolve=False).get("output_dir")):
         cfg.output_dir = "."  # resolved by Hydra at run time
+    if local_paths:
+        problem = _model_path_problem(cfg)
+        if problem is not None:
+            return problem
     try:
         validate(cfg)
     except ToolMasterError as exc:

@@ -2,7 +2,8 @@
 
 Binding catches unknown keys (with the accepted ones listed), missing required arguments and values of the
 wrong type (checked against the type hints: int, float, str, bool, Literal choices, lists, dicts,
-Optional). Dataclass targets are also instantiated, which runs their ``__post_init__`` range checks; they
+Optional), plus the value ranges of ``RANGES`` (Lightning's Trainer checks its own only once the data has
+loaded). Dataclass targets are also instantiated, which runs their ``__post_init__`` range checks; they
 are cheap config records. Errors are ``ConfigError``s with one line naming the full key path.
 """
 
@@ -55,6 +56,45 @@ def _matches(value: Any, hint: Any) -> bool:
 # Values this project resolves itself before the target sees them, outside the target's own type hints.
 EXTRA_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("pytorch_lightning.Trainer", "precision"): ("auto",),  # toolmaster.training.precision
+}
+
+
+TRAINER = "pytorch_lightning.Trainer"
+
+
+def _whole(low: int, *also: Any) -> tuple[Callable[[Any], bool], str]:
+    allowed = " or ".join(repr(a) for a in also)
+    text = f"an integer >= {low}" + (f" or {allowed}" if allowed else "")
+    return (lambda v: v in also or (isinstance(v, int) and not isinstance(v, bool) and v >= low)), text
+
+
+def _positive_number(*also: Any) -> tuple[Callable[[Any], bool], str]:
+    allowed = " or ".join(repr(a) for a in also)
+    ok = lambda v: v in also or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)  # noqa: E731
+    return ok, "a number > 0" + (f" or {allowed}" if allowed else "")
+
+
+# Value ranges the type hints cannot say: (target, key) -> (check, what is accepted).
+RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    (TRAINER, "max_steps"): _whole(1, -1),
+    (TRAINER, "max_epochs"): _whole(1, -1, None),
+    (TRAINER, "min_steps"): _whole(0, None),
+    (TRAINER, "min_epochs"): _whole(0, None),
+    (TRAINER, "devices"): (
+        lambda v: v in (-1, "auto") or isinstance(v, (str, list)) or (isinstance(v, int) and v >= 1),
+        "an integer >= 1, -1 (all), 'auto' or a list of device ids",
+    ),
+    (TRAINER, "num_nodes"): _whole(1),
+    (TRAINER, "accumulate_grad_batches"): _whole(1),
+    (TRAINER, "log_every_n_steps"): _whole(1),
+    (TRAINER, "check_val_every_n_epoch"): _whole(1, None),
+    (TRAINER, "num_sanity_val_steps"): _whole(0, -1),
+    (TRAINER, "gradient_clip_val"): (
+        lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+        "a number >= 0 or None",
+    ),
+    (TRAINER, "val_check_interval"): _positive_number(None),
+    (TRAINER, "limit_train_batches"): _positive_number(None),
 }
 
 
@@ -112,6 +152,9 @@ def bind_target(node: dict[str, Any], where: str) -> None:
             continue
         if hint is not None and not _matches(value, hint):
             raise ConfigError(f"bad value {where}.{key}={value!r}; expected {_describe_hint(hint, extra)}")
+        check = RANGES.get((node["_target_"], key))
+        if check is not None and not check[0](value):
+            raise ConfigError(f"bad value {where}.{key}={value!r}; expected {check[1]}")
     if dataclasses.is_dataclass(target) and not node.get("_partial_"):
         try:
             target(**kwargs)

@@ -111,7 +111,8 @@ def test_launchers_compose(launcher):
         ("sampler.engine._target_=toolmaster.samplers.tgi.TGIEngine", "sampler.engine._target_"),
         ("+sampler.engine.max_lora=8", "unknown key sampler.engine.max_lora"),
         ("tools.trial_budget=-1", "tools.trial_budget must be >= 0"),
-        ("model.dtype=int8", None),  # checked when the model is built
+        ("model.dtype=int8", "bad value model.dtype='int8'; expected one of 'auto', 'bfloat16'"),
+        ("trainer.max_steps=-5", "bad value trainer.max_steps=-5; expected an integer >= 1 or -1"),
         ("stage.name=train", "one of 'eval'"),
         ("trainer.precision=bogus", "one of 'auto', 64, 32, 16, "),  # Lightning's values + ours
         ("trainer.precision=auto", None),  # resolved by toolmaster.training.precision

@@ -453,6 +453,9 @@ def test_runner_logs_metrics_and_trajectories_validates_resumes_and_exports(tmp_
     )
     assert summary["val_success"] is None and result == summary["train_reward"]
     assert len((tmp_path / "trajectories" / "train.jsonl").read_text().splitlines()) == 3 * 2
+    rows = _csv(tmp_path)  # the resumed run appended to the metrics history, which keeps the first run's rows
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1, 2]
+    assert any(r.get("val/test_seen/success") for r in rows)
 
 
 def test_runner_rejects_greedy_sampling_and_missing_steps(tmp_path):

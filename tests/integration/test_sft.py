@@ -342,7 +342,9 @@ def test_killed_run_resumes_and_continues_the_step_count(tmp_path):
     summary = json.loads((run_dir / "sft_summary.json").read_text())
     assert summary["global_step"] == 6 and summary["resumed_from"] == str(last)
     assert _checkpoint_step(last) == 6
-    assert _logged_steps(run_dir, "train/loss") == list(range(killed_at, 6))  # continued, not restarted at 0
+    logged = _logged_steps(run_dir, "train/loss")
+    assert logged[-(6 - killed_at) :] == list(range(killed_at, 6))  # continued, not restarted at 0
+    assert logged[0] == 0  # the killed run's rows are kept (resumed runs append to logs/metrics.csv)
     assert summary["val_loss"] is not None and summary["val_loss"] > 0
     assert (run_dir / "hf" / "config.json").exists()
 

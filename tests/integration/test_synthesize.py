@@ -70,3 +70,19 @@ def test_filter_and_dedupe_counts(tmp_path, keep):
     assert summary["kept"] + summary["duplicates"] + summary["dropped_by_filter"] == 24
     assert summary["duplicates"] > 0  # few phrasing variants: repeated samples of a task collide
     assert len(list(read_jsonl(tmp_path / "data.jsonl"))) == summary["kept"]
+
+
+def test_counts_are_exact_after_a_kill_between_the_two_writes(tmp_path, caplog):
+    """A kill after a chunk's episodes reached data.jsonl but before its attempt lines did: the resumed run
+    replays those tasks, and its summary counts exactly the episodes the file holds."""
+    first = synthesize(tmp_path, "teacher=oracle", "data.train_limit=10", "stage.chunk_size=5")
+    assert first["kept"] == 10
+    attempts = tmp_path / "data.attempts.jsonl"
+    lines = attempts.read_text().splitlines(keepends=True)
+    attempts.write_text("".join(lines[:5]))  # the second chunk's attempt lines never got written
+    with caplog.at_level("WARNING"):
+        again = synthesize(tmp_path, "teacher=oracle", "data.train_limit=10", "stage.chunk_size=5")
+    records = list(read_jsonl(tmp_path / "data.jsonl", allow_partial_tail=False))
+    assert again["tasks"] == 10 and again["kept"] == len(records) == 10 and again["duplicates"] == 0
+    assert len({r["task_id"] for r in records}) == 10
+    assert "removed 5 episode(s) of 5 task(s)" in caplog.text

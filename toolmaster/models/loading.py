@@ -24,11 +24,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
 from toolmaster.errors import ConfigError
+from toolmaster.model_dirs import could_be_hub_id, model_path_problem
 from toolmaster.models.attention import use_gqa_attention
 from toolmaster.models.freezing import freeze_below_top
 
@@ -39,6 +40,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE = Path(os.environ.get("TOOLMASTER_CACHE", Path.home() / ".cache" / "toolmaster"))
 SOURCES = ("smollm2", "tiny", "hf")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16, "auto": None}
+# The choices as type hints, so the config pre-check (``toolmaster.config``) rejects other values in one line.
+Source = Literal["smollm2", "tiny", "hf"]
+DType = Literal["auto", "bfloat16", "float32", "float16"]
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -169,17 +173,35 @@ def load_tokenizer(
     """Only the tokenizer of the ``model`` config group (teachers count tokens in the student's vocabulary)."""
     from transformers import AutoTokenizer
 
+    problem = model_path_problem(path, source)
+    if problem:
+        raise ConfigError(problem)
     location = str(Path(path).expanduser()) if path else str(smollm2_dir(cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - whatever a malformed tokenizer directory raises becomes one line
+        raise ConfigError(_load_failure(path, location, exc)) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
+def _load_failure(path: str | None, location: str | Path, exc: Exception) -> str:
+    """One line for a failed ``from_pretrained``: a malformed file in the directory raises all sorts of errors
+    (``KeyError`` for a tokenizer.json without its keys, ...), so the error's type is named unless it is an
+    ``OSError`` / ``ValueError`` whose message says enough."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if not isinstance(exc, (OSError, ValueError)) or not first:
+        first = f"{type(exc).__name__}: {first}".rstrip(": ")
+    if path is not None and not Path(str(path)).expanduser().exists() and could_be_hub_id(str(path)):
+        return f"model.path={path!r} is not a local directory, and loading it as a hub id failed: {first}"
+    return f"cannot load model from {location}: {first}"
+
+
 def load_model(
-    source: str = "smollm2",
+    source: Source = "smollm2",
     path: str | None = None,
-    dtype: str = "auto",
+    dtype: DType = "auto",
     device: str = "auto",
     cache_dir: str | None = None,
     chat_format: str = "chatml",
@@ -205,9 +227,10 @@ def load_model(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = resolve_dtype(dtype, device)
     if path is not None:
+        problem = model_path_problem(path, source)
+        if problem:
+            raise ConfigError(problem)
         location = Path(path).expanduser()
-        if source != "hf" and not location.exists():
-            raise ConfigError(f"model.path={path!r} does not exist")
         name = str(path)
         source_dir: str | Path = location if location.exists() else path
     elif source == "hf":
@@ -228,8 +251,8 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(
                 str(source_dir), dtype=torch_dtype, trust_remote_code=trust_remote_code
             )
-    except OSError as exc:
-        raise ConfigError(f"cannot load model from {source_dir}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever a malformed model directory raises becomes one line
+        raise ConfigError(_load_failure(path, source_dir, exc)) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device)

@@ -8,8 +8,9 @@ Files (next to ``stage.output_path``, default ``<run dir>/data.jsonl``):
 
 Resumable and kill-safe: lines are appended and fsynced chunk by chunk, the dataset line before the
 attempt line; on start a torn last line is cut off and tasks already in the attempts file are skipped.
-A task killed between its two writes is replayed, and the dedupe key (task id + assistant turns) keeps
-its episode from appearing twice.
+A task killed between its two writes has episodes in the dataset but no attempt line: on start those
+episodes are removed (with a warning) and the task is replayed, so the counts in the summary always equal
+the dataset's lines, whatever the teacher samples the second time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from toolmaster.build import build_rewards, build_world, settings
-from toolmaster.io import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic
+from toolmaster.io import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
 from toolmaster.protocol.chat_format import get_chat_format
 from toolmaster.settings import DataSettings, SynthesizeSettings
 from toolmaster.trajectory import Trajectory
@@ -72,6 +73,26 @@ def summarize_attempts(attempts: list[dict[str, Any]], teacher: str) -> dict[str
     }
 
 
+def drop_unrecorded(out: Path, done: set[str]) -> list[dict[str, Any]]:
+    """The dataset's records, after removing those of tasks without an attempt line (killed between the two
+    writes; the task is replayed)."""
+    if not out.exists():
+        return []
+    records = list(read_jsonl(out))
+    kept = [r for r in records if r["task_id"] in done]
+    if len(kept) < len(records):
+        orphans = {r["task_id"] for r in records if r["task_id"] not in done}
+        log.warning(
+            "removed %d episode(s) of %d task(s) from %s whose attempt line is missing (killed between the "
+            "two writes); those tasks are replayed",
+            len(records) - len(kept),
+            len(orphans),
+            out,
+        )
+        write_jsonl_atomic(out, kept)
+    return kept
+
+
 def run(cfg: DictConfig) -> float:
     """``stage=synthesize``; returns the fraction of sampled attempts kept as data."""
     stage: SynthesizeSettings = settings(cfg.stage)
@@ -98,7 +119,8 @@ def run(cfg: DictConfig) -> float:
             log.warning("cut a torn last line (%d bytes) from %s", cut, path)
     attempts = list(read_jsonl(attempts_path)) if attempts_path.exists() else []
     done = {a["task_id"] for a in attempts}
-    seen = {dedupe_key(r) for r in read_jsonl(out)} if out.exists() else set()
+    records = drop_unrecorded(out, done)
+    seen = {dedupe_key(r) for r in records}
     todo = [task for task in tasks if task.id not in done]
     log.info("synthesize: %d tasks, %d already done, %d to go", len(tasks), len(done), len(todo))
 

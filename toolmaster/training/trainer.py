@@ -18,6 +18,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, LAST, FinalCheckpoint
 from toolmaster.training.slurm_requeue import RequeueOnSignal
+from toolmaster.training.metrics_history import keep_metrics_history
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ def as_float(value: Any) -> float | None:
 def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: Any, ckpt_path: Path | None) -> None:
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
+        for path in keep_metrics_history(trainer.loggers):
+            log.info("appending to the metrics history in %s", path)
     trainer.fit(
         module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
     )

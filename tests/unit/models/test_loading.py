@@ -58,7 +58,11 @@ def test_checkpoint_path_loads_as_hf(tmp_path):
     [
         ({"source": "gpt"}, "model.source='gpt' is not one of smollm2, tiny, hf"),
         ({"source": "hf"}, "model.source=hf needs model.path"),
-        ({"source": "smollm2", "path": "/nonexistent/ckpt"}, "does not exist"),
+        (
+            {"source": "smollm2", "path": "/nonexistent/ckpt"},
+            "model.path='/nonexistent/ckpt': no such directory",
+        ),
+        ({"source": "hf", "path": "./outputs/x/hf"}, "model.path='./outputs/x/hf': no such directory"),
         ({"source": "tiny", "dtype": "int3"}, "model.dtype='int3'"),
     ],
 )

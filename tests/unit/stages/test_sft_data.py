@@ -260,11 +260,22 @@ def test_bad_records_name_file_and_line(tmp_path, bad, needle):
     assert message.startswith(f"{path}:4: ") and needle in message, message
 
 
-def test_good_file_loads_and_torn_tail_is_skipped(tmp_path):
+def test_good_file_loads_and_torn_tail_is_skipped_with_a_warning(tmp_path, caplog):
     path = tmp_path / "data.jsonl"
     path.write_text(GOOD + "\n\n" + GOOD + "\n" + '{"messages": [{"ro', encoding="utf-8")
-    records = load_sft_records(path)
+    with caplog.at_level("WARNING", logger="toolmaster.stages.sft.data"):
+        records = load_sft_records(path)
     assert [r.source for r in records] == [f"{path}:1", f"{path}:3"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"sft data {path}: skipped its torn last line 4 (18 bytes, not valid JSON: a killed writer?); "
+        "training on the 2 complete records"
+    ]
+    caplog.clear()
+    path.write_text(GOOD + "\n" + GOOD, encoding="utf-8")  # a complete last line without its newline is kept
+    with caplog.at_level("WARNING", logger="toolmaster.stages.sft.data"):
+        assert len(load_sft_records(path)) == 2
+    assert not caplog.records
     with pytest.raises(DataError, match="file not found"):
         load_sft_records(tmp_path / "missing.jsonl")
     with pytest.raises(DataError, match="no records"):

@@ -28,6 +28,7 @@ Departure from the paper: it does not describe its batching; bucketing is this i
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -90,8 +91,23 @@ def _check_record(record: dict[str, Any], where: str) -> SFTRecord:
     return SFTRecord(messages=clean, tools=tools, source=where, group=group)
 
 
+def torn_tail(path: str | Path) -> int:
+    """Bytes of a torn last line (no newline, not valid JSON: a killed writer's) that ``read_jsonl`` skips."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if not data or data.endswith(b"\n"):
+        return 0
+    tail = data[data.rfind(b"\n") + 1 :]
+    try:
+        json.loads(tail)
+    except ValueError:
+        return len(tail)
+    return 0
+
+
 def load_sft_records(path: str | Path) -> list[SFTRecord]:
-    """Read and check every record; errors name ``file:line``. A torn last line (killed writer) is skipped."""
+    """Read and check every record; errors name ``file:line``. A torn last line (killed writer) is skipped
+    with a warning naming the file, the line and its size."""
     path = Path(path)
     records = list(read_jsonl(path))  # raises DataError(file:line) on a malformed line
     with open(path, encoding="utf-8") as handle:  # same line splitting as read_jsonl
@@ -101,6 +117,16 @@ def load_sft_records(path: str | Path) -> list[SFTRecord]:
     ]  # a skipped torn tail has a number
     if not out:
         raise DataError(f"{path}: no records")
+    cut = torn_tail(path) if len(numbers) > len(records) else 0
+    if cut:
+        log.warning(
+            "sft data %s: skipped its torn last line %d (%d bytes, not valid JSON: a killed writer?); "
+            "training on the %d complete records",
+            path,
+            numbers[-1],
+            cut,
+            len(out),
+        )
     return out
 
 
