@@ -17,8 +17,8 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, LAST, FinalCheckpoint
-from toolmaster.training.slurm_requeue import RequeueOnSignal
 from toolmaster.training.metrics_history import keep_metrics_history
+from toolmaster.training.slurm_requeue import RequeueOnSignal
 
 log = logging.getLogger(__name__)
 
