@@ -184,3 +184,39 @@ def test_slurm_launcher_override_reaches_the_sweep_step(tmp_path):
     assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in shown.stdout
     assert "partition: gpu" in shown.stdout and "requeue: true" in shown.stdout
     assert f"dir: {run}/sweep" in shown.stdout
+
+
+def test_a_finished_grpo_job_returns_at_once_and_a_changed_one_resumes(tmp_path, capsys):
+    """What makes a resumed sweep skip its finished jobs: ``stage=grpo``'s ``.done`` (config hash + result)."""
+    from toolmaster.cli import compose
+    from toolmaster.run import run
+
+    job = [
+        "stage=grpo",
+        "model=tiny",
+        f"output_dir={tmp_path}",
+        "stage.tasks_per_step=1",
+        "stage.group_size=2",
+        "stage.val_every_n_steps=50",
+        "stage.export=false",
+        "data.train_limit=2",
+        "data.eval_splits=[test_seen]",
+        "data.eval_limit=1",
+        "sampler.max_turns=2",
+        "sampler.max_new_tokens=8",
+        "trainer.enable_progress_bar=false",
+    ]
+    result = run(compose([*job, "trainer.max_steps=1"]))
+    assert json.loads((tmp_path / ".done").read_text())["result"] == result
+    written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    assert run(compose([*job, "trainer.max_steps=1"])) == result  # the same job again: nothing runs
+    assert "finished earlier with this config (.done), skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == written
+
+    run(compose([*job, "trainer.max_steps=2"]))  # another config: it resumes from its checkpoint
+    summary = json.loads((tmp_path / "grpo_summary.json").read_text())
+    assert summary["grpo_steps"] == 2 and summary["resumed_from"] == str(
+        tmp_path / "checkpoints" / "last.ckpt"
+    )
