@@ -130,21 +130,16 @@ def needed_steps(settings: PipelineSettings, placeholders: dict[str, str]) -> se
     names its folder (``{run_dir}/<step>``) in its overrides or args."""
     needed: set[str] = set()
     for name in reversed(list(settings.steps)):
-        if settings.steps[name].get("on_demand", False):
-            users = [
-                later
-                for later in needed
-                if any(
-                    _names_folder(text, name)
-                    for text in [
-                        *step_overrides(settings, later, placeholders),
-                        *step_args(settings, later, placeholders),
-                    ]
-                )
+        texts = [
+            text
+            for later in needed
+            for text in [
+                *step_overrides(settings, later, placeholders),
+                *step_args(settings, later, placeholders),
             ]
-            if not users:
-                continue
-        needed.add(name)
+        ]
+        if not settings.steps[name].get("on_demand", False) or any(_names_folder(t, name) for t in texts):
+            needed.add(name)
     return needed
 
 
