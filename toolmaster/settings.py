@@ -245,6 +245,59 @@ class GRPOSettings:
 
 
 _STEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+# The keys each kind of pipeline step may have (see toolmaster.stages.pipeline).
+_STEP_KEYS = {
+    "run": {"kind", "overrides", "on_demand"},
+    "multirun": {"kind", "overrides", "params", "on_demand"},
+    "report": {"kind", "module", "args"},
+}
+
+
+def _check_step(name: str, step: Any) -> None:
+    import re
+
+    _check(
+        bool(re.fullmatch(_STEP_NAME, name)), f"stage.steps: bad step name {name!r} (letters, digits, _.-)"
+    )
+    _check(isinstance(step, dict), f"stage.steps.{name} must be a mapping (overrides: [...], kind: ...)")
+    kind = step.get("kind", "run")
+    _check(
+        kind in _STEP_KEYS, f"stage.steps.{name}.kind must be one of {', '.join(_STEP_KEYS)}, got {kind!r}"
+    )
+    unknown = sorted(set(step) - _STEP_KEYS[kind])
+    _check(
+        not unknown,
+        f"stage.steps.{name}: unknown key {unknown[0] if unknown else ''!r} for a {kind} step; "
+        f"allowed: {', '.join(sorted(_STEP_KEYS[kind]))}",
+    )
+    _check(
+        isinstance(step.get("on_demand", False), bool), f"stage.steps.{name}.on_demand must be true or false"
+    )
+    if kind == "report":
+        _check(
+            isinstance(step.get("module"), str) and bool(step["module"]),
+            f"stage.steps.{name}.module must name a Python module (run as python -m <module> <args>)",
+        )
+        args = step.get("args", [])
+        _check(
+            isinstance(args, list) and all(isinstance(a, str) for a in args),
+            f"stage.steps.{name}.args must be a list of strings, got {args!r}",
+        )
+        return
+    overrides = step.get("overrides")
+    _check(
+        isinstance(overrides, list) and all(isinstance(o, str) for o in overrides),
+        f"stage.steps.{name}.overrides must be a list of strings, got {overrides!r}",
+    )
+    params = step.get("params", {})
+    _check(
+        isinstance(params, dict)
+        and all(
+            isinstance(v, list) and v and all(not isinstance(x, (dict, list)) for x in v)
+            for v in params.values()
+        ),
+        f"stage.steps.{name}.params must map config keys to non-empty lists of values, got {params!r}",
+    )
 
 
 @dataclass
@@ -253,8 +306,12 @@ class PipelineSettings:
 
     ``steps``: step name -> ``{overrides: [...]}`` (Hydra overrides; ``{run_dir}`` is the pipeline's output
     directory, ``{model}`` its ``model`` choice); ``common_overrides`` go before every step's own (later
-    overrides win). ``compare``: row label -> the steps behind that row, the last one an eval step (a single
-    name is accepted); the row's wall time is the sum over its steps. See ``toolmaster.stages.pipeline``.
+    overrides win). A step's ``kind`` is ``run`` (default: one job), ``multirun`` (a Hydra sweep through the
+    configured launcher, its sweep dimensions in ``params``: key -> list of values) or ``report`` (``python -m
+    <module> <args>``, run every time); ``on_demand: true`` runs a step only when a later step that runs names
+    its folder. ``compare``: row label -> the steps behind that row, the last one an eval step (a single name is
+    accepted); the row's wall time is the sum over its steps. ``dry_run`` prints every step's command line and
+    runs nothing. See ``toolmaster.stages.pipeline``.
     """
 
     name: Literal["pipeline"] = "pipeline"
@@ -262,26 +319,13 @@ class PipelineSettings:
     common_overrides: list[str] = field(default_factory=list)
     compare: dict[str, Any] = field(default_factory=dict)
     echo: bool = False  # also stream each step's output to the console (it always goes to <step>/step.log)
+    dry_run: bool = False  # print the steps' command lines (and which would run), run nothing
 
     def __post_init__(self) -> None:
-        import re
-
         for name, step in self.steps.items():
-            _check(
-                bool(re.fullmatch(_STEP_NAME, name)),
-                f"stage.steps: bad step name {name!r} (letters, digits, _.-)",
-            )
-            _check(
-                isinstance(step, dict) and set(step) == {"overrides"},
-                f"stage.steps.{name} must be a mapping with one key, overrides (a list of Hydra overrides)",
-            )
-            overrides = step["overrides"]
-            _check(
-                isinstance(overrides, list) and all(isinstance(o, str) for o in overrides),
-                f"stage.steps.{name}.overrides must be a list of strings, got {overrides!r}",
-            )
+            _check_step(name, step)
         for where, overrides in [("common_overrides", self.common_overrides)] + [
-            (f"steps.{n}.overrides", s["overrides"]) for n, s in self.steps.items()
+            (f"steps.{n}.overrides", s.get("overrides", [])) for n, s in self.steps.items()
         ]:
             for override in overrides:
                 key = override.split("=", 1)[0].lstrip("+~")

@@ -7,14 +7,19 @@ metrics, as written by ``stage=eval``). Jobs are found anywhere under DIR, so DI
 
 Writes to DIR (or ``--out``):
 
-- ``sweep.md`` / ``sweep.csv``: one row per job: the job folder, the overrides as columns (the ``--x`` and
-  ``--series`` keys first), the metric (``--metric``, default ``success``) of every split, their mean over
-  splits, and a status (``ok``, ``missing`` when ``metrics.json`` is absent, ``unreadable`` when it is not
-  a JSON object of split -> metrics). Rows are ordered by series, then x (numerically when numbers), then
-  job folder.
-- ``sweep.png``: the metric against ``--x`` (default ``tools.trial_budget``), one line per ``--series``
-  value (default ``reward``, the reward shape), in small multiples: the mean over splits, then each split.
-  Jobs sharing a (series, x) point, e.g. several seeds, are averaged.
+- ``sweep.md``: first the summary, one small table per panel (all splits pooled, then each split): rows are the
+  ``--series`` values (default ``reward``, the reward shape), columns the ``--x`` values (default
+  ``tools.trial_budget``), each cell the metric with its 95% Wilson interval and number of episodes when the
+  jobs' ``metrics.json`` give ``episodes`` and the metric is a rate (``success``). Jobs sharing a cell (several
+  seeds) are pooled. Then the full table, as in ``sweep.csv``.
+- ``sweep.csv``: one row per job: the job folder, the overrides as columns (the ``--x`` and ``--series`` keys
+  first), the metric (``--metric``, default ``success``) of every split, their mean over splits, and a status
+  (``ok``, ``missing`` when ``metrics.json`` is absent, ``unreadable`` when it is not a JSON object of split ->
+  metrics). Rows are ordered by series, then x (numerically when numbers), then job folder.
+- ``sweep.png``: the metric against ``--x``, one line per ``--series`` value with its interval as error bars,
+  in small multiples: all splits pooled, then each split (the summary's cells).
+
+The console gets the summary and the paths written.
 
 ``stage=grpo`` writes the same ``metrics.json`` from its final validation (``nest_metrics``), so a sweep of
 GRPO runs (``+experiment=ablation``) aggregates like a sweep of evaluations.
@@ -30,6 +35,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -244,44 +250,138 @@ def to_csv(table: SweepTable) -> str:
     return buffer.getvalue()
 
 
-def _series_points(table: SweepTable, column: str) -> dict[str, list[tuple[str, float]]]:
-    """series value -> [(x value, mean metric)] over jobs with both, duplicates (seeds) averaged."""
-    sums: dict[tuple[str, str], list[float]] = {}
+# ------------------------------------------------------------------------------------------ summary cells
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, episodes: float, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a rate (95% by default); valid at 0 and 1 successes, unlike the normal one."""
+    if episodes <= 0:
+        raise ValueError("a rate's interval needs at least one episode")
+    p = successes / episodes
+    denominator = 1 + z * z / episodes
+    centre = (p + z * z / (2 * episodes)) / denominator
+    half = z * math.sqrt(p * (1 - p) / episodes + z * z / (4 * episodes * episodes)) / denominator
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact bounds where rounding would miss them
+    high = 1.0 if successes >= episodes else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass
+class Cell:
+    """One (series, x) point of a panel: the pooled rate, its interval (None when episodes are unknown or the
+    metric is not a rate in [0, 1]), its number of episodes (0 when unknown) and of jobs."""
+
+    value: float
+    low: float | None
+    high: float | None
+    episodes: int
+    jobs: int
+
+
+def cells(table: SweepTable, split: str | None = None) -> dict[str, dict[str, Cell]]:
+    """series value -> x value -> Cell, for one split or (``split=None``) all splits pooled; only jobs with
+    metrics count, and several jobs at one point (seeds) are pooled."""
+    by_name = {job.name: job for job in table.jobs}
+    points: dict[tuple[str, str], list[tuple[str, float, float | None]]] = {}
     for row in table.rows:
-        value = row[column]
-        if value is None or row[table.x] == "":
+        job = by_name[row["job"]]
+        if job.status != OK or row[table.x] == "":
             continue
-        sums.setdefault((row[table.series] or "all", row[table.x]), []).append(value)
-    out: dict[str, list[tuple[str, float]]] = {}
-    for (name, x), values in sums.items():
-        out.setdefault(name, []).append((x, sum(values) / len(values)))
-    for points in out.values():
-        points.sort(key=lambda p: _order_key(p[0]))
-    return dict(sorted(out.items(), key=lambda item: _order_key(item[0])))
+        for name in [split] if split is not None else table.splits:
+            metrics = job.metrics.get(name, {})
+            value = _number(metrics.get(table.metric))
+            if value is not None:
+                point = (row[table.series] or "all", row[table.x])
+                points.setdefault(point, []).append((job.name, value, _number(metrics.get("episodes"))))
+    out: dict[str, dict[str, Cell]] = {}
+    for (name, x), values in sorted(points.items(), key=lambda i: (_order_key(i[0][0]), _order_key(i[0][1]))):
+        jobs = len({job for job, _, _ in values})
+        counts = [n for _, _, n in values if n is not None and n > 0]
+        if len(counts) == len(values) and all(0.0 <= v <= 1.0 for _, v, _ in values):
+            episodes = sum(counts)
+            successes = sum(v * n for (_, v, _), n in zip(values, counts, strict=True))
+            low, high = wilson_interval(successes, episodes)
+            cell = Cell(successes / episodes, low, high, round(episodes), jobs)
+        else:
+            cell = Cell(sum(v for _, v, _ in values) / len(values), None, None, 0, jobs)
+        out.setdefault(name, {})[x] = cell
+    return out
+
+
+def panels(table: SweepTable) -> list[tuple[str, str | None]]:
+    """(title, split) of each panel: all splits pooled first, then each split."""
+    return [(f"all splits ({len(table.splits)}, pooled)", None)] + [(s, s) for s in table.splits]
+
+
+def summary_markdown(table: SweepTable) -> str:
+    """One table per panel: rows the series values, columns the x values, cells metric [95% interval]."""
+    x_values = sorted({row[table.x] for row in table.rows if row[table.x] != ""}, key=_order_key)
+    blocks = []
+    for title, split in panels(table):
+        grid = cells(table, split)
+        if not grid:
+            continue
+        counts = sorted({c.episodes for row in grid.values() for c in row.values() if c.episodes})
+        note = f" [95% Wilson interval]; episodes per cell: {', '.join(map(str, counts))}" if counts else ""
+        lines = [
+            f"#### {table.metric}, {title}: rows {table.series}, columns {table.x}{note}",
+            "",
+            f"| {table.series} \\ {table.x} | " + " | ".join(x_values) + " |",
+            "|---" * (len(x_values) + 1) + "|",
+        ]
+        for name, row in grid.items():
+            shown = []
+            for x in x_values:
+                cell = row.get(x)
+                if cell is None:
+                    shown.append("-")
+                elif cell.low is None or cell.high is None:
+                    shown.append(f"{cell.value:.3f}")
+                else:
+                    shown.append(f"{cell.value:.3f} [{cell.low:.2f}, {cell.high:.2f}]")
+            lines.append(f"| {name} | " + " | ".join(shown) + " |")
+        blocks.append("\n".join(lines))
+    if table.missing:
+        blocks.append(
+            f"{len(table.missing)} of {len(table.jobs)} job(s) have no usable metrics (see the full table)."
+        )
+    return "\n\n".join(blocks) + "\n"
+
+
+def report_markdown(table: SweepTable) -> str:
+    """``sweep.md``: the summary, then the full per-job table."""
+    return summary_markdown(table) + "\n" + to_markdown(table)
 
 
 def plot(table: SweepTable, path: str | Path) -> Path:
-    """Draw ``sweep.png``-style small multiples (mean over splits, then each split) to ``path``."""
+    """Draw ``sweep.png``-style small multiples (all splits pooled, then each split) to ``path``."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise ToolMasterError(
             "plotting needs matplotlib, which is not installed: pip install 'matplotlib>=3.8' (in the dev extra)"
         ) from None
-    panels = [(f"mean over splits ({len(table.splits)})", table.mean_column)]
-    panels += [(split, table.metric_column(split)) for split in table.splits]
     x_values = sorted({row[table.x] for row in table.rows if row[table.x] != ""}, key=_order_key)
     numeric = bool(x_values) and all(_number(v) is not None for v in x_values)
     position = {v: (_number(v) if numeric else float(i)) for i, v in enumerate(x_values)}
+    spread = (max(position.values()) - min(position.values())) if len(position) > 1 else 1.0
 
-    fig = Figure(figsize=(3.6 * len(panels) + 0.8, 3.6), layout="constrained")
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    for ax, (title, column) in zip(axes, panels, strict=True):
-        for name, points in _series_points(table, column).items():
-            ax.plot([position[x] for x, _ in points], [y for _, y in points], marker="o", label=name)
+    shown = panels(table)
+    fig = Figure(figsize=(3.6 * len(shown) + 0.8, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(shown), sharey=True, squeeze=False)[0]
+    for ax, (title, split) in zip(axes, shown, strict=True):
+        grid = cells(table, split)
+        for i, (name, row) in enumerate(grid.items()):
+            dodge = (i - (len(grid) - 1) / 2) * 0.015 * spread  # keep the error bars of the lines apart
+            xs = [position[x] + dodge for x in row]
+            ys = [c.value for c in row.values()]
+            low = [max(0.0, c.value - c.low) if c.low is not None else 0.0 for c in row.values()]
+            high = [max(0.0, c.high - c.value) if c.high is not None else 0.0 for c in row.values()]
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=name)
         ax.set_title(title)
         ax.set_xlabel(table.x)
-        if not numeric:
+        if x_values:
             ax.set_xticks([position[v] for v in x_values], x_values)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(table.metric)
@@ -301,7 +401,7 @@ def write_outputs(table: SweepTable, out_dir: str | Path, with_plot: bool = True
 
     out_dir = Path(out_dir)
     written = [out_dir / "sweep.md", out_dir / "sweep.csv"]
-    write_text_atomic(written[0], to_markdown(table))
+    write_text_atomic(written[0], report_markdown(table))
     write_text_atomic(written[1], to_csv(table))
     if with_plot:
         written.append(plot(table, out_dir / "sweep.png"))
@@ -331,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = aggregate(args.dir, args.x, args.series, args.metric)
         out_dir = args.out or args.dir
         written = write_outputs(table, out_dir, with_plot=False)
-        print(to_markdown(table), end="")
+        print(summary_markdown(table))
         if not args.no_plot:
             written.append(plot(table, Path(out_dir) / "sweep.png"))
     except ToolMasterError as exc:

@@ -22,6 +22,7 @@ GROUPS = ["stage", "model", "tools", "reward", "sampler", "data", "trainer", "lo
 REQUIRED = {  # options with a mandatory (???) value and what to give them in tests
     ("model", "hf"): ["model.path=/tmp/some-checkpoint"],
     ("tools", "custom"): ["tools.world.path=examples/custom_tools/weather.yaml"],
+    ("experiment", "ablation_sweep"): ["model.path=/tmp/some-checkpoint"],
 }
 
 
@@ -71,7 +72,7 @@ def test_every_experiment_composes_and_binds(experiment):
     for argv in commands:
         assert f"+experiment={experiment}" in argv
         assert precheck(argv) is None, (argv, precheck(argv))
-    validate(compose_cfg([f"+experiment={experiment}"]))
+    validate(compose_cfg([f"+experiment={experiment}", *REQUIRED.get(("experiment", experiment), [])]))
 
 
 PIPELINES = [
@@ -88,7 +89,9 @@ def test_every_pipeline_step_composes_and_binds(experiment):
     stage = OmegaConf.to_container(cfg.stage, resolve=True)
     stage.pop("_target_")
     settings = PipelineSettings(**stage)
-    assert settings.steps and settings.compare
+    assert settings.steps and (
+        settings.compare or any(s.get("kind") == "report" for s in settings.steps.values())
+    )
     for name in settings.steps:
         overrides = step_overrides(settings, name, {"model": "smollm2_135m", "run_dir": "/tmp/tm-run"})
         assert precheck(overrides) is None, (name, precheck(overrides))
@@ -209,7 +212,7 @@ def test_ablation_sweeps_trial_budget_by_reward_shape():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = compose_cfg(["+experiment=ablation"], hydra_cfg=True)
+    cfg = compose_cfg(["+experiment=ablation_sweep"], hydra_cfg=True)
     params = cfg.hydra.sweeper.params
     assert dict(params) == {"tools.trial_budget": "0,1,2,4", "reward": "outcome,outcome_format,shaped"}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
@@ -221,12 +224,15 @@ def test_ablation_sweeps_trial_budget_by_reward_shape():
         for r in ("outcome", "outcome_format", "shaped")
     }
     for point in points:  # every sweep point composes and binds, and runs GRPO from the SFT export
-        job = compose_cfg(["+experiment=ablation", *point])
+        job = compose_cfg(["+experiment=ablation_sweep", "model.path=/tmp/sft/hf", *point])
         validate(job)
-        assert job.stage.name == "grpo" and job.model.source == "hf" and job.model.path
+        assert job.stage.name == "grpo" and job.model.source == "hf" and job.model.path == "/tmp/sft/hf"
         assert job.stage.val_every_n_steps  # each run ends with an evaluation (its metrics.json)
     assert (
-        compose_cfg(["+experiment=ablation", "reward=outcome_format"]).reward.components.format.weight == 0.1
+        compose_cfg(
+            ["+experiment=ablation_sweep", "model.path=/tmp/sft/hf", "reward=outcome_format"]
+        ).reward.components.format.weight
+        == 0.1
     )
 
 

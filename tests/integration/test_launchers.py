@@ -1,4 +1,4 @@
-"""Sweeps through the launchers: a real 2-job multirun of ``+experiment=ablation`` (tiny model, one GRPO step
+"""Sweeps through the launchers: a real 2-job multirun of ``+experiment=ablation_sweep`` (tiny model, one GRPO step
 each) as parallel local processes with ``hydra/launcher=submitit_local``, then ``python -m toolmaster.sweep``
 on its directory: both jobs wrote ``metrics.json`` and the aggregator builds the table, CSV and plot."""
 
@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ABLATION = [
-    "+experiment=ablation",
+    "+experiment=ablation_sweep",
     "model=tiny",
     "model.path=null",
     "trainer.max_steps=1",

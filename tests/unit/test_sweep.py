@@ -15,7 +15,17 @@ import yaml
 
 from toolmaster.errors import ToolMasterError
 from toolmaster.metrics import nest_metrics
-from toolmaster.sweep import aggregate, main, parse_overrides, plot, to_csv, to_markdown
+from toolmaster.sweep import (
+    aggregate,
+    cells,
+    main,
+    parse_overrides,
+    plot,
+    summary_markdown,
+    to_csv,
+    to_markdown,
+    wilson_interval,
+)
 
 # (job folder, overrides, metrics or None when the job has not finished)
 JOBS: list[tuple[str, list[str], dict[str, Any] | None]] = [
@@ -236,9 +246,13 @@ def test_cli_writes_outputs(sweep_dir: Path, tmp_path: Path, capsys: pytest.Capt
     out = tmp_path / "report"
     assert main([str(sweep_dir), "--x", "tools.trial_budget", "--series", "reward", "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {"sweep.md", "sweep.csv", "sweep.png"}
-    assert (out / "sweep.md").read_text() == to_markdown(aggregate(sweep_dir))
+    table = aggregate(sweep_dir)
+    assert (out / "sweep.md").read_text() == summary_markdown(table) + "\n" + to_markdown(table)
     printed = capsys.readouterr().out
-    assert "| 0_reward=outcome,tools.trial_budget=0 |" in printed and "wrote " in printed
+    # the console gets the short summary (series x trial budget), not the per-job table
+    assert "| outcome | 0.150 [0.05, 0.36] | 0.350 [0.18, 0.57] | 0.550 [0.34, 0.74] |" in printed
+    assert "| 0_reward=outcome,tools.trial_budget=0 |" not in printed
+    assert f"wrote {out / 'sweep.md'}, {out / 'sweep.csv'}, {out / 'sweep.png'}" in printed
 
 
 def test_module_entry_point_tables_only(sweep_dir: Path) -> None:
@@ -284,3 +298,60 @@ def test_grpo_style_metrics_aggregate_like_eval(tmp_path: Path) -> None:
     table = aggregate(tmp_path)
     assert table.splits == ["test_seen"]
     assert table.rows[0]["success/test_seen"] == 0.75 and table.rows[0]["status"] == "ok"
+
+
+def test_wilson_interval_by_hand() -> None:
+    # 0 of 8: centre = (z^2/16) / (1 + z^2/8) = half width; 4 of 8: symmetric around 0.5
+    assert wilson_interval(0, 8) == pytest.approx((0.0, 0.3244), abs=1e-4)
+    assert wilson_interval(4, 8) == pytest.approx((0.2152, 0.7848), abs=1e-4)
+    assert wilson_interval(8, 8) == pytest.approx((0.6756, 1.0), abs=1e-4)
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+
+
+def test_summary_pools_seeds_and_splits(tmp_path: Path) -> None:
+    # two seeds at one point: their episodes pool (3 + 1 of 8 + 8 = 4 of 16), per split and over splits
+    for seed, (seen, unseen) in enumerate([(3, 0), (1, 2)]):
+        write_job(
+            tmp_path,
+            f"{seed}_seed={seed}",
+            [f"seed={seed}", "tools.trial_budget=2", "reward=shaped"],
+            {
+                "test_seen": {"success": seen / 8, "episodes": 8},
+                "test_unseen": {"success": unseen / 8, "episodes": 8},
+            },
+        )
+    table = aggregate(tmp_path)
+    seen = cells(table, "test_seen")["shaped"]["2"]
+    assert (seen.value, seen.episodes, seen.jobs) == (0.25, 16, 2)
+    assert (seen.low, seen.high) == pytest.approx(wilson_interval(4, 16))
+    pooled = cells(table)["shaped"]["2"]
+    assert (pooled.value, pooled.episodes, pooled.jobs) == (6 / 32, 32, 2)
+    lines = summary_markdown(table).splitlines()
+    assert lines[0] == (
+        "#### success, all splits (2, pooled): rows reward, columns tools.trial_budget "
+        "[95% Wilson interval]; episodes per cell: 32"
+    )
+    assert lines[2] == "| reward \\ tools.trial_budget | 2 |"
+    assert lines[4] == f"| shaped | 0.188 [{pooled.low:.2f}, {pooled.high:.2f}] |"
+
+
+def test_summary_without_episodes_has_no_interval(tmp_path: Path) -> None:
+    write_job(tmp_path, "0", ["tools.trial_budget=0"], {"test_seen": {"success": 0.5}})
+    cell = cells(aggregate(tmp_path), "test_seen")["all"]["0"]
+    assert (cell.value, cell.low, cell.high, cell.episodes) == (0.5, None, None, 0)
+    assert "| all | 0.500 |" in summary_markdown(aggregate(tmp_path))
+
+
+def test_plot_with_all_zero_rates(tmp_path: Path) -> None:
+    # 0 of 3 episodes: the Wilson formula gives 5.6e-17 as the lower end; it must be exactly 0 (a lower end
+    # above the value made matplotlib refuse the negative error bar)
+    pytest.importorskip("matplotlib")
+    for i, budget in enumerate((0, 1)):
+        write_job(
+            tmp_path, str(i), [f"tools.trial_budget={budget}"], {"test_seen": {"success": 0.0, "episodes": 1}}
+        )
+    table = aggregate(tmp_path)
+    assert cells(table, "test_seen")["all"]["0"].low == 0.0
+    assert wilson_interval(0, 3)[0] == 0.0 and wilson_interval(3, 3)[1] == 1.0
+    assert plot(table, tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

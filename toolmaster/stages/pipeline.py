@@ -1,21 +1,36 @@
 """``stage=pipeline``: run stages one after another (synthesize -> SFT -> GRPO -> eval ...) and compare them.
 
-Each step of ``stage.steps`` runs as its own process,
-``python -m toolmaster <stage.common_overrides> <step overrides> hydra.run.dir=<run dir>/<step>``, so a step
-frees its memory when it ends, may launch its own DDP processes (``trainer=ddp_cpu``) and cannot take the others
-down with it. In overrides, ``{run_dir}`` is the pipeline's output directory (``data.sft_path={run_dir}/
-synthesize/data.jsonl``, ``model.path={run_dir}/sft/hf``) and ``{model}`` the pipeline's own ``model`` choice,
-so ``python -m toolmaster +experiment=quickstart model=tiny`` runs the same pipeline from the tiny model.
+Each step of ``stage.steps`` runs as its own process, so a step frees its memory when it ends, may launch its
+own DDP processes (``trainer=ddp_cpu``) and cannot take the others down with it. A step's ``kind`` says which:
+
+- ``run`` (default): ``python -m toolmaster <stage.common_overrides> <step overrides> hydra.run.dir=<run
+  dir>/<step>``, one job;
+- ``multirun``: ``python -m toolmaster -m <common> <step overrides> <params> <launcher> hydra.sweep.dir=<run
+  dir>/<step>``, a Hydra sweep whose jobs go through the configured launcher. ``params`` (config key -> list of
+  values) become sweep overrides (``tools.trial_budget=0,1,2,4``). ``<launcher>`` is every ``hydra/launcher=``
+  / ``hydra.launcher.*`` override of the pipeline's own command line, so ``python -m toolmaster
+  +experiment=ablation hydra/launcher=slurm hydra.launcher.partition=gpu`` runs the pipeline where it was typed
+  and its sweep jobs on SLURM (the pipeline itself, a single run, has no use for a launcher);
+- ``report``: ``python -m <module> <args>`` (e.g. ``toolmaster.sweep {run_dir}/sweep``), a cheap summary that
+  runs every time the pipeline does (it only reads what earlier steps wrote) and streams to the console.
+
+In overrides and args, ``{run_dir}`` is the pipeline's output directory (``data.sft_path={run_dir}/
+synthesize/data.jsonl``, ``model.path={run_dir}/sft/hf``) and ``{model}`` the pipeline's own ``model``
+choice, so ``python -m toolmaster +experiment=quickstart model=tiny`` runs the same pipeline from the tiny model.
+A step with ``on_demand: true`` runs only when a later step that runs names its folder (``{run_dir}/<step>``):
+``+experiment=ablation ablation.sft_path=<an SFT export>`` points the sweep elsewhere, so the synthesize and
+SFT steps it would have read are skipped.
 
 Before the first step runs, every step's command line is composed and validated, so a typo in the last step
-fails at once. Each step's stdout and stderr go to ``<run dir>/<step>/step.log`` (``stage.echo=true`` also
-streams them to the console); the console gets one line per step with its wall time. A step that exits 0
-writes ``<step>/.done`` (its overrides and wall time); running the pipeline again with the same
-``hydra.run.dir`` skips finished steps and resumes at the first unfinished one (the training stages resume
-from their own checkpoints, synthesis from its JSONL). A finished step whose overrides have changed since is an
-error, not a silent reuse. A failing step stops the pipeline with one line naming the step, the last line of
-its output and its log file. Steps die with the pipeline (Linux: parent-death signal), so a killed pipeline
-leaves no step running.
+fails at once; ``stage.dry_run=true`` prints the command lines and runs nothing. Each step's stdout and stderr
+go to ``<run dir>/<step>/step.log`` (``stage.echo=true`` also streams them to the console); the console gets
+one line per step with its wall time. A run or multirun step that exits 0 writes ``<step>/.done`` (its
+overrides and wall time); running the pipeline again with the same ``hydra.run.dir`` skips finished steps and
+resumes at the first unfinished one (the training stages resume from their own checkpoints, synthesis from its
+JSONL, a sweep skips its finished jobs: ``stage=grpo`` returns at once from a job whose ``.done`` matches its
+config). A finished step whose overrides have changed since is an error, not a silent reuse. A failing step
+stops the pipeline with one line naming the step, the last line of its output and its log file. Steps die with
+the pipeline (Linux: parent-death signal), so a killed pipeline leaves no step running.
 
 At the end, ``stage.compare`` (row label -> the steps behind the row, ending with an eval step) becomes a table
 of success per eval split plus the row's wall time (the sum over its steps), printed and written to
@@ -25,8 +40,11 @@ A step's wall time is that of the run that finished it (a resumed step counts it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -56,10 +74,32 @@ def expand(override: str, placeholders: dict[str, str]) -> str:
     return override
 
 
+def step_kind(settings: PipelineSettings, name: str) -> str:
+    return str(settings.steps[name].get("kind", "run"))
+
+
+def _sweep_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
 def step_overrides(settings: PipelineSettings, name: str, placeholders: dict[str, str]) -> list[str]:
-    """A step's overrides as its command line gets them: the common ones first, so the step's own win."""
-    overrides = [*settings.common_overrides, *settings.steps[name]["overrides"]]
+    """A step's overrides as its command line gets them: the common ones first, so the step's own win; a
+    multirun step's ``params`` last, as sweeps (``key=v1,v2``). A report step has none."""
+    step = settings.steps[name]
+    if step_kind(settings, name) == "report":
+        return []
+    params = [
+        f"{key}={','.join(_sweep_value(v) for v in values)}" for key, values in step.get("params", {}).items()
+    ]
+    overrides = [*settings.common_overrides, *step["overrides"], *params]
     return [expand(o, placeholders) for o in overrides]
+
+
+def step_args(settings: PipelineSettings, name: str, placeholders: dict[str, str]) -> list[str]:
+    """A report step's arguments, placeholders filled."""
+    return [expand(a, placeholders) for a in settings.steps[name].get("args", [])]
 
 
 def step_command(
@@ -68,9 +108,49 @@ def step_command(
     run_dir: Path,
     placeholders: dict[str, str],
     command: Sequence[str] = TOOLMASTER,
+    launcher: Sequence[str] = (),
 ) -> list[str]:
-    overrides = step_overrides(settings, name, {**placeholders, "run_dir": str(run_dir)})
+    """The step's command line; ``launcher``: the ``hydra/launcher`` overrides a multirun step gets last."""
+    filled = {**placeholders, "run_dir": str(run_dir)}
+    kind = step_kind(settings, name)
+    if kind == "report":
+        return [sys.executable, "-m", settings.steps[name]["module"], *step_args(settings, name, filled)]
+    overrides = step_overrides(settings, name, filled)
+    if kind == "multirun":
+        return [*command, "-m", *overrides, *launcher, f"hydra.sweep.dir={run_dir / name}"]
     return [*command, *overrides, f"hydra.run.dir={run_dir / name}"]
+
+
+def _names_folder(text: str, name: str) -> bool:
+    return re.search(r"\{run_dir\}/" + re.escape(name) + r"(?![A-Za-z0-9_.-])", text) is not None
+
+
+def needed_steps(settings: PipelineSettings, placeholders: dict[str, str]) -> set[str]:
+    """The steps that run: every step not ``on_demand``, and an ``on_demand`` one when a later step that runs
+    names its folder (``{run_dir}/<step>``) in its overrides or args."""
+    needed: set[str] = set()
+    for name in reversed(list(settings.steps)):
+        texts = [
+            text
+            for later in needed
+            for text in [
+                *step_overrides(settings, later, placeholders),
+                *step_args(settings, later, placeholders),
+            ]
+        ]
+        if not settings.steps[name].get("on_demand", False) or any(_names_folder(t, name) for t in texts):
+            needed.add(name)
+    return needed
+
+
+def launcher_overrides(hydra_overrides: Sequence[str]) -> list[str]:
+    """The ``hydra/launcher=...`` and ``hydra.launcher.*=...`` overrides of a command line, in order."""
+    keep = []
+    for override in hydra_overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "hydra/launcher" or key.startswith("hydra.launcher."):
+            keep.append(override)
+    return keep
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
@@ -131,6 +211,31 @@ def _run_step(command: list[str], log: Path, echo: bool) -> int:
             raise
 
 
+def _check_steps(
+    settings: PipelineSettings,
+    names: Sequence[str],
+    placeholders: dict[str, str],
+    check: Callable[[list[str]], str | None],
+    launcher: Sequence[str],
+) -> None:
+    for name in names:
+        if step_kind(settings, name) == "report":
+            module = settings.steps[name]["module"]
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise ConfigError(f"pipeline step {name!r}: no Python module {module!r} to run")
+            continue
+        overrides = step_overrides(settings, name, placeholders)
+        if step_kind(settings, name) == "multirun":
+            overrides = [*overrides, *launcher]
+        problem = check(overrides)
+        if problem is not None:
+            raise ConfigError(f"pipeline step {name!r}: {problem}")
+
+
 def run_pipeline(
     settings: PipelineSettings,
     run_dir: Path,
@@ -138,35 +243,42 @@ def run_pipeline(
     command: Sequence[str] = TOOLMASTER,
     check: Callable[[list[str]], str | None] | None = None,
     out: Callable[[str], None] = print,
+    launcher: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or resume) every step, then write the comparison; return the summary record.
 
-    ``command`` is what each step runs (``python -m toolmaster``); ``check(overrides)`` returns a one-line
-    problem with a step's overrides, or None, and runs on every step before the first one starts.
+    ``command`` is what run and multirun steps run (``python -m toolmaster``); ``check(overrides)`` returns a
+    one-line problem with a step's overrides, or None, and runs on every step that will run before the first
+    one starts; ``launcher``: overrides that every multirun step gets (see ``launcher_overrides``).
     """
     if not settings.steps:
         raise ConfigError("stage.steps is empty: a pipeline needs steps (see +experiment=quickstart)")
     run_dir = Path(run_dir)
     placeholders = dict(placeholders or {})
-    if check is not None:
-        for name in settings.steps:
-            problem = check(step_overrides(settings, name, {**placeholders, "run_dir": str(run_dir)}))
-            if problem is not None:
-                raise ConfigError(f"pipeline step {name!r}: {problem}")
-
     names = list(settings.steps)
+    needed = needed_steps(settings, placeholders)
+    if check is not None:
+        filled = {**placeholders, "run_dir": str(run_dir)}
+        _check_steps(settings, [n for n in names if n in needed], filled, check, launcher)
+
     steps: dict[str, dict[str, Any]] = {n: {"status": "pending", "wall_s": None} for n in names}
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": steps}
     started = time.perf_counter()
     for i, name in enumerate(names, 1):
         step_dir = run_dir / name
         log = step_dir / LOG
+        kind = step_kind(settings, name)
+        argv = step_command(settings, name, run_dir, placeholders, command, launcher)
         recorded = step_overrides(
             settings, name, placeholders
         )  # {run_dir} kept: a moved run dir still resumes
         prefix = f"[{i}/{len(names)}] {name}"
         done = step_dir / DONE
-        if done.exists():
+        if name not in needed:
+            steps[name] = {"status": "not needed", "wall_s": None}
+            out(f"{prefix}: not needed (no later step reads {{run_dir}}/{name}), skipped")
+            continue
+        if kind != "report" and done.exists():
             record = json.loads(done.read_text())
             if record.get("overrides") != recorded:
                 raise ConfigError(
@@ -176,9 +288,13 @@ def run_pipeline(
             steps[name] = {"status": "skipped", "wall_s": record["wall_s"], "log": str(log)}
             out(f"{prefix}: finished earlier ({record['wall_s']:.0f} s), skipped")
             continue
+        if settings.dry_run:
+            steps[name] = {"status": "dry run", "wall_s": None, "command": argv}
+            out(f"{prefix}: would run: {shlex.join(argv)}")
+            continue
         out(f"{prefix}: running (log: {log})")
         t0 = time.perf_counter()
-        code = _run_step(step_command(settings, name, run_dir, placeholders, command), log, settings.echo)
+        code = _run_step(argv, log, settings.echo or kind == "report")
         wall = time.perf_counter() - t0
         if code != 0:
             steps[name] = {"status": "failed", "wall_s": wall, "log": str(log), "exit_code": code}
@@ -190,11 +306,14 @@ def run_pipeline(
                 + (f": {last}" if last else "")
                 + f" (log: {log})"
             )
-        write_json_atomic(done, {"overrides": recorded, "wall_s": wall, "finished": time.time()})
+        if kind != "report":
+            write_json_atomic(done, {"overrides": recorded, "wall_s": wall, "finished": time.time()})
         steps[name] = {"status": "done", "wall_s": wall, "log": str(log)}
         write_json_atomic(run_dir / SUMMARY, {**summary, "wall_s": time.perf_counter() - started})
         out(f"{prefix}: done in {wall:.0f} s")
     summary["wall_s"] = time.perf_counter() - started
+    if settings.dry_run:
+        return summary
     write_json_atomic(run_dir / SUMMARY, summary)
     if settings.compare:
         comparison = compare(settings.compare, run_dir, {n: s["wall_s"] for n, s in steps.items()})
@@ -251,10 +370,12 @@ def run(cfg: DictConfig) -> float | None:
 
     stage: PipelineSettings = settings(cfg.stage)
     placeholders = {}
+    launcher: list[str] = []
     if HydraConfig.initialized():
         model = HydraConfig.get().runtime.choices.get("model")
         if model:
             placeholders["model"] = str(model)
+        launcher = launcher_overrides(list(HydraConfig.get().overrides.hydra))
     run_dir = Path(cfg.output_dir)
 
     def check(overrides: list[str]) -> str | None:
@@ -263,7 +384,7 @@ def run(cfg: DictConfig) -> float | None:
             return f"{missing[0]!r}: no model choice to fill {{model}} with"
         return precheck(overrides)
 
-    summary = run_pipeline(stage, run_dir, placeholders, check=check)
+    summary = run_pipeline(stage, run_dir, placeholders, check=check, launcher=launcher)
     rows = summary.get("comparison", {}).get("rows", [])
     if not rows:
         return None

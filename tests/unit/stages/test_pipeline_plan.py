@@ -9,6 +9,7 @@ real toolworld. The full pipeline through ``python -m toolmaster`` is tests/inte
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from toolmaster.stages.pipeline import (
     compare,
     comparison_markdown,
     error_line,
+    launcher_overrides,
+    needed_steps,
     run_pipeline,
     step_command,
 )
@@ -37,11 +40,12 @@ FAKE_STEP = """
 import sys
 from pathlib import Path
 
-args = dict(a.split("=", 1) for a in sys.argv[1:])
-run_dir = Path(args["hydra.run.dir"])
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+run_dir = Path(args.get("hydra.run.dir") or args["hydra.sweep.dir"])
 run_dir.mkdir(parents=True, exist_ok=True)
 with open(Path(args["calls"]), "a") as handle:
     handle.write(run_dir.name + "\\n")
+(run_dir / "argv.txt").write_text("\\n".join(sys.argv[1:]))
 print("working in", run_dir)
 if "fail" in args:
     print("toolmaster: error: " + args["fail"], file=sys.stderr)
@@ -99,7 +103,22 @@ def test_step_command_fills_placeholders_and_puts_the_step_overrides_last(tmp_pa
     "kwargs,needle",
     [
         ({"steps": {"a/b": {"overrides": []}}}, "bad step name 'a/b'"),
-        ({"steps": {"a": ["stage=eval"]}}, "stage.steps.a must be a mapping with one key, overrides"),
+        ({"steps": {"a": ["stage=eval"]}}, "stage.steps.a must be a mapping (overrides: [...], kind: ...)"),
+        (
+            {"steps": {"a": {"overrides": [], "kind": "sweep"}}},
+            "stage.steps.a.kind must be one of run, multirun",
+        ),
+        ({"steps": {"a": {"overrides": [], "params": {}}}}, "unknown key 'params' for a run step"),
+        ({"steps": {"a": {"kind": "report"}}}, "stage.steps.a.module must name a Python module"),
+        (
+            {"steps": {"a": {"kind": "report", "module": "m", "args": "x"}}},
+            "stage.steps.a.args must be a list",
+        ),
+        ({"steps": {"a": {"kind": "multirun", "overrides": [], "params": {"x": []}}}}, "non-empty lists"),
+        (
+            {"steps": {"a": {"overrides": [], "on_demand": "yes"}}},
+            "stage.steps.a.on_demand must be true or false",
+        ),
         ({"steps": {"a": {"overrides": "stage=eval"}}}, "stage.steps.a.overrides must be a list of strings"),
         ({"steps": {"a": {"overrides": ["stage"]}}}, "'stage' is not a key=value override"),
         ({"steps": {"a": {"overrides": ["hydra.run.dir=x"]}}}, "sets each step's run dir itself"),
@@ -259,3 +278,137 @@ def test_comparison_reads_eval_metrics_and_sums_wall_times(smollm2_tokenizer, tm
 
     with pytest.raises(ConfigError, match=r"stage.compare.grpo: .*eval_grpo/metrics.json does not exist"):
         compare({"grpo": ["eval_grpo"]}, tmp_path, walls)
+
+
+# ------------------------------------------------------------------------------ step kinds and on-demand steps
+STUDY = {  # the shape of +experiment=ablation
+    "synthesize": {"on_demand": True, "overrides": ["stage=synthesize"]},
+    "sft": {"on_demand": True, "overrides": ["stage=sft", "data.sft_path={run_dir}/synthesize/data.jsonl"]},
+    "sweep": {
+        "kind": "multirun",
+        "overrides": ["+experiment=ablation_sweep", "model.path={run_dir}/sft/hf"],
+        "params": {"tools.trial_budget": [0, 2], "reward": ["outcome", "shaped"]},
+    },
+    "aggregate": {
+        "kind": "report",
+        "module": "toolmaster.sweep",
+        "args": ["{run_dir}/sweep", "--out", "{run_dir}"],
+    },
+}
+
+
+def test_multirun_and_report_command_lines(tmp_path):
+    settings = PipelineSettings(steps=STUDY, common_overrides=["model={model}"])
+    run = tmp_path / "run"
+    launcher = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
+    assert step_command(settings, "sweep", run, {"model": "tiny"}, ["tm"], launcher) == [
+        "tm",
+        "-m",
+        "model=tiny",
+        "+experiment=ablation_sweep",
+        f"model.path={run}/sft/hf",
+        "tools.trial_budget=0,2",  # params become sweeps
+        "reward=outcome,shaped",
+        "hydra/launcher=slurm",  # the pipeline's own launcher overrides, last
+        "hydra.launcher.partition=gpu",
+        f"hydra.sweep.dir={run}/sweep",
+    ]
+    assert step_command(settings, "aggregate", run, {"model": "tiny"}, ["tm"], launcher) == [
+        sys.executable,
+        "-m",
+        "toolmaster.sweep",
+        f"{run}/sweep",
+        "--out",
+        str(run),
+    ]
+    # a run step ignores the launcher
+    assert (
+        step_command(settings, "sft", run, {"model": "tiny"}, ["tm"], launcher)[-1]
+        == f"hydra.run.dir={run}/sft"
+    )
+
+
+def test_on_demand_steps_run_only_when_a_later_running_step_names_their_folder():
+    assert needed_steps(PipelineSettings(steps=STUDY), {}) == {"synthesize", "sft", "sweep", "aggregate"}
+    elsewhere = {**STUDY, "sweep": {**STUDY["sweep"], "overrides": ["model.path=/models/sft/hf"]}}
+    assert needed_steps(PipelineSettings(steps=elsewhere), {}) == {
+        "sweep",
+        "aggregate",
+    }  # sft unused: so is its input
+    # {run_dir}/sft_old is another folder, not sft's
+    other = {**STUDY, "sweep": {**STUDY["sweep"], "overrides": ["model.path={run_dir}/sft_old/hf"]}}
+    assert needed_steps(PipelineSettings(steps=other), {}) == {"sweep", "aggregate"}
+    # a step that is not on demand always runs, and what it names runs too
+    plain_sft = {**elsewhere, "sft": {k: v for k, v in STUDY["sft"].items() if k != "on_demand"}}
+    assert needed_steps(PipelineSettings(steps=plain_sft), {}) == {"synthesize", "sft", "sweep", "aggregate"}
+
+
+def test_launcher_overrides_keep_only_the_launcher():
+    hydra_overrides = [
+        "hydra.run.dir=/tmp/run",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "+hydra.launcher.additional_parameters.x=1",
+        "hydra.job.chdir=false",
+    ]
+    assert launcher_overrides(hydra_overrides) == [
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "+hydra.launcher.additional_parameters.x=1",
+    ]
+
+
+def test_study_skips_unneeded_steps_runs_the_sweep_and_reports_every_time(fake, tmp_path, capfd, monkeypatch):
+    command, calls = fake
+    (tmp_path / "report_step.py").write_text(
+        "import sys\nprint('report of', sys.argv[1])\n"
+    )  # a report module
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    steps = {
+        **STUDY,
+        "sweep": {**STUDY["sweep"], "overrides": [f"calls={calls}", "model.path=/models/sft/hf"]},
+        "aggregate": {"kind": "report", "module": "report_step", "args": ["{run_dir}/sweep"]},
+    }
+    settings = PipelineSettings(steps=steps)
+    run_dir = tmp_path / "run"
+    lines: list[str] = []
+    summary = run_pipeline(
+        settings, run_dir, {}, command=command, out=lines.append, launcher=["hydra/launcher=x"]
+    )
+    assert _calls(calls) == ["sweep"]
+    assert [s["status"] for s in summary["steps"].values()] == ["not needed", "not needed", "done", "done"]
+    assert lines[0] == "[1/4] synthesize: not needed (no later step reads {run_dir}/synthesize), skipped"
+    argv = (run_dir / "sweep" / "argv.txt").read_text().splitlines()
+    assert argv[0] == "-m" and "tools.trial_budget=0,2" in argv and argv[-2] == "hydra/launcher=x"
+    assert (run_dir / "sweep" / DONE).exists() and not (run_dir / "aggregate" / DONE).exists()
+    assert f"report of {run_dir}/sweep" in capfd.readouterr().out  # a report step streams to the console
+
+    lines.clear()
+    again = run_pipeline(settings, run_dir, {}, command=command, out=lines.append)
+    assert _calls(calls) == ["sweep"]  # the finished sweep is not repeated ...
+    assert [s["status"] for s in again["steps"].values()] == ["not needed", "not needed", "skipped", "done"]
+    assert f"report of {run_dir}/sweep" in capfd.readouterr().out  # ... the report runs again
+
+
+def test_dry_run_prints_command_lines_and_runs_nothing(fake, tmp_path):
+    command, calls = fake
+    settings = PipelineSettings(steps=STUDY, common_overrides=[f"calls={calls}"], dry_run=True)
+    lines: list[str] = []
+    summary = run_pipeline(settings, tmp_path / "run", {}, command=command, out=lines.append)
+    assert _calls(calls) == [] and not (tmp_path / "run").exists()
+    assert [s["status"] for s in summary["steps"].values()] == ["dry run"] * 4
+    assert lines[2].startswith("[3/4] sweep: would run: ") and "-m" in lines[2].split()
+    assert summary["steps"]["sweep"]["command"][-1] == f"hydra.sweep.dir={tmp_path / 'run' / 'sweep'}"
+
+
+def test_a_report_module_that_does_not_exist_fails_before_any_step(fake, tmp_path):
+    command, calls = fake
+    steps = {
+        "first": {"overrides": [f"calls={calls}"]},
+        "table": {"kind": "report", "module": "no_such_module_x"},
+    }
+    with pytest.raises(ConfigError, match="pipeline step 'table': no Python module 'no_such_module_x'"):
+        run_pipeline(
+            PipelineSettings(steps=steps), tmp_path / "run", {}, command=command, check=lambda o: None
+        )
+    assert _calls(calls) == []

@@ -18,7 +18,11 @@ run directory:
 - ``hf/``: the final model in Hugging Face format (the SFT stage's export; LoRA merged by default), and
   ``grpo_summary.json``;
 - ``metrics.json`` when validation ran: the final validation as split -> metrics (``stage=eval``'s layout), which
-  ``python -m toolmaster.sweep`` aggregates over a multirun (``+experiment=ablation``).
+  ``python -m toolmaster.sweep`` aggregates over a multirun (``+experiment=ablation``);
+- ``.done`` last: a hash of the resolved config and the run's result. Run again in the same directory with the
+  same config and ``stage.resume=auto``, the run returns that result at once instead of loading anything, so a
+  sweep started again after an interruption (``+experiment=ablation``) repeats none of its finished jobs; with
+  another config (e.g. more ``trainer.max_steps``) it resumes from ``checkpoints/last.ckpt`` as before.
 
 Trainer arguments are the ``trainer`` group's, with three GRPO-specific readings: ``trainer.max_steps``
 counts GRPO steps (Lightning counts ``stage.mu`` optimizer updates per step, so it is given ``max_steps *
@@ -32,12 +36,14 @@ reward.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from toolmaster.build import (
     build_engine,
@@ -61,6 +67,24 @@ from toolmaster.training.trainer import Cadence, as_float, build_trainer, final_
 
 SUMMARY = "grpo_summary.json"
 METRICS = "metrics.json"
+DONE = ".done"
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """sha256 of the resolved config: equal exactly when a rerun would train and evaluate the same thing."""
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finished_result(output_dir: Path, fingerprint: str) -> tuple[bool, float | None]:
+    """(True, result) when ``output_dir/.done`` records a finished run of this config, else (False, None)."""
+    try:
+        record = json.loads((output_dir / DONE).read_text())
+    except (OSError, ValueError):
+        return False, None
+    if not isinstance(record, dict) or record.get("config_sha256") != fingerprint:
+        return False, None
+    return True, record.get("result")
 
 
 def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str, Any], float | None]:
@@ -95,6 +119,14 @@ def run(cfg: DictConfig) -> float | None:
         raise ConfigError("stage=grpo samples groups of episodes: sampler.temperature must be > 0")
     trainer_kwargs, max_grad_norm = grpo_trainer_kwargs(plain(cfg.trainer), stage.mu)
     output_dir = Path(cfg.output_dir)
+    fingerprint = config_fingerprint(cfg)
+    if str(stage.resume).lower() == "auto":
+        finished, previous = finished_result(output_dir, fingerprint)
+        if finished:
+            print(
+                f"grpo: {output_dir} finished earlier with this config ({DONE}), skipped; result {previous}"
+            )
+            return previous
     ckpt_path = resolve_resume(stage.resume, output_dir / CHECKPOINT_DIR, hpc_dir=output_dir)
 
     # 1. data: the world's tasks (unknown splits fail before the model loads)
@@ -159,5 +191,8 @@ def run(cfg: DictConfig) -> float | None:
         }
         summary["export_dir"] = export_final(module.model, loaded.tokenizer, output_dir, stage.merge, info)
     write_json_atomic(output_dir / SUMMARY, summary)
+    write_json_atomic(
+        output_dir / DONE, {"config_sha256": fingerprint, "result": result, "finished": time.time()}
+    )
     print(json.dumps({k: summary[k] for k in ("grpo_steps", "train_reward", "val_success")}))
     return result
