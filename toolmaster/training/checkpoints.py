@@ -3,7 +3,8 @@
 ``TrainableWeights`` is what a LightningModule's ``on_save_checkpoint`` / ``on_load_checkpoint`` delegate to:
 with LoRA (or frozen layers) only the trainable tensors go into the checkpoint, and the frozen rest is rebuilt
 from the model config on resume, so loading cannot be strict; a checkpoint missing a trainable tensor is a
-``ConfigError`` (written by a run with another model or LoRA setting).
+``ConfigError`` (written by a run with another model or LoRA setting). Under the sharded trainers (``fsdp_*``)
+``last.ckpt`` is a directory of per-rank shards (``toolmaster.training.sharding``), resumed the same way.
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 
 
+def is_sharded_checkpoint(path: Path) -> bool:
+    """A distributed checkpoint of the sharded trainers: a directory with Lightning's ``meta.pt`` in it."""
+    return path.is_dir() and (path / "meta.pt").is_file()
+
+
 def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
     """``auto``: ``last.ckpt`` in ``checkpoint_dir`` if present; a path: that file; null / none: fresh."""
     if resume is None or str(resume).lower() in ("", "null", "none", "false"):
         return None
     if str(resume).lower() == "auto":
         last = checkpoint_dir / LAST
-        return last if last.is_file() else None
+        return last if last.is_file() or is_sharded_checkpoint(last) else None
     path = Path(resume).expanduser()
-    if not path.is_file():
+    if not (path.is_file() or is_sharded_checkpoint(path)):
         raise ConfigError(
             f"stage.resume={resume!r}: no such checkpoint file (use auto, null or a .ckpt path)"
         )
@@ -52,6 +58,8 @@ class TrainableWeights:
         checkpoint["toolmaster"] = {"trainable_only": self.partial, **tags}
 
     def on_load(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" not in checkpoint:
+            return  # a sharded checkpoint: the strategy loaded (and matched) the shards itself
         missing = {self.prefix + name for name in self.names} - set(checkpoint["state_dict"])
         if missing:
             raise ConfigError(
