@@ -80,9 +80,18 @@ def base_state_dict(model: Any) -> dict[str, Any]:
 
 
 def save_base_snapshot(model: Any, tokenizer: Any, directory: Path) -> Path:
-    """Write the policy's base weights, config and tokenizer as an HF checkpoint vLLM can load."""
+    """Write the policy's base weights, config and tokenizer as an HF checkpoint vLLM can load. A sharded
+    policy is gathered bucket by bucket into CPU memory first (once, at start-up; pass ``model_path`` to
+    avoid it)."""
     base = model.get_base_model() if hasattr(model, "peft_config") else model
-    base.save_pretrained(str(directory), state_dict=base_state_dict(model), safe_serialization=True)
+    state = base_state_dict(model)
+    if is_sharded(model):
+        from toolmaster.training.export import save_state_as
+
+        save_state_as(base, {name: t.cpu() for name, t in iter_full_weights(state.items())}, directory)
+        tokenizer.save_pretrained(str(directory))
+        return directory
+    base.save_pretrained(str(directory), state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
     return directory
 
@@ -117,6 +126,7 @@ class VLLMEngine:
         self.eos_id = tokenizer.eos_token_id
         self.enable_sleep_mode = enable_sleep_mode
         self.sync_bucket_numel = sync_bucket_numel
+        self.last_sync_peak_numel = 0  # sharded policies: the most elements gathered at once in the last sync
         self.uses_lora = hasattr(model, "peft_config")
         self._workdir = tempfile.TemporaryDirectory(prefix="toolmaster-vllm-")
         if model_path is None:
@@ -217,6 +227,7 @@ class VLLMEngine:
         elif is_sharded(model):
             weights = iter_full_weights(base_state_dict(model).items(), self.sync_bucket_numel)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+            self.last_sync_peak_numel = weights.peak_numel
         else:
             weights = list(base_state_dict(model).items())
             # the worker's in-place reload: checkpoint-format tensors go through the model's weight loaders
