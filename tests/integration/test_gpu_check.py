@@ -77,7 +77,8 @@ def test_gpu_run_under_eight_minutes(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     figures = _figures(result.stdout)
-    assert int(figures["sync.greedy_tokens_agreeing_of_16"]) >= 12
+    # random weights give flat logits (bf16 ties); a stale engine serves the unchanged weights
+    assert int(figures["sync.greedy_tokens_agreeing_of_16"]) > int(figures["sync.before_sync_agreeing_of_16"])
     assert int(figures["sync.peak_gathered_numel"]) <= max(
         int(figures["sync.bucket_numel"]), 136 * 1024 * 1024
     )

@@ -15,8 +15,8 @@ Steps, each printed with its figures (``figure <name> = <value>`` lines, easy to
 4. GRPO: one step of ``stage=grpo`` on the SFT export with the sharded trainer and ``sampler=vllm`` (sleep mode
    on CUDA): rollout, update, and the engine's weight sync from the shards; its phase times and reward;
 5. sync: in this process, the model sharded with FSDP2 (world size 1) and streamed bucket by bucket into a
-   colocated vLLM engine (``VLLMEngine.sync_weights``): the sync time, the peak gathered elements, and whether
-   greedy tokens of vLLM and of the HF model agree on a prompt;
+   colocated vLLM engine (``VLLMEngine.sync_weights``) after every weight was changed: the sync time, the peak
+   gathered elements, and how many of 16 greedy tokens of vLLM agree with the changed HF model before and after;
 6. rollout: ``toolmaster.bench.rollout --vllm`` (this project's HF sampler, ``model.generate`` and vLLM on the
    same episodes).
 
@@ -170,6 +170,7 @@ def weight_sync(model_dir: Path | None, device: str, bucket_numel: int = 16 * 10
     from toolmaster.models import load_model
     from toolmaster.samplers.base import SamplingParams
     from toolmaster.samplers.vllm_engine import VLLMEngine
+    from toolmaster.training.gather import gathered
     from toolmaster.training.sharding import shard_model
 
     if not dist.is_initialized():
@@ -181,13 +182,8 @@ def weight_sync(model_dir: Path | None, device: str, bucket_numel: int = 16 * 10
     else:
         lm = load_model(source="tiny", dtype="float32", device=device)
     prompt = lm.tokenizer("Call the weather tool for Paris, then answer.")["input_ids"]
-    with torch.inference_mode():
-        ids = torch.tensor([prompt], device=device)
-        expected = lm.model.generate(ids, do_sample=False, max_new_tokens=16, min_new_tokens=16)[
-            0, len(prompt) :
-        ]
     model = shard_model(lm.model, init_device_mesh(device, (1,)))
-    engine = VLLMEngine(
+    engine = VLLMEngine(  # starts from the checkpoint (or a snapshot), then syncs once
         model,
         lm.tokenizer,
         model_path=str(model_dir) if model_dir is not None else None,
@@ -195,14 +191,25 @@ def weight_sync(model_dir: Path | None, device: str, bucket_numel: int = 16 * 10
         gpu_memory_utilization=0.3,
         sync_bucket_numel=bucket_numel,
     )
+    # change the policy (every weight x -1.5), so only a working sync makes the engine agree with it again
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(-1.5)
+        with gathered(model):
+            ids = torch.tensor([prompt], device=device)
+            expected = model.generate(ids, do_sample=False, max_new_tokens=16, min_new_tokens=16)[
+                0, len(prompt) :
+            ]
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=16)
+    stale = engine.generate([prompt], greedy, [16])[0].token_ids[:16]
     start = time.perf_counter()
     engine.sync_weights(model)
     if device == "cuda":
         torch.cuda.synchronize()
     sync_s = time.perf_counter() - start
-    out = engine.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=16), [16])[0]
-    got = out.token_ids[:16]
+    got = engine.generate([prompt], greedy, [16])[0].token_ids[:16]
     agree = sum(int(a == b) for a, b in zip(got, expected.tolist()))
+    agree_stale = sum(int(a == b) for a, b in zip(stale, expected.tolist()))
     params = sum(t.numel() for t in model.parameters())
     return {
         "sync_s": round(sync_s, 3),
@@ -210,6 +217,7 @@ def weight_sync(model_dir: Path | None, device: str, bucket_numel: int = 16 * 10
         "bucket_numel": bucket_numel,
         "peak_gathered_numel": engine.last_sync_peak_numel,
         "greedy_tokens_agreeing_of_16": agree,
+        "before_sync_agreeing_of_16": agree_stale,
     }
 
 
