@@ -216,4 +216,3 @@ def test_grpo_under_fsdp_rolls_out_trains_and_exports(tmp_path):
     exported = _weights(run_dir / "hf")
     initial = load_model(source="tiny", dtype="float32", device="cpu").model.state_dict()
     assert any(not torch.equal(exported[n], initial[n]) for n in exported)
-    assert all(torch.equal(exported[n], initial[n]) for n in exported if "norm" in n)  # no decay on norms
