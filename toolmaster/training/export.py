@@ -99,8 +99,8 @@ def export_hf(
 PEFT_PREFIX = "base_model.model."
 
 
-def lora_scalings(model: Any) -> dict[str, float]:
-    """``{module name: scaling}`` of every LoRA layer of a peft model (its active adapter)."""
+def lora_scalings(model: Any) -> dict[str, tuple[str, float]]:
+    """``{module name: (active adapter, scaling)}`` of every LoRA layer of a peft model."""
     found = {}
     for name, module in model.named_modules():
         scaling = getattr(module, "scaling", None)
@@ -111,7 +111,7 @@ def lora_scalings(model: Any) -> dict[str, float]:
                     f"{name}: exporting a merge needs exactly one active adapter, got {adapters}"
                 )
             found[name] = (adapters[0], float(scaling[adapters[0]]))
-    return found  # type: ignore[return-value]
+    return found
 
 
 def merge_lora_state(model: Any, state: dict[str, Any]) -> dict[str, Any]:
