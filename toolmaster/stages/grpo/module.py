@@ -235,7 +235,8 @@ class GRPOModule(pl.LightningModule):
     def _generating(self) -> contextlib.AbstractContextManager:
         """Under a sharded trainer (``fsdp_*``) an engine that decodes with the policy itself (HF) needs it
         gathered, so ranks may run different numbers of forwards; engines with their own weights do not."""
-        gather = getattr(self.trainer.strategy, "gathered_for_generation", None)
+        strategy = getattr(self._trainer, "strategy", None)  # no trainer: a module used on its own
+        gather = getattr(strategy, "gathered_for_generation", None)
         if gather is None or hasattr(self.engine, "sync_weights"):
             return contextlib.nullcontext()
         return gather()
