@@ -62,6 +62,12 @@ def score_columns(
     return picked, scaled
 
 
+def _fsdp_sharded(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule) or any(isinstance(m, FSDPModule) for m in model.modules())
+
+
 def plan_prefixes(input_ids: Tensor, loss_mask: Tensor, lengths: Tensor) -> PrefixPlan:
     """Group rows by their prompt: the tokens before the first logit the loss needs (``[N, T]`` right-padded)."""
     has_loss = loss_mask.any(dim=1)
@@ -82,8 +88,12 @@ def plan_prefixes(input_ids: Tensor, loss_mask: Tensor, lengths: Tensor) -> Pref
 
 
 def worth_sharing(model: Any, plan: PrefixPlan) -> bool:
-    """Share prompts only when that saves work and the model keeps a KV cache while training."""
+    """Share prompts only when that saves work and the model keeps a KV cache while training. Not under FSDP
+    while training: the prompt's KV cache reaches the suffix pass inside a cache object, past FSDP's
+    pre-backward hooks, so the prompt pass's backward would find its layers resharded."""
     if getattr(model, "is_gradient_checkpointing", False) and model.training:
+        return False
+    if model.training and _fsdp_sharded(model):
         return False
     return plan.saved_tokens >= MIN_SHARED_TOKENS
 

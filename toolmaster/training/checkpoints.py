@@ -3,7 +3,8 @@
 ``TrainableWeights`` is what a LightningModule's ``on_save_checkpoint`` / ``on_load_checkpoint`` delegate to:
 with LoRA (or frozen layers) only the trainable tensors go into the checkpoint, and the frozen rest is rebuilt
 from the model config on resume, so loading cannot be strict; a checkpoint missing a trainable tensor is a
-``ConfigError`` (written by a run with another model or LoRA setting).
+``ConfigError`` (written by a run with another model or LoRA setting). Under the sharded trainers (``fsdp_*``)
+``last.ckpt`` is a directory of per-rank shards (``toolmaster.training.sharding``), resumed the same way.
 """
 
 from __future__ import annotations
@@ -21,18 +22,24 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 
 
+def is_sharded_checkpoint(path: Path) -> bool:
+    """A distributed checkpoint of the sharded trainers: a directory with Lightning's ``meta.pt`` in it."""
+    return path.is_dir() and (path / "meta.pt").is_file()
+
+
 def resolve_resume(resume: str | None, checkpoint_dir: Path, hpc_dir: Path | None = None) -> Path | None:
-    """``auto``: the newest of ``last.ckpt`` in ``checkpoint_dir`` and the last ``hpc_ckpt_<n>.ckpt`` in
-    ``hpc_dir`` (written when a Slurm job is preempted, ``training.slurm_requeue``), if any; a path: that file;
-    null / none: fresh."""
+    """``auto``: the newest of ``last.ckpt`` in ``checkpoint_dir`` (a file, or a sharded checkpoint directory)
+    and the last ``hpc_ckpt_<n>.ckpt`` in ``hpc_dir`` (written when a Slurm job is preempted,
+    ``training.slurm_requeue``), if any; a path: that file; null / none: fresh."""
     if resume is None or str(resume).lower() in ("", "null", "none", "false"):
         return None
     if str(resume).lower() == "auto":
         last = checkpoint_dir / LAST
-        found = ([last] if last.is_file() else []) + (hpc_checkpoints(hpc_dir)[-1:] if hpc_dir else [])
+        have_last = last.is_file() or is_sharded_checkpoint(last)
+        found = ([last] if have_last else []) + (hpc_checkpoints(hpc_dir)[-1:] if hpc_dir else [])
         return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
     path = Path(resume).expanduser()
-    if not path.is_file():
+    if not (path.is_file() or is_sharded_checkpoint(path)):
         raise ConfigError(
             f"stage.resume={resume!r}: no such checkpoint file (use auto, null or a .ckpt path)"
         )
@@ -56,6 +63,8 @@ class TrainableWeights:
         checkpoint["toolmaster"] = {"trainable_only": self.partial, **tags}
 
     def on_load(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" not in checkpoint:
+            return  # a sharded checkpoint: the strategy loaded (and matched) the shards itself
         missing = {self.prefix + name for name in self.names} - set(checkpoint["state_dict"])
         if missing:
             raise ConfigError(

@@ -42,6 +42,7 @@ def build_trainer(
     """The Lightning Trainer from the ``trainer`` group plus checkpointing, validation cadence and logging."""
     kwargs = dict(trainer_cfg)
     kwargs.pop("_target_", None)
+    kwargs["strategy"] = build_strategy(kwargs.get("strategy", "auto"))
     callbacks: list[Callback] = list(kwargs.pop("callbacks", None) or []) + list(extra_callbacks or [])
     if kwargs.get("enable_checkpointing", True):
         callbacks.append(
@@ -76,6 +77,15 @@ def build_trainer(
         )
         kwargs["check_val_every_n_epoch"] = None
     return pl.Trainer(**kwargs)
+
+
+def build_strategy(strategy: Any) -> Any:
+    """``trainer.strategy``: a name Lightning knows (``ddp``) as is, a ``_target_`` node (``fsdp_*``) built."""
+    if isinstance(strategy, dict) and "_target_" in strategy:
+        from hydra.utils import instantiate
+
+        return instantiate(strategy, _convert_="all")
+    return strategy
 
 
 def as_float(value: Any) -> float | None:

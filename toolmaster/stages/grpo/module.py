@@ -232,6 +232,15 @@ class GRPOModule(pl.LightningModule):
         tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         return self.trainer.strategy.reduce(tensor, reduce_op="sum").tolist()
 
+    def _generating(self) -> contextlib.AbstractContextManager:
+        """Under a sharded trainer (``fsdp_*``) an engine that decodes with the policy itself (HF) needs it
+        gathered, so ranks may run different numbers of forwards; engines with their own weights do not."""
+        strategy = getattr(self._trainer, "strategy", None)  # no trainer: a module used on its own
+        gather = getattr(strategy, "gathered_for_generation", None)
+        if gather is None or hasattr(self.engine, "sync_weights"):
+            return contextlib.nullcontext()
+        return gather()
+
     def _no_sync(self) -> contextlib.AbstractContextManager:
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         return block() if block is not None else contextlib.nullcontext()
@@ -260,7 +269,9 @@ class GRPOModule(pl.LightningModule):
     # --------------------------------------------------------------------------------- the step
     def rollout_tasks(self, tasks: list[Task], step: int) -> list[Trajectory]:
         config = replace(self.rollout_config, seed=self._rollout_seed(step))
-        trajectories = rollout(self.synced_engine(), self.tokenizer, self.fmt, self.suite, tasks, config)
+        engine = self.synced_engine()
+        with self._generating():
+            trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, config)
         group = self.settings.group_size
         for i, task in enumerate(tasks):  # the advantages assume contiguous groups, in task order
             ids = {t.task_id for t in trajectories[i * group : (i + 1) * group]}
@@ -419,7 +430,8 @@ class GRPOModule(pl.LightningModule):
     def validation_step(self, batch: tuple[str, list[Task]], batch_idx: int) -> None:
         split, tasks = batch
         engine = self.synced_engine()
-        trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, self.val_config)
+        with self._generating():
+            trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, self.val_config)
         self.rewards.score(trajectories, {task.id: task for task in tasks})
         self.val_metrics[split].update(trajectories)
 

@@ -63,6 +63,7 @@ from toolmaster.stages.grpo.data import GRPODataModule
 from toolmaster.stages.grpo.module import GRPOModule
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, resolve_resume
 from toolmaster.training.export import export_final
+from toolmaster.training.gather import full_state_dict
 from toolmaster.training.trainer import Cadence, as_float, build_trainer, final_validation, fit
 
 SUMMARY = "grpo_summary.json"
@@ -162,6 +163,8 @@ def run(cfg: DictConfig) -> float | None:
     train_reward = as_float(trainer.callback_metrics.get("train/reward/total"))
     val_success = final_validation(trainer, module, datamodule, "val/success") if validate else None
     result = val_success if val_success is not None else train_reward
+    # sharded (fsdp_*) models: every rank helps gather the full weights onto rank 0's CPU; else None
+    gathered_state = full_state_dict(module.model) if stage.export else None
     if not trainer.is_global_zero:
         return result
 
@@ -189,7 +192,9 @@ def run(cfg: DictConfig) -> float | None:
             "grpo_steps": summary["grpo_steps"],
             "stage": "grpo",
         }
-        summary["export_dir"] = export_final(module.model, loaded.tokenizer, output_dir, stage.merge, info)
+        summary["export_dir"] = export_final(
+            module.model, loaded.tokenizer, output_dir, stage.merge, info, gathered_state
+        )
     write_json_atomic(output_dir / SUMMARY, summary)
     write_json_atomic(
         output_dir / DONE, {"config_sha256": fingerprint, "result": result, "finished": time.time()}

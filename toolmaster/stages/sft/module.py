@@ -31,6 +31,7 @@ AdamW (no decay on biases and norms), warmup then cosine decay, are this impleme
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,9 +144,11 @@ class SFTModule(pl.LightningModule):
     def _log_success(self) -> None:
         assert self.success_eval is not None
         values = torch.zeros(2, dtype=torch.float32, device=self.device)
-        if self.trainer.is_global_zero:
-            with torch.inference_mode():
-                metrics = self.success_eval(self.model)
+        # sharded trainers (fsdp_*): every rank gathers the policy, then only rank 0 decodes with it
+        gather = getattr(self.trainer.strategy, "gathered_for_generation", contextlib.nullcontext)
+        with gather(), torch.inference_mode():
+            metrics = self.success_eval(self.model) if self.trainer.is_global_zero else None
+        if metrics is not None:
             values = torch.tensor(
                 [metrics["success"], metrics.get("valid_format", 0.0)],
                 dtype=torch.float32,

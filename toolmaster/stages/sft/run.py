@@ -30,6 +30,7 @@ from toolmaster.stages.sft.data import SFTDataModule
 from toolmaster.stages.sft.module import SFTModule, SuccessEval
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, resolve_resume
 from toolmaster.training.export import export_final
+from toolmaster.training.gather import full_state_dict
 from toolmaster.training.trainer import Cadence, as_float, build_trainer, final_validation, fit
 
 SUMMARY = "sft_summary.json"
@@ -95,6 +96,8 @@ def run(cfg: DictConfig) -> float | None:
     fit(trainer, module, datamodule, ckpt_path)
     train_loss = as_float(trainer.callback_metrics.get("train/loss"))
     val_loss = final_validation(trainer, module, datamodule, "val/loss") if has_val else None
+    # sharded (fsdp_*) models: every rank helps gather the full weights onto rank 0's CPU; else None
+    gathered_state = full_state_dict(module.model) if stage.export else None
     if not trainer.is_global_zero:
         return val_loss if val_loss is not None else train_loss
 
@@ -115,7 +118,9 @@ def run(cfg: DictConfig) -> float | None:
             "global_step": trainer.global_step,
             "sft_path": str(data.sft_path),
         }
-        summary["export_dir"] = export_final(module.model, loaded.tokenizer, output_dir, stage.merge, info)
+        summary["export_dir"] = export_final(
+            module.model, loaded.tokenizer, output_dir, stage.merge, info, gathered_state
+        )
     write_json_atomic(output_dir / SUMMARY, summary)
     print(json.dumps({k: summary[k] for k in ("global_step", "train_loss", "val_loss")}))
     return val_loss if val_loss is not None else train_loss
