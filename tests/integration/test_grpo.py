@@ -512,7 +512,10 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     from toolmaster.worlds.toolworld import build_toolworld
 
     torch.manual_seed(0)
-    world = build_toolworld(seed=0, n_train=24, n_test=2)
+    # the static-tools world: 20 oracle episodes on shared tools teach the protocol well enough for some GRPO
+    # group to carry a reward difference (with per-task tools all 8 episodes scored 0.0 and the test's premise
+    # fails); this test checks the update's mechanics, not generalisation
+    world = build_toolworld(seed=0, n_train=24, n_test=2, variants="per_family")
     tasks = world.tasks("train")
     loaded = load_model(source="smollm2", dtype="float32", device="cpu")  # own copy: training changes it
 
