@@ -11,6 +11,9 @@ Variants (``variants=``):
 - ``per_family``: one variant per family shared by all its tasks (plus one evolved variant per seen family):
   the "static tools" control, where memorising a tool's convention pays.
 
+Task records carry ``metadata["decoy"]``: the names of the task's decoy tools (related, documented, never the
+answer; ``toolmaster.analyze`` counts calls to them). Records built before this key existed lack it (unknown).
+
 Splits: ``train`` and ``test_seen`` use the seen families, ``test_unseen`` the held-out families,
 ``test_evolved`` the evolved variant space of the seen families (renamed tools and arguments, reworded
 docs, conventions that no non-evolved variant has). Under ``per_task`` the splits are disjoint by
@@ -156,6 +159,9 @@ def build_toolworld(
                         "kind": draft.kind,
                         "intent": draft.intent,
                         "convention": draft.convention,
+                        "decoy": sorted(
+                            name for role, name in variant.roles.items() if role.startswith("decoy")
+                        ),
                     },
                 )
             )

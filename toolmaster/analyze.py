@@ -1,0 +1,322 @@
+"""Explain evaluation results from the saved episodes: ``python -m toolmaster.analyze <run dir>``.
+
+Reads ``trajectories/<split>.jsonl`` (one ``Trajectory.to_dict()`` per line, as ``stage=eval`` writes them) of
+one eval run dir (one arm, named by its folder) or of a pipeline run dir (every subfolder holding
+``trajectories/`` is an arm, e.g. ``eval_base``, ``eval_sft``, ``eval_grpo``), and reports per split and arm,
+each as a rate over the arm's episodes with its count. The definitions are heuristics over the recorded
+calls; they say what the episodes show, not why the model acted:
+
+- ``used_trial``: the episode has an execution call to a tool after a trial call to the same tool, and either
+  (a) *revealed format/value*: some earlier trial of that tool failed, the execution call's arguments differ
+  from every failed trial's arguments, and one of the execution call's string tokens (a string argument
+  value, or a piece of one split on whitespace and commas, at least 2 characters; compared case-insensitively)
+  occurs in an earlier trial observation of the episode but neither in the task query (the first user
+  message) nor in the tool's JSON schema, e.g. a format like ``l:ml`` that an error message listed; or
+  (b) *silent convention*: the execution call succeeded after a successful trial of that tool (the expert
+  probes a convention that results, not errors, expose). (b) is generous: it also counts an execution that
+  merely repeats a tool the model had tried, so read ``used_trial`` with ``exec_after_trial`` beside it;
+  ``analysis.json`` also has ``used_trial_revealed``, the count of (a) alone.
+- ``exec_after_trial`` (the simpler count): some execution call succeeded after at least one trial of the
+  same tool.
+- ``repeated_failure``: the same call (name and arguments, either phase) failed twice or more in one episode.
+- ``answer_from_obs``: the final answer (stripped; a number is compared as a float at 4 significant digits
+  with the numbers in the observations, other text as a case-insensitive substring) occurs in some tool
+  observation of the episode; ``answer_not_from_obs``: it has an answer that does not; episodes without an
+  answer are in neither.
+- ``truncated``: the episode was cut (``Trajectory.truncation_reason``); the count per reason is in
+  ``analysis.json`` and the table (turns = ``max_turns``, tokens = ``max_total_tokens``, per-turn =
+  ``max_new_tokens``, steps = ``max_steps_per_user_turn``, prompt = ``prompt_too_long``).
+- ``decoy_use``: some call went to a tool the task marks as its decoy (``Task.metadata["decoy"]``,
+  toolworld). Trajectories do not carry task metadata, so the tasks are rebuilt from the arm's saved
+  Hydra config (``.hydra/config.yaml``, node ``tools.world``); where that fails or the tasks carry no
+  ``decoy`` key (other worlds, older builds) decoy use is unknown and shown as ``n/a``.
+
+Writes ``<dir>/analysis.md`` and ``<dir>/analysis.json`` and prints the tables. Bad input (no trajectories,
+an unreadable line) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from toolmaster.errors import DataError
+from toolmaster.io import read_jsonl, write_json_atomic, write_text_atomic
+from toolmaster.protocol.phases import Phase
+from toolmaster.trajectory import Call, Trajectory
+
+METRICS = ("used_trial", "exec_after_trial", "repeated_failure", "answer_from_obs", "answer_not_from_obs")
+REASON_LABELS = {
+    "max_turns": "turns",
+    "max_total_tokens": "tokens",
+    "max_new_tokens": "per-turn",
+    "max_steps_per_user_turn": "steps",
+    "prompt_too_long": "prompt",
+}
+CALL_KEYS = frozenset({"phase", "name", "arguments", "observation", "ok"})
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+Decoys = Mapping[str, frozenset[str]]  # task id -> decoy tool names (a task missing here: unknown)
+
+
+# ------------------------------------------------------------------------------------ per episode
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def _tokens(arguments: Any) -> set[str]:
+    out: set[str] = set()
+    for text in _strings(arguments):
+        for piece in [text, *re.split(r"[\s,]+", text)]:
+            piece = piece.strip().lower()
+            if len(piece) >= 2:
+                out.add(piece)
+    return out
+
+
+def _query(traj: Trajectory) -> str:
+    return next((m["content"] for m in traj.messages if m.get("role") == "user"), "")
+
+
+def _schema_text(traj: Trajectory, name: str | None) -> str:
+    for schema in traj.tools:
+        function = schema.get("function", schema)
+        if function.get("name") == name:
+            return json.dumps(schema).lower()
+    return ""
+
+
+def _trial_uses(traj: Trajectory) -> tuple[bool, bool]:
+    """(revealed format/value (a), silent convention (b)) of the module docstring."""
+    query = _query(traj).lower()
+    revealed = silent = False
+    for j, call in enumerate(traj.calls):
+        if call["phase"] != Phase.EXECUTION:
+            continue
+        earlier = traj.calls[:j]
+        trials = [c for c in earlier if c["phase"] == Phase.TRIAL and c["name"] == call["name"]]
+        if not trials:
+            continue
+        silent = silent or (call["ok"] and any(t["ok"] for t in trials))
+        failed = [t for t in trials if not t["ok"]]
+        if not failed or any(t["arguments"] == call["arguments"] for t in failed):
+            continue
+        seen = " ".join(c["observation"] for c in earlier if c["phase"] == Phase.TRIAL).lower()
+        schema = _schema_text(traj, call["name"])
+        tokens = _tokens(call["arguments"])
+        revealed = revealed or any(t in seen and t not in query and t not in schema for t in tokens)
+    return revealed, silent
+
+
+def revealed_by_trial(traj: Trajectory) -> bool:
+    """(a): an execution call carries a token that only an earlier failed trial's episode observations showed."""
+    return _trial_uses(traj)[0]
+
+
+def used_trial(traj: Trajectory) -> bool:
+    """(a) or (b) of the module docstring."""
+    return any(_trial_uses(traj))
+
+
+def exec_after_trial(traj: Trajectory) -> bool:
+    tried: set[str | None] = set()
+    for call in traj.calls:
+        if call["phase"] == Phase.TRIAL:
+            tried.add(call["name"])
+        elif call["ok"] and call["name"] in tried:
+            return True
+    return False
+
+
+def repeated_failure(traj: Trajectory) -> bool:
+    failures = Counter(
+        (c["name"], json.dumps(c["arguments"], sort_keys=True, default=str))
+        for c in traj.calls
+        if not c["ok"]
+    )
+    return any(count >= 2 for count in failures.values())
+
+
+def _round4(value: float) -> float:
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, 3 - math.floor(math.log10(abs(value))))
+
+
+def answer_from_obs(answer: str | None, calls: list[Call]) -> bool | None:
+    """True / False as the module docstring says; None without an answer."""
+    if answer is None or not str(answer).strip():
+        return None
+    text = str(answer).strip()
+    try:
+        target: float | None = _round4(float(text))
+    except ValueError:
+        target = None
+    for call in calls:
+        observation = call["observation"]
+        if target is None:
+            if text.lower() in observation.lower():
+                return True
+        elif any(_round4(float(n)) == target for n in NUMBER.findall(observation)):
+            return True
+    return False
+
+
+def decoy_used(traj: Trajectory, decoys: Decoys) -> bool | None:
+    names = decoys.get(traj.task_id)
+    if names is None:
+        return None
+    return any(c["name"] in names for c in traj.calls)
+
+
+# ------------------------------------------------------------------------------------ per arm
+def summarize(trajs: list[Trajectory], decoys: Decoys) -> dict[str, Any]:
+    """One row: episodes, success and every metric's count (rates are count / episodes)."""
+    row: dict[str, Any] = {
+        "episodes": len(trajs),
+        "success": sum(t.correct for t in trajs),
+        "used_trial": sum(used_trial(t) for t in trajs),
+        "used_trial_revealed": sum(revealed_by_trial(t) for t in trajs),
+        "exec_after_trial": sum(exec_after_trial(t) for t in trajs),
+        "repeated_failure": sum(repeated_failure(t) for t in trajs),
+    }
+    from_obs = [answer_from_obs(t.answer, t.calls) for t in trajs]
+    row["answer_from_obs"] = sum(v is True for v in from_obs)
+    row["answer_not_from_obs"] = sum(v is False for v in from_obs)
+    reasons = Counter(t.truncation_reason or "unknown" for t in trajs if t.truncated or t.truncation_reason)
+    row["truncated"] = sum(reasons.values())
+    row["truncation_reasons"] = dict(sorted(reasons.items()))
+    decoy = [decoy_used(t, decoys) for t in trajs]
+    known = [v for v in decoy if v is not None]
+    row["decoy_use"] = sum(known) if known else None
+    row["decoy_known"] = len(known)
+    return row
+
+
+def _rate(count: int | None, total: int) -> str:
+    if count is None or total == 0:
+        return "n/a"
+    return f"{count / total:.2f} ({count})"
+
+
+def markdown(report: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
+    columns = ["success", *METRICS, "truncated", "decoy_use"]
+    lines = [f"# {title}", ""]
+    for split, arms in report.items():
+        lines += [f"## {split}", "", "| arm | episodes | " + " | ".join(columns) + " |"]
+        lines.append("|---" * (len(columns) + 2) + "|")
+        for arm, row in arms.items():
+            n = row["episodes"]
+            cells = [_rate(row[c], n) for c in columns[:-2]]
+            truncated = _rate(row["truncated"], n)
+            if row["truncation_reasons"]:
+                parts = [f"{REASON_LABELS.get(r, r)} {k}" for r, k in row["truncation_reasons"].items()]
+                truncated += " " + ", ".join(parts)
+            cells.append(truncated)
+            cells.append(_rate(row["decoy_use"], row["decoy_known"]) if row["decoy_known"] else "n/a")
+            lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ reading a run
+def find_arms(run_dir: Path) -> dict[str, Path]:
+    """Arm name -> folder: the dir itself when it holds trajectories/, else each subfolder that does."""
+    if (run_dir / "trajectories").is_dir():
+        return {run_dir.resolve().name: run_dir}
+    return {p.name: p for p in sorted(run_dir.iterdir()) if (p / "trajectories").is_dir()}
+
+
+def load_trajectories(arm_dir: Path) -> dict[str, list[Trajectory]]:
+    out: dict[str, list[Trajectory]] = {}
+    for path in sorted((arm_dir / "trajectories").glob("*.jsonl")):
+        trajs = []
+        for number, record in enumerate(read_jsonl(path, allow_partial_tail=False), start=1):
+            try:
+                traj = Trajectory.from_dict(record)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{path}: record {number} is not a trajectory ({exc})") from None
+            for call in traj.calls:
+                if not isinstance(call, dict) or not set(call) >= CALL_KEYS:
+                    raise DataError(
+                        f"{path}: record {number} has a call without {', '.join(sorted(CALL_KEYS))}"
+                    )
+            trajs.append(traj)
+        out[path.stem] = trajs
+    return out
+
+
+def load_decoys(arm_dir: Path, cache: dict[str, Decoys]) -> Decoys:
+    """Task id -> decoy names from the world the arm's Hydra config builds; empty when that is not possible."""
+    config = arm_dir / ".hydra" / "config.yaml"
+    if not config.is_file():
+        return {}
+    try:
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(config)
+        node = cfg.tools.world
+        key = json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True)
+        if key not in cache:
+            world = instantiate(node, _convert_="all")
+            cache[key] = {
+                task.id: frozenset(task.metadata["decoy"])
+                for tasks in world.splits.values()
+                for task in tasks
+                if "decoy" in task.metadata
+            }
+        return cache[key]
+    except Exception as exc:  # any failure to rebuild the world only makes decoy use unknown
+        print(f"note: {arm_dir.name}: decoy use unknown (tasks not rebuilt: {type(exc).__name__}: {exc})")
+        return {}
+
+
+def analyze(run_dir: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """split -> arm -> row for an eval or pipeline run dir; writes analysis.md / analysis.json there."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: not a directory")
+    arms = find_arms(run_dir)
+    cache: dict[str, Decoys] = {}
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    for arm, arm_dir in arms.items():
+        decoys = load_decoys(arm_dir, cache)
+        for split, trajs in load_trajectories(arm_dir).items():
+            report.setdefault(split, {})[arm] = summarize(trajs, decoys)
+    if not report:
+        raise DataError(f"{run_dir}: no trajectories/<split>.jsonl found (in it or in its subfolders)")
+    write_json_atomic(run_dir / "analysis.json", report)
+    write_text_atomic(run_dir / "analysis.md", markdown(report, f"Trajectory analysis of {run_dir.name}"))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print("usage: python -m toolmaster.analyze <eval or pipeline run dir>")
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    try:
+        report = analyze(args[0])
+    except DataError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(markdown(report, f"Trajectory analysis of {Path(args[0]).name}"))
+    print(f"wrote {Path(args[0]) / 'analysis.md'}, {Path(args[0]) / 'analysis.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
