@@ -114,7 +114,9 @@ def main() -> None:
     argv = sys.argv[1:]
     try:
         if not any(a in _INFO_FLAGS or a.startswith("--shell") for a in argv):
-            problem = precheck(argv, local_paths=True)
+            # a command that only prints its config (--cfg/-c, --resolve) loads no model: skip the model.path check
+            prints_config = any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv)
+            problem = precheck(argv, local_paths=not prints_config)
             if problem is not None:
                 _say(f"config error: {problem}")
                 raise SystemExit(2)

@@ -109,9 +109,9 @@ def test_oracle_teacher_on_bfcl_is_one_line_naming_gold_trials(tmp_path):
     result = _run(
         tmp_path, "stage=synthesize", "data.train_limit=1", f"stage.output_path={tmp_path / 'd.jsonl'}"
     )
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # a ConfigError: exit 2
     last = result.stderr.strip().splitlines()[-1]
     assert (
-        last.startswith("toolmaster: error: teacher=oracle plays only toolworld tasks")
+        last.startswith("toolmaster: config error: teacher=oracle plays only toolworld tasks")
         and "gold_trials" in last
     )

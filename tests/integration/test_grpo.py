@@ -515,8 +515,11 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     # the static-tools world: 20 oracle episodes on shared tools teach the protocol well enough for some GRPO
     # group to carry a reward difference (with per-task tools all 8 episodes scored 0.0 and the test's premise
     # fails); this test checks the update's mechanics, not generalisation
-    world = build_toolworld(seed=0, n_train=24, n_test=2, variants="per_family")
+    world = build_toolworld(seed=0, n_train=48, n_test=2, variants="per_family")
     tasks = world.tasks("train")
+    # GRPO on later tasks of two families the 20 SFT episodes cover with short calls (the quirk-built families
+    # need longer first turns than this test's 48-token turn limit)
+    grpo_tasks = [t for t in tasks[20:] if t.family in ("shipping", "convert")][:2]
     loaded = load_model(source="smollm2", dtype="float32", device="cpu")  # own copy: training changes it
 
     # a short SFT on oracle episodes so that the model speaks the protocol
@@ -592,7 +595,7 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
         enable_model_summary=False,
         limit_val_batches=0,
     )
-    trainer.fit(module, datamodule=GRPODataModule(tasks[20:], 1, seed=0))
+    trainer.fit(module, datamodule=GRPODataModule(grpo_tasks, 1, seed=0))
     assert trainer.global_step == 2
     rewards = [[t.reward for t in step] for step in seen["trajectories"]]
     assert any(len(set(group)) > 1 for group in rewards), rewards  # some group carried a learning signal

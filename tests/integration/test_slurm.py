@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ABLATION = [  # as in test_launchers.py: one GRPO step of the tiny model per sweep point
-    "+experiment=ablation",
+    "+experiment=ablation_sweep",
     "model=tiny",
     "model.path=null",
     "trainer.max_steps=1",

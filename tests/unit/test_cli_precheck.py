@@ -65,7 +65,7 @@ def test_good_command_lines_pass(overrides):
 
 
 def test_an_experiment_whose_model_path_is_missing_fails_at_once():
-    line = precheck(["+experiment=ablation", "-m"], local_paths=True)
+    line = precheck(["+experiment=ablation_sweep", "-m", "model.path=outputs/sft/hf"], local_paths=True)
     assert line.startswith("model.path='outputs/sft/hf': no such directory ("), line
 
 

@@ -341,19 +341,24 @@ def build_suite(origin: dict[str, Any]) -> ToolSuite:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Ctrl-C reaches the whole process group: it is the trainer's to handle, and the host ends with it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
     control = socket.socket(fileno=int(args[0]))
-    message = recv_msg(control)
-    if message is None:
-        return
     try:
-        suite = build_suite(message[0]["origin"])
-    except BaseException as exc:  # noqa: BLE001 - reported to the trainer as one line
-        from toolmaster.envs.calls import describe
+        message = recv_msg(control)
+        if message is None:
+            return
+        try:
+            suite = build_suite(message[0]["origin"])
+        except BaseException as exc:  # noqa: BLE001 - reported to the trainer as one line
+            from toolmaster.envs.calls import describe
 
-        send_msg(control, {"error": describe(exc)})
-        return
-    send_msg(control, {"tools": sorted(suite.tools), "torch": "torch" in sys.modules})
+            send_msg(control, {"error": describe(exc)})
+            return
+        send_msg(control, {"tools": sorted(suite.tools), "torch": "torch" in sys.modules})
+    except (BrokenPipeError, ConnectionError):
+        return  # the trainer went away while the host was starting (interrupted or finished): nothing to serve
     serve_host(control, suite)
 
 
