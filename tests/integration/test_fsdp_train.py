@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.commands import tiny_sft_command
 from helpers.sft_conversations import write_dataset
 from transformers import AutoModelForCausalLM
 
@@ -32,23 +33,8 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _sft(run_dir: Path, data: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "toolmaster",
-        "stage=sft",
-        "model=tiny",
-        f"data.sft_path={data}",
-        f"hydra.run.dir={run_dir}",
-        "stage.batch_size=2",
-        "stage.max_length=768",
-        "stage.val_fraction=0.2",
-        "stage.lr=1e-3",
-        "stage.warmup_steps=1",
-        "trainer.precision=32-true",  # the same arithmetic under DDP and FSDP (bf16 autocast would blur it)
-        "trainer.enable_progress_bar=false",
-        *overrides,
-    ]
+    # the same arithmetic under DDP and FSDP (bf16 autocast would blur it)
+    return tiny_sft_command(run_dir, data, "trainer.precision=32-true", *overrides)
 
 
 def _run(command: list[str]) -> str:

@@ -12,23 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.commands import TINY_ABLATION
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_ABLATION = [
-    "+experiment=ablation_sweep",
-    "model=tiny",
-    "model.path=null",
-    "trainer.max_steps=1",
-    "stage.tasks_per_step=1",
-    "stage.group_size=2",
-    "stage.val_every_n_steps=1",
-    "stage.export=false",
-    "data.train_limit=2",
-    "data.eval_splits=[test_seen,test_unseen]",
-    "data.eval_limit=1",
-    "sampler.max_turns=2",
-    "sampler.max_new_tokens=8",
-]
 
 
 @pytest.mark.slow  # two processes that each import torch + Lightning: about a minute on 2 busy cores

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers.commands import tiny_sft_command
 from helpers.sft_conversations import episode, write_dataset
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -271,22 +271,7 @@ def test_missing_sft_path_is_a_config_error(tmp_path):
 
 # ------------------------------------------------------------------------------------------- subprocesses
 def _command(run_dir: Path, data: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "toolmaster",
-        "stage=sft",
-        "model=tiny",
-        f"data.sft_path={data}",
-        f"hydra.run.dir={run_dir}",
-        "stage.batch_size=2",
-        "stage.max_length=768",
-        "stage.val_fraction=0.2",
-        "stage.lr=1e-3",
-        "stage.warmup_steps=1",
-        "trainer.enable_progress_bar=false",
-        *overrides,
-    ]
+    return tiny_sft_command(run_dir, data, *overrides)
 
 
 def _env() -> dict[str, str]:

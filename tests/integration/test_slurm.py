@@ -29,26 +29,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.commands import TINY_ABLATION, tiny_sft_command
 from helpers.sft_conversations import write_dataset
 from helpers.slurm_cluster import SlurmCluster, missing_binaries, which
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_ABLATION = [  # as in test_launchers.py: one GRPO step of the tiny model per sweep point
-    "+experiment=ablation_sweep",
-    "model=tiny",
-    "model.path=null",
-    "trainer.max_steps=1",
-    "stage.tasks_per_step=1",
-    "stage.group_size=2",
-    "stage.val_every_n_steps=1",
-    "stage.export=false",
-    "data.train_limit=2",
-    "data.eval_splits=[test_seen,test_unseen]",
-    "data.eval_limit=1",
-    "sampler.max_turns=2",
-    "sampler.max_new_tokens=8",
-]
 MISSING = missing_binaries()
 pytestmark = [
     pytest.mark.slow,  # each job starts Python + torch + Lightning: a minute or two per test on 2 busy cores
@@ -127,22 +113,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 
 def _sft(run_dir: Path, data: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "toolmaster",
-        "stage=sft",
-        "model=tiny",
-        f"data.sft_path={data}",
-        f"hydra.run.dir={run_dir}",
-        "stage.batch_size=2",
-        "stage.max_length=768",
-        "stage.val_fraction=0",
-        "stage.lr=1e-3",
-        "stage.warmup_steps=1",
-        "trainer.enable_progress_bar=false",
-        *overrides,
-    ]
+    return tiny_sft_command(run_dir, data, *overrides, val_fraction=0)
 
 
 # ------------------------------------------------------------------------------------------------- (a)
