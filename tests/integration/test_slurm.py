@@ -144,7 +144,8 @@ def test_sweep_through_the_slurm_launcher_then_aggregate(cluster: SlurmCluster, 
     assert len(logs) == 2  # one Slurm job per sweep point; the job ids are the folder names
     job_ids = sorted(p.parent.name for p in logs)
     for job_id in job_ids:
-        info = _job(cluster, job_id)
+        # submitit returns once the job's result file exists, a moment before Slurm marks the job COMPLETED
+        info = _wait_job(cluster, job_id, timeout=60)
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", info
         assert info["BatchHost"] == cluster.node
 
