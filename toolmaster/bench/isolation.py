@@ -6,10 +6,13 @@ episodes/s of each (best of ``--repeats`` after a warm-up) and the ratio process
 
 ``--engine scripted`` (default) replays each task's gold calls as one trial and then execution calls, with
 no model cost at all: the worst case for isolation, where tool calls are all the work. ``--engine hf`` plays
-the episodes with ``--source`` (``tiny``: random weights, ``smollm2``: SmolLM2-135M) through the HF engine.
+the episodes with ``--source`` (``tiny``: random weights, ``smollm2``: SmolLM2-135M) through the HF engine,
+or with ``--path DIR``, a trained export (e.g. ``<run dir>/toolmaster_sft/hf``), whose episodes call tools:
+the zero-shot SmolLM2 calls none, so it measures only per-episode set-up.
 
     python -m toolmaster.bench.isolation
     python -m toolmaster.bench.isolation --engine hf --source smollm2 --batch 8
+    python -m toolmaster.bench.isolation --engine hf --path outputs/experiments/paper_small/seed0/toolmaster_sft/hf
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--engine", default="scripted", choices=["scripted", "hf"])
-    parser.add_argument("--source", default="tiny", choices=["tiny", "smollm2"])
+    parser.add_argument("--source", default="tiny", choices=["tiny", "smollm2", "hf"])
+    parser.add_argument("--path", default=None, help="a saved HF model directory (implies --source hf)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=48)
     parser.add_argument("--split", default="test_seen")
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     from toolmaster.samplers.loop import RolloutConfig, rollout
     from toolmaster.worlds.toolworld import build_toolworld
 
-    lm = load_model(source=args.source, dtype="float32", device="cpu", seed=args.seed)
+    source = "hf" if args.path else args.source
+    lm = load_model(source=source, path=args.path, dtype="float32", device="cpu", seed=args.seed)
     fmt = get_chat_format(lm.chat_format)
     world = build_toolworld(seed=args.seed)
     world.suite.origin = {"_target_": "toolmaster.worlds.toolworld.build_toolworld", "seed": args.seed}

@@ -96,16 +96,14 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def make_runner(
-    suite: ToolSuite, initial_state: dict[str, Any], isolation: Isolation, phases: tuple[str, ...]
-) -> Runner:
+def make_runner(suite: ToolSuite, initial_state: dict[str, Any], isolation: Isolation) -> Runner:
     if isolation.mode == "thread":
         from toolmaster.envs.thread_runner import ThreadRunner
 
         return ThreadRunner(initial_state)
     from toolmaster.envs.process_runner import ProcessRunner
 
-    return ProcessRunner(suite, initial_state, isolation, phases)
+    return ProcessRunner(suite, initial_state, isolation)
 
 
 @dataclass
@@ -159,8 +157,7 @@ class ToolEnv:
         self.task = task
         self.tools, self.keys = self._offered(task.tool_names)
         self.close()
-        phases = (EXECUTION, TRIAL) if self.trial_budget > 0 else (EXECUTION,)
-        self.runner = make_runner(self.suite, task.initial_state, self.isolation, phases)
+        self.runner = make_runner(self.suite, task.initial_state, self.isolation)
         self.records = []
         self.counters = Counter()
         self.user_turn = 0

@@ -8,6 +8,12 @@ took 0.41x the time of a full fp32 SFT step, with a higher loss after 5 steps (0
 ``python -m toolmaster.bench.sft_step``). ``stage=sft`` and ``stage=grpo`` both honour it,
 since the setting is applied when the model is loaded.
 
+``model.train_top_layers`` takes a layer count N, a fraction in (0, 1) of the layers (rounded, at least one),
+or ``auto``: every layer where training is fast (CUDA, or a CPU with native bf16, where
+``trainer.precision=auto`` trains in bf16-mixed) and the top half of the layers on CPUs without native bf16,
+where fp32 training is about twice as slow. ``+experiment=quickstart`` uses ``auto`` to fit its time budget
+on either kind of CPU.
+
 What stays trainable: the top N layers, the final norm and an output head that is not tied to the input
 embeddings (a tied head *is* the embedding matrix, so it is frozen with it). With LoRA, only the adapters of
 the top N layers train. Checkpoints then hold only the trainable tensors (as with LoRA); resuming rebuilds
@@ -36,6 +42,31 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
         f"model.train_top_layers: cannot find the decoder layers of {type(base).__name__} "
         f"(no module list of config.num_hidden_layers={count} layers)"
     )
+
+
+AUTO_FRACTION_WITHOUT_BF16 = 0.5
+
+
+def top_layer_count(spec: int | float | str | None, num_layers: int, fast_training: bool) -> int | None:
+    """The number of top layers ``model.train_top_layers=spec`` trains (None: every layer, nothing frozen).
+
+    ``fast_training`` says whether the device trains at full speed (CUDA or native CPU bf16): ``auto`` then
+    trains every layer."""
+    if spec is None:
+        return None
+    if spec == "auto":
+        return None if fast_training else top_layer_count(AUTO_FRACTION_WITHOUT_BF16, num_layers, True)
+    if isinstance(spec, bool) or not isinstance(spec, (int, float)):
+        raise ConfigError(
+            f"model.train_top_layers={spec!r} must be a layer count, a fraction in (0, 1), auto or null"
+        )
+    if isinstance(spec, float) and not spec.is_integer():
+        if not 0 < spec < 1:
+            raise ConfigError(
+                f"model.train_top_layers={spec} is a fraction of the layers: it must be in (0, 1)"
+            )
+        return max(1, round(spec * num_layers))
+    return int(spec)
 
 
 def freeze_below_top(model: Any, top: int) -> Any:

@@ -31,7 +31,7 @@ import torch
 from toolmaster.errors import ConfigError
 from toolmaster.model_dirs import could_be_hub_id, model_path_problem
 from toolmaster.models.attention import use_gqa_attention
-from toolmaster.models.freezing import freeze_below_top
+from toolmaster.models.freezing import decoder_layers, freeze_below_top, top_layer_count
 
 log = logging.getLogger(__name__)
 
@@ -209,13 +209,14 @@ def load_model(
     tiny_num_layers: int = 2,
     seed: int = 0,
     lora: AdapterConfig | None = None,
-    train_top_layers: int | None = None,
+    train_top_layers: int | float | Literal["auto"] | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Build the model and tokenizer described by the ``model`` config group.
 
-    ``train_top_layers=N`` freezes the embeddings and all decoder layers below the top N
-    (``toolmaster.models.freezing``); null leaves every weight (or every LoRA adapter) trainable."""
+    ``train_top_layers=N`` freezes the embeddings and all decoder layers below the top N (a fraction of the
+    layers, or ``auto``: ``toolmaster.models.freezing``); null leaves every weight (or every LoRA adapter)
+    trainable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if source not in SOURCES:
@@ -260,7 +261,11 @@ def load_model(
     if lora is not None:
         model = apply_lora(model, lora)
     if train_top_layers is not None:
-        freeze_below_top(model, int(train_top_layers))
+        fast = device.startswith("cuda") or cpu_has_fast_bf16()
+        top = top_layer_count(train_top_layers, len(decoder_layers(model)), fast)
+        if top is not None:
+            freeze_below_top(model, top)
+            log.info("model.train_top_layers=%s: training the top %d layers", train_top_layers, top)
     model.eval()
     log.info("loaded %s (%s, %s) in %.2f s", name, torch_dtype, device, time.perf_counter() - started)
     return LoadedModel(model=model, tokenizer=tokenizer, chat_format=chat_format, name=name)

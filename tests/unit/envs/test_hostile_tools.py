@@ -48,7 +48,9 @@ def test_breaking_tool_becomes_an_error_and_the_episode_goes_on(env: ToolEnv, na
     observe(env, "reserve", EXECUTION, **DUNE)
     start = time.perf_counter()
     record = env.execute(name, {}, phase)
-    assert time.perf_counter() - start < TIMEOUT_S + 3.0
+    assert (
+        time.perf_counter() - start < TIMEOUT_S + 10.0
+    )  # the busy loop never ends by itself: it was stopped
     assert not record.ok and record.error == HOSTILE[name], record.observation
     assert record.observation.startswith(f"Error ({HOSTILE[name]}): {name}")
     assert "\n" not in record.observation

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig
 
 from toolmaster.errors import ConfigError
-from toolmaster.models.freezing import decoder_layers
+from toolmaster.models.freezing import decoder_layers, top_layer_count
 from toolmaster.models.loading import load_model
 
 LORA = LoraConfig(
@@ -73,3 +73,32 @@ def test_out_of_range_is_a_config_error(top):
         ConfigError, match=f"model.train_top_layers={top} must be between 1 and the model's 4"
     ):
         _tiny(train_top_layers=top)
+
+
+@pytest.mark.parametrize(
+    ("spec", "fast", "expected"),
+    [
+        (None, False, None),
+        (3, False, 3),
+        (0.5, False, 15),
+        (0.34, True, 10),
+        (0.01, True, 1),  # a fraction keeps at least one layer
+        (2.0, False, 2),  # a whole float is a count
+        ("auto", True, None),  # CUDA or native CPU bf16: every layer trains
+        ("auto", False, 15),  # fp32-only CPU: the top half
+    ],
+)
+def test_top_layer_count(spec, fast, expected):
+    assert top_layer_count(spec, 30, fast) == expected
+
+
+@pytest.mark.parametrize("spec", [1.5, -0.5, "half", True])
+def test_top_layer_count_rejects_what_is_not_a_count_fraction_or_auto(spec):
+    with pytest.raises(ConfigError, match=r"model\.train_top_layers="):
+        top_layer_count(spec, 30, False)
+
+
+def test_a_fraction_freezes_the_lower_layers_of_the_loaded_model():
+    model = _tiny(train_top_layers=0.5)
+    trainable_layers = {_layer_of(n) for n, p in model.named_parameters() if p.requires_grad} - {None}
+    assert trainable_layers == {2, 3}
