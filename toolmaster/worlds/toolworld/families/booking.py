@@ -62,8 +62,8 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         rng,
         names,
         evolved,
-        {"main": (("bk", "rsv", "room"),) * 2, "decoy": (("hrs", "opn"),) * 2},
-        {"room": (("room", "space"),) * 2, "day": (("day", "date"),) * 2, "span": (("span", "length"),) * 2},
+        {"main": ("bk", "rsv", "room"), "decoy": ("hrs", "opn")},
+        {"room": ("room", "space"), "day": ("day", "date"), "span": ("span", "length")},
     )
     conv = {"day": rng.choice(FORMATS), "slot": rng.choice(SLOTS), "keys": q.draw_keys(rng, KEYS)}
     day_format = q.Template(conv["day"], DAY)
@@ -99,27 +99,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         room, _ = where(state, kw)
         return {"room": room, "opens": "08:00", "closes": "20:00", "seats": 4 + len(room)}
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS),
-            {p["room"]: ("string", "room"), p["day"]: ("string", "date"), p["span"]: ("integer", "duration")},
-            book,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"],
-            rng.choice(_DECOY_DOCS),
-            {p["room"]: ("string", "room"), p["day"]: ("string", "date")},
-            hours,
-            FAMILY_NAME,
-        ),
-    ]
-    params = {
-        "main": {"room": p["room"], "day": p["day"], "span": p["span"]},
-        "decoy": {"room": p["room"], "day": p["day"]},
-    }
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    room_day_args = {"room": ("string", "room"), "day": ("string", "date")}
+    main = q.ToolSpec(rng.choice(_DOCS), {**room_day_args, "span": ("integer", "duration")}, book)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), room_day_args, hours)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (

@@ -67,8 +67,8 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         rng,
         names,
         evolved,
-        {"main": (("dst", "gcd", "far"),) * 2, "decoy": (("brg", "hdg"),) * 2},
-        {"a": (("a", "src", "origin"),) * 2, "b": (("b", "dst", "target"),) * 2},
+        {"main": ("dst", "gcd", "far"), "decoy": ("brg", "hdg")},
+        {"a": ("a", "src", "origin"), "b": ("b", "dst", "target")},
     )
     conv = {"point": rng.choice(FORMATS), "unit": rng.choice(sorted(PER_KM))}
     point = q.Template(conv["point"], POINT)
@@ -90,13 +90,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         x = math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
         return round(math.degrees(math.atan2(y, x)) % 360, 1)
 
-    props = {p["a"]: ("string", "first point"), p["b"]: ("string", "second point")}
-    tools = [
-        q.make_tool(roles["main"], rng.choice(_DOCS), props, distance, FAMILY_NAME),
-        q.make_tool(roles["decoy"], rng.choice(_DECOY_DOCS), props, bearing, FAMILY_NAME),
-    ]
-    params = {"main": {"a": p["a"], "b": p["b"]}, "decoy": {"a": p["a"], "b": p["b"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    point_args = {"a": ("string", "first point"), "b": ("string", "second point")}
+    main = q.ToolSpec(rng.choice(_DOCS), point_args, distance)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), point_args, bearing)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (

@@ -66,20 +66,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         item = find(state, kw[p["item"]])
         return {"id": ids.render(int(item)), "bins": state["bins"][item], "restock_days": 3 + int(item) % 9}
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["item"]: ("string", "item id"), p["qty"]: ("integer", "quantity")},
-            reserve,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["item"]: ("string", "item id")}, check, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"item": p["item"], "qty": p["qty"]}, "decoy": {"item": p["item"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    item_arg = {"item": ("string", "item id")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**item_arg, "qty": ("integer", "quantity")}, reserve)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), item_arg, check)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (

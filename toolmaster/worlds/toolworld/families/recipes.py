@@ -83,20 +83,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         dish = find(state, kw[p["dish"]])
         return {"kcal_per_serving": 90 * len(state["recipes"][dish]) + len(dish) * 7, "allergens": ["gluten"]}
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["dish"]: ("string", "recipe"), p["n"]: ("number", "servings")},
-            cook,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["dish"]: ("string", "recipe")}, facts, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"dish": p["dish"], "n": p["n"]}, "decoy": {"dish": p["dish"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    dish_arg = {"dish": ("string", "recipe")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**dish_arg, "n": ("number", "servings")}, cook)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), dish_arg, facts)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (

@@ -86,20 +86,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
             "calibrated": 2021,
         }
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["sensor"]: ("string", "sensor id"), p["at"]: ("string", "time of day")},
-            read,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["sensor"]: ("string", "sensor id")}, info, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"sensor": p["sensor"], "at": p["at"]}, "decoy": {"sensor": p["sensor"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    sensor_arg = {"sensor": ("string", "sensor id")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**sensor_arg, "at": ("string", "time of day")}, read)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), sensor_arg, info)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (

@@ -88,20 +88,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
             "age_days": 3,
         }
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["ticket"]: ("string", "ticket id"), p["time"]: ("number", "time spent")},
-            log,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["ticket"]: ("string", "ticket id")}, view, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"ticket": p["ticket"], "time": p["time"]}, "decoy": {"ticket": p["ticket"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    ticket_arg = {"ticket": ("string", "ticket id")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**ticket_arg, "time": ("number", "time spent")}, log)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), ticket_arg, view)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (
