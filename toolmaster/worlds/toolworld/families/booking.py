@@ -49,6 +49,9 @@ FORMATS = (
 ROOMS = ("lark", "heron", "finch", "osprey", "wren", "kestrel", "plover", "swift")
 KEYS = {"free": ("free_h", "hours_free", "left_h", "open_h")}
 OPEN = 8 * 60  # rooms open at 08:00
+
+_TOOL_NAMES = {"main": ("bk", "rsv", "room"), "decoy": ("hrs", "opn")}
+_ARG_NAMES = {"room": ("room", "space"), "day": ("day", "date"), "span": ("span", "length")}
 _DOCS = ("Book a room for a day.", "Reserve a meeting room.", "Room booking.")
 _DECOY_DOCS = ("Opening hours of a room on a day.", "Room facts for a day.")
 
@@ -58,13 +61,7 @@ def _hhmm(minutes: int) -> str:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": ("bk", "rsv", "room"), "decoy": ("hrs", "opn")},
-        {"room": ("room", "space"), "day": ("day", "date"), "span": ("span", "length")},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"day": rng.choice(FORMATS), "slot": rng.choice(SLOTS), "keys": q.draw_keys(rng, KEYS)}
     day_format = q.Template(conv["day"], DAY)
 

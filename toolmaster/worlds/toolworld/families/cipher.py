@@ -40,6 +40,14 @@ WORDS = (
 )  # fmt: skip
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
+_TOOL_NAMES = {
+    "main": (("rot", "csr", "ltr"), ("scr", "kyr", "msk")),
+    "decoy": (("rtx", "trot", "spin"), ("spn", "msr", "whl")),
+}
+_ARG_NAMES = {
+    "text": (("text", "s", "plain", "msg_in"), ("msg", "body", "payload")),
+    "key": (("shift", "by", "k", "offset"), ("key", "kk", "secret")),
+}
 _DOCS = {
     False: ("Rotate the letters of text by shift.", "Caesar rotation of a text.", "Letter shifter."),
     True: ("Scramble or unscramble a message with a key.", "Rotational letter cipher with key."),
@@ -81,19 +89,7 @@ def key_value(key_form: str, value: Any, pname: str) -> int:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("rot", "csr", "ltr"), ("scr", "kyr", "msk")),
-            "decoy": (("rtx", "trot", "spin"), ("spn", "msr", "whl")),
-        },
-        {
-            "text": (("text", "s", "plain", "msg_in"), ("msg", "body", "payload")),
-            "key": (("shift", "by", "k", "offset"), ("key", "kk", "secret")),
-        },
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"stride": rng.choice(_STRIDES[evolved]), "key": rng.choice(_KEYS[evolved])}
     key_type = "integer" if conv["key"] == "int" else "string"
 

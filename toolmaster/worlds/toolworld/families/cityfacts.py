@@ -50,18 +50,14 @@ FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "elevation": ("elevation", ("alt", "elev", "height")),
 }
 
+_TOOL_NAMES = {"main": ("gzt", "cfx", "twn"), "decoy": ("prof", "cpr", "whr")}
+_ARG_NAMES = {"city": ("city", "place", "town"), "field": ("field", "key", "fact", "attr")}
 _DOCS = ("Facts about a city.", "City fact lookup.", "Gazetteer entry field.")
 _DECOY_DOCS = ("City profile.", "Where a city is.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": ("gzt", "cfx", "twn"), "decoy": ("prof", "cpr", "whr")},
-        {"city": ("city", "place", "town"), "field": ("field", "key", "fact", "attr")},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     keys = {
         "population": rng.choice(("population", "pop", "inhabitants")),
         "mayor": "mayor",

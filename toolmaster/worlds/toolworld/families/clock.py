@@ -35,6 +35,8 @@ UNIT_SECONDS = {"minute": 60, "hour": 3600}
 # seconds per delta step (the documented reading would be hours or minutes); whether seconds are shown
 _STEPS = (1, 60, 300, 600, 900, 1800)
 
+_TOOL_NAMES = {"main": ("clk", "hhm", "tmv"), "decoy": ("tdy", "qtr", "nrm")}
+_ARG_NAMES = {"time": ("time", "at", "clock", "start"), "delta": ("delta", "plus", "add", "move")}
 _DOCS = ("Move a clock time by delta.", "Clock arithmetic.", "Add to a time of day.")
 _DECOY_DOCS = ("Tidy a clock time.", "Normalise a time of day.")
 
@@ -55,13 +57,7 @@ def render(seconds: int, with_seconds: bool = False) -> str:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": ("clk", "hhm", "tmv"), "decoy": ("tdy", "qtr", "nrm")},
-        {"time": ("time", "at", "clock", "start"), "delta": ("delta", "plus", "add", "move")},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     step = rng.choice(_STEPS)
     conv = {"step_s": step, "show_seconds": step == 1 or rng.random() < 0.5}
 

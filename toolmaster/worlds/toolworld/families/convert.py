@@ -56,6 +56,14 @@ UNITS: dict[str, tuple[str, float, str]] = {
     "qt": ("volume", 0.946352946, "US quarts"),
 }
 
+_TOOL_NAMES = {
+    "main": (("cv", "cnv", "xf", "mtrx"), ("rx", "qtz", "remag")),
+    "decoy": (("cvi", "unt", "dimx"), ("rxd", "route", "qinfo")),
+}
+_ARG_NAMES = {
+    "spec": (("spec", "mode", "pair", "units", "conv"), ("route", "via", "path", "how")),
+    "value": (("value", "amount", "x", "qty"), ("magnitude", "size", "q", "measure")),
+}
 _DOCS = {
     False: ("Unit converter.", "Converts a value between units.", "Convert an amount using a spec."),
     True: (
@@ -103,19 +111,7 @@ _SEPS = {False: ("2", ">", ":", "_", "~", "="), True: ("@", "|", "<-", "/", "<",
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("cv", "cnv", "xf", "mtrx"), ("rx", "qtz", "remag")),
-            "decoy": (("cvi", "unt", "dimx"), ("rxd", "route", "qinfo")),
-        },
-        {
-            "spec": (("spec", "mode", "pair", "units", "conv"), ("route", "via", "path", "how")),
-            "value": (("value", "amount", "x", "qty"), ("magnitude", "size", "q", "measure")),
-        },
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {
         "sep": rng.choice(_SEPS[evolved]),
         "upper": rng.random() < 0.5,

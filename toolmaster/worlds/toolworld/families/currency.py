@@ -47,6 +47,15 @@ CURRENCIES: dict[str, tuple[str, float]] = {
     "MXN": ("484", 17.1),
 }
 
+_TOOL_NAMES = {
+    "main": (("xch", "fx", "cur"), ("fxm", "mnyx", "swp")),
+    "decoy": (("xr", "rate", "fxr"), ("fxq", "quot", "pq")),
+}
+_ARG_NAMES = {
+    "amount": (("amount", "amt", "money", "sum_in"), ("sum", "value", "funds")),
+    "src": (("src", "from_cur", "base", "have"), ("frm", "origin", "source_ccy")),
+    "dst": (("dst", "to_cur", "quote", "want"), ("into", "target", "dest_ccy")),
+}
 _DOCS = {
     False: (
         "Currency exchange. Returns the converted amount.",
@@ -85,20 +94,7 @@ _SHAPES = ("number", "amount", "converted")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("xch", "fx", "cur"), ("fxm", "mnyx", "swp")),
-            "decoy": (("xr", "rate", "fxr"), ("fxq", "quot", "pq")),
-        },
-        {
-            "amount": (("amount", "amt", "money", "sum_in"), ("sum", "value", "funds")),
-            "src": (("src", "from_cur", "base", "have"), ("frm", "origin", "source_ccy")),
-            "dst": (("dst", "to_cur", "quote", "want"), ("into", "target", "dest_ccy")),
-        },
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     side, factor = rng.choice(_SCALES)
     conv = {"numeric": evolved, "scale": side, "factor": factor, "shape": rng.choice(_SHAPES)}
     rates = {

@@ -44,6 +44,14 @@ _FORMATS = (
 )
 DATE, STAMP = "%Y-%m-%d", "%Y-%m-%d %H:%M"
 
+_TOOL_NAMES = {
+    "main": (("dsh", "tsft", "dt"), ("tdsp", "mvt", "chr")),
+    "decoy": (("dti", "tsi", "wk"), ("cal", "tfct", "wkd")),
+}
+_ARG_NAMES = {
+    "ts": (("ts", "stamp", "start", "at"), ("moment", "when", "origin")),
+    "n": (("n", "offset", "shift", "steps"), ("delta", "by", "move")),
+}
 _DOCS = {
     False: ("Shift a timestamp by an offset.", "Timestamp arithmetic.", "Move a date forward or back."),
     True: ("Offset a point in time.", "Calendar shifter: moves a moment by delta.", "Time displacement."),
@@ -70,19 +78,7 @@ _OUT = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("dsh", "tsft", "dt"), ("tdsp", "mvt", "chr")),
-            "decoy": (("dti", "tsi", "wk"), ("cal", "tfct", "wkd")),
-        },
-        {
-            "ts": (("ts", "stamp", "start", "at"), ("moment", "when", "origin")),
-            "n": (("n", "offset", "shift", "steps"), ("delta", "by", "move")),
-        },
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"step_s": rng.choice(_STEPS[evolved]), "out": rng.choice(_OUT)}
 
     def parse_arg(value: Any) -> datetime:

@@ -71,6 +71,15 @@ DEPTS = ("Logistics", "Payroll", "Research", "Facilities", "Legal", "Sales", "Su
 FIELD_KEYS = {"dept": ("dept", "department", "unit", "team"), "ext": ("ext", "extension", "tel", "phone")}
 FIELD_WORDS = {"dept": "department", "ext": "phone extension"}
 
+_TOOL_NAMES = {
+    "main": (("emp", "who", "stf"), ("pcard", "prs", "pfl")),
+    "search": (("find", "srch", "nm"), ("loc", "pfind", "srx")),
+    "decoy": (("boss", "mgr", "rpt"), ("lmgr", "line", "up")),
+}
+_ARG_NAMES = {
+    "id": (("id", "emp_id", "staff_id", "key"), ("person", "pid", "ref")),
+    "name": (("name", "q", "who", "text"), ("query", "needle", "pattern")),
+}
 _DOCS = {
     False: {
         "main": ("Employee record by id.", "Look up a staff record.", "Staff directory entry."),
@@ -95,20 +104,7 @@ _FIELDS = {
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("emp", "who", "stf"), ("pcard", "prs", "pfl")),
-            "search": (("find", "srch", "nm"), ("loc", "pfind", "srx")),
-            "decoy": (("boss", "mgr", "rpt"), ("lmgr", "line", "up")),
-        },
-        {
-            "id": (("id", "emp_id", "staff_id", "key"), ("person", "pid", "ref")),
-            "name": (("name", "q", "who", "text"), ("query", "needle", "pattern")),
-        },
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     if evolved:
         id_fmt = {"pre": "", "post": rng.choice(_ID_POST), "width": rng.choice((5, 6))}
     else:

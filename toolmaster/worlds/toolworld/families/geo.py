@@ -48,6 +48,9 @@ PER_KM = {
 POINT = {"LAT": r"-?\d+(?:\.\d+)?", "LON": r"-?\d+(?:\.\d+)?"}
 FORMATS = ("LAT;LON", "LON;LAT", "(LAT|LON)", "LON/LAT", "LAT LON", "[LON:LAT]", "LAT_LON", "lat=LAT&lon=LON")
 DEGREE_KM = EARTH_KM * math.pi / 180  # the probe: one degree along a meridian
+
+_TOOL_NAMES = {"main": ("dst", "gcd", "far"), "decoy": ("brg", "hdg")}
+_ARG_NAMES = {"a": ("a", "src", "origin"), "b": ("b", "dst", "target")}
 _DOCS = (
     "Distance between two points.",
     "How far apart two places are.",
@@ -63,13 +66,7 @@ def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": ("dst", "gcd", "far"), "decoy": ("brg", "hdg")},
-        {"a": ("a", "src", "origin"), "b": ("b", "dst", "target")},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"point": rng.choice(FORMATS), "unit": rng.choice(sorted(PER_KM))}
     point = q.Template(conv["point"], POINT)
 

@@ -27,6 +27,15 @@ from toolmaster.worlds.toolworld.common import DOCS_CALL, FamilySpec, NameGen, P
 FAMILY_NAME = "inventory"
 LOTS = (1, 2, 4, 5, 6, 10, 12, 20, 25)
 KEYS = {"units": ("units", "reserved", "taken", "pieces"), "left": ("left", "remaining", "on_hand", "stock")}
+
+_TOOL_NAMES = {
+    "main": (("rsv", "hold", "bk"), ("ermk", "setx", "alo")),
+    "decoy": (("stk", "chk"), ("lvl", "bin")),
+}
+_ARG_NAMES = {
+    "item": (("item", "sku"), ("goods", "article")),
+    "qty": (("qty", "quantity"), ("amount", "count")),
+}
 _DOCS = {
     False: ("Reserve stock of an item.", "Hold units of an item for an order.", "Book stock."),
     True: ("Earmark goods in the warehouse.", "Set aside goods from the store."),
@@ -35,13 +44,7 @@ _DECOY_DOCS = ("Stock level of an item.", "Check an item's stock.", "Warehouse b
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": (("rsv", "hold", "bk"), ("ermk", "setx", "alo")), "decoy": (("stk", "chk"), ("lvl", "bin"))},
-        {"item": (("item", "sku"), ("goods", "article")), "qty": (("qty", "quantity"), ("amount", "count"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     ids = q.IdFormat.draw(
         rng, ("WH", "ST", "INV", "LOC") if evolved else ("SKU", "ITM", "PRT", "ART"), evolved
     )

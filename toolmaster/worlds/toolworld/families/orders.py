@@ -41,6 +41,14 @@ FAMILY_NAME = "orders"
 ITEMS = ("gear", "bolt", "valve", "hinge", "spring", "gasket", "bracket", "pulley", "washer", "clamp")
 PACKS = (4, 6, 8, 10, 12)
 
+_TOOL_NAMES = {
+    "main": (("ord", "plc", "od"), ("buy", "po", "sbm")),
+    "decoy": (("qte", "prc", "oq"), ("est", "dry", "bq")),
+}
+_ARG_NAMES = {
+    "item": (("item", "product", "sku_name", "part"), ("goods", "article", "ware")),
+    "qty": (("qty", "quantity", "n", "amount"), ("count", "units", "volume")),
+}
 _DOCS = {
     False: {
         "main": ("Place an order for an item.", "Order stock.", "Create an order."),
@@ -75,19 +83,7 @@ _RULES = (("pack", "dollars"), ("pack", "cents"), ("unit", "cents"))
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("ord", "plc", "od"), ("buy", "po", "sbm")),
-            "decoy": (("qte", "prc", "oq"), ("est", "dry", "bq")),
-        },
-        {
-            "item": (("item", "product", "sku_name", "part"), ("goods", "article", "ware")),
-            "qty": (("qty", "quantity", "n", "amount"), ("count", "units", "volume")),
-        },
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     qty_counts, total_in = rng.choice(_RULES)
     fields = rng.choice(_SCHEMES[evolved])
     conv = {"qty": qty_counts, "total": total_in, "fields": fields}

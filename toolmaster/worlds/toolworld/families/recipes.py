@@ -40,6 +40,12 @@ KEYS = {
     "serves": ("serves", "feeds", "portions", "people"),
     "pantry": ("pantry", "left", "stock", "remaining"),
 }
+
+_TOOL_NAMES = {
+    "main": (("cook", "prep", "mk"), ("meal", "kit", "brew")),
+    "decoy": (("nut", "kcal"), ("diet", "fct")),
+}
+_ARG_NAMES = {"dish": (("recipe", "dish"), ("meal", "formula")), "n": (("servings", "n"), ("yield", "batch"))}
 _DOCS = {
     False: ("Cook a recipe from the pantry.", "Prepare a dish.", "Cook servings of a recipe."),
     True: ("Kitchen: make a dish using stored food.", "Produce a meal from supplies."),
@@ -48,16 +54,7 @@ _DECOY_DOCS = ("Nutrition facts of a recipe.", "Calories of a dish.", "Dietary i
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("cook", "prep", "mk"), ("meal", "kit", "brew")),
-            "decoy": (("nut", "kcal"), ("diet", "fct")),
-        },
-        {"dish": (("recipe", "dish"), ("meal", "formula")), "n": (("servings", "n"), ("yield", "batch"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv: dict[str, Any] = {"batch": q.draw_factor(rng, BATCHES), "keys": q.draw_keys(rng, KEYS)}
     if evolved:
         conv["id"] = q.IdFormat.draw(rng, ("RC", "RCP", "DISH", "MEAL"), rng.random() < 0.5).spec()

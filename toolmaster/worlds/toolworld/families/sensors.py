@@ -37,6 +37,12 @@ FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # reading per kPa
 HOUR = {"HH": r"\d{2}", "MM": r"\d{2}"}
 HOUR_FORMATS = ("HH:MM",)
 EVOLVED_HOUR_FORMATS = ("HHMM", "HH.MM", "HHhMM", "HH-MM", "T+HH:MM", "HH_MM")
+
+_TOOL_NAMES = {
+    "main": (("rd", "prs", "log"), ("gage", "baro", "fetch")),
+    "decoy": (("inf", "meta"), ("desc", "spec")),
+}
+_ARG_NAMES = {"sensor": (("sensor", "sid"), ("probe", "gauge")), "at": (("at", "time"), ("hour", "when"))}
 _DOCS = {
     False: ("Pressure reading of a sensor at a time.", "Read a pressure sensor.", "Sensor log lookup."),
     True: ("Barometric probe value at an hour.", "Fetch what a gauge recorded."),
@@ -45,16 +51,7 @@ _DECOY_DOCS = ("Sensor details.", "Describe a sensor.", "Sensor metadata.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("rd", "prs", "log"), ("gage", "baro", "fetch")),
-            "decoy": (("inf", "meta"), ("desc", "spec")),
-        },
-        {"sensor": (("sensor", "sid"), ("probe", "gauge")), "at": (("at", "time"), ("hour", "when"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {
         "id": q.IdFormat.draw(rng, ("PS", "SEN", "BAR", "GX"), evolved).spec(),
         "factor": q.draw_factor(rng, FACTORS),

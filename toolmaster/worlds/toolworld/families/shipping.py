@@ -39,6 +39,14 @@ FAMILY_NAME = "shipping"
 ZONES = "ABCDE"
 GRAMS_PER = {"g": 1.0, "dag": 10.0, "hg": 100.0, "kg": 1000.0, "lb": 453.59237, "oz": 28.349523125}
 
+_TOOL_NAMES = {
+    "main": (("pst", "shp", "prc"), ("frt", "cns", "snd")),
+    "decoy": (("zrt", "tar", "zn"), ("tarf", "rcard", "rgn")),
+}
+_ARG_NAMES = {
+    "weight": (("weight", "w", "wt", "load"), ("mass", "heft", "gross")),
+    "zone": (("zone", "dest", "band"), ("region", "area", "sector")),
+}
 _DOCS = {
     False: ("Postage for a parcel.", "Shipping cost of a parcel.", "Parcel price."),
     True: ("What a consignment costs to send.", "Freight charge for one package."),
@@ -64,19 +72,7 @@ PRICE_KEYS = ("cost", "postage", "charge", "fee")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("pst", "shp", "prc"), ("frt", "cns", "snd")),
-            "decoy": (("zrt", "tar", "zn"), ("tarf", "rcard", "rgn")),
-        },
-        {
-            "weight": (("weight", "w", "wt", "load"), ("mass", "heft", "gross")),
-            "zone": (("zone", "dest", "band"), ("region", "area", "sector")),
-        },
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"unit": rng.choice(_UNITS[evolved]), "fields": rng.choice(_FIELDS[evolved])}
     unit, (f_price, f_billed) = conv["unit"], conv["fields"]
     tariff = {

@@ -40,6 +40,8 @@ SCALES = {"C": "Celsius", "F": "Fahrenheit", "K": "Kelvin"}
 # a value per source scale whose conversions everyone knows (boiling water)
 KNOWN = {"C": 100.0, "F": 212.0, "K": 373.15}
 
+_TOOL_NAMES = {"main": ("thm", "tcv", "dgx"), "decoy": ("tck", "feel", "thr")}
+_ARG_NAMES = {"value": ("value", "deg", "reading", "t"), "scale": ("scale", "mode", "conv", "pair")}
 _DOCS = ("Convert a temperature.", "Temperature conversion.", "Thermal unit converter.")
 _DECOY_DOCS = ("Temperature check.", "Rate a temperature reading.")
 
@@ -69,13 +71,7 @@ _SEPS = ("2", ">", "-to-", "", "_", ":")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": ("thm", "tcv", "dgx"), "decoy": ("tck", "feel", "thr")},
-        {"value": ("value", "deg", "reading", "t"), "scale": ("scale", "mode", "conv", "pair")},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"sep": rng.choice(_SEPS), "upper": rng.random() < 0.6, "factor": rng.choice((10, 100))}
     sep, upper, factor = conv["sep"], conv["upper"], conv["factor"]
 

@@ -36,6 +36,15 @@ FAMILY_NAME = "tickets"
 MINUTES = {"s": 1 / 60, "min": 1.0, "h": 60.0, "qh": 15.0, "wd": 480.0}  # minutes per unit
 TEAMS = ("billing", "network", "accounts", "mobile", "payments")
 KEYS = {"left": ("budget_left_h", "hours_left", "remaining_h", "left_h")}
+
+_TOOL_NAMES = {
+    "main": (("log", "tm", "wrk"), ("tsh", "eff", "reg")),
+    "decoy": (("view", "shw"), ("case", "stat")),
+}
+_ARG_NAMES = {
+    "ticket": (("ticket", "tid"), ("case", "ref")),
+    "time": (("time", "spent"), ("effort", "amount")),
+}
 _DOCS = {
     False: ("Log time spent on a ticket.", "Record work on a ticket.", "Book effort against a ticket."),
     True: ("Timesheet entry for a case.", "Register effort on a support case."),
@@ -44,13 +53,7 @@ _DECOY_DOCS = ("Show a ticket.", "Ticket status.", "View a ticket's details.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": (("log", "tm", "wrk"), ("tsh", "eff", "reg")), "decoy": (("view", "shw"), ("case", "stat"))},
-        {"ticket": (("ticket", "tid"), ("case", "ref")), "time": (("time", "spent"), ("effort", "amount"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {
         "id": q.IdFormat.draw(rng, ("TK", "TCK", "INC", "REQ"), evolved).spec(),
         "unit": rng.choice(sorted(MINUTES)),
