@@ -21,8 +21,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -259,17 +257,13 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
+    play, intent = Play(rng), task.metadata["intent"]
     want = intent["k"] if intent["mode"] == "encode" else -intent["k"]
     key: Any = str(want) if variant.param_type("main", "key") == "string" else want
-    result = yield from play.call(
-        main, variant.args("main", text=intent["text"], key=key), play.say(DOCS_CALL, tool=main)
-    )
+    result = yield from play.call_as_documented(variant, text=intent["text"], key=key)
     if not result.ok:
-        result = yield from play.call(
-            main, variant.args("main", text=intent["text"], key=str(want % 26)), play.say(DOCS_RETRY)
+        result = yield from play.call_as_documented(
+            variant, retry=True, text=intent["text"], key=str(want % 26)
         )
     yield play.answer(_text(result.observation) if result.ok else None)
 

@@ -22,8 +22,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -210,17 +208,12 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    city, what = task.metadata["intent"]["city"], task.metadata["intent"]["field"]
-    result = yield from play.call(
-        main, variant.args("main", city=city, field=FIELDS[what][0]), play.say(DOCS_CALL, tool=main)
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    city, what = intent["city"], intent["field"]
+    result = yield from play.call_as_documented(variant, city=city, field=FIELDS[what][0])
     if not result.ok:
         retry = {"founded": "year", "elevation": "altitude"}.get(what, what)
-        result = yield from play.call(
-            main, variant.args("main", city=city, field=retry), play.say(DOCS_RETRY)
-        )
+        result = yield from play.call_as_documented(variant, retry=True, city=city, field=retry)
     yield play.answer(_answer(result.observation, what, "") if result.ok else None)
 
 

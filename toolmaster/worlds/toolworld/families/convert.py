@@ -23,8 +23,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -255,20 +253,11 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    frm, to, value = (
-        task.metadata["intent"]["from"],
-        task.metadata["intent"]["to"],
-        task.metadata["intent"]["value"],
-    )
-    result = yield from play.call(
-        main, variant.args("main", spec=f"{frm} to {to}", value=value), play.say(DOCS_CALL, tool=main)
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    frm, to, value = intent["from"], intent["to"], intent["value"]
+    result = yield from play.call_as_documented(variant, spec=f"{frm} to {to}", value=value)
     if not result.ok:
-        result = yield from play.call(
-            main, variant.args("main", spec=f"{frm}-{to}", value=value), play.say(DOCS_RETRY)
-        )
+        result = yield from play.call_as_documented(variant, retry=True, spec=f"{frm}-{to}", value=value)
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else fmt_num(number))
 

@@ -20,8 +20,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -244,16 +242,14 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", amount=intent["amount"], src=intent["src"], dst=intent["dst"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(
+        variant, amount=intent["amount"], src=intent["src"], dst=intent["dst"]
+    )
     if not result.ok:
-        args = variant.args(
-            "main", amount=intent["amount"], src=intent["src"].lower(), dst=intent["dst"].lower()
+        result = yield from play.call_as_documented(
+            variant, retry=True, amount=intent["amount"], src=intent["src"].lower(), dst=intent["dst"].lower()
         )
-        result = yield from play.call(main, args, play.say(DOCS_RETRY))
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else f"{number:.2f}")
 

@@ -22,7 +22,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -201,12 +200,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    result = yield from play.call(
-        main, variant.args("main", ts=intent["start"], n=intent["amount"]), play.say(DOCS_CALL, tool=main)
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, ts=intent["start"], n=intent["amount"])
     yield play.answer(_answer(result.observation, intent["format"]) if result.ok else None)
 
 

@@ -23,8 +23,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -290,13 +288,9 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, search = variant.roles["main"], variant.roles["search"]
-    intent = task.metadata["intent"]
+    play, intent = Play(rng), task.metadata["intent"]
     if intent["by"] == "name":
-        found = yield from play.call(
-            search, variant.args("search", name=intent["name"]), play.say(DOCS_CALL, tool=search)
-        )
+        found = yield from play.call_as_documented(variant, "search", name=intent["name"])
         ids = load_json(found.observation) if found.ok else None
         if not isinstance(ids, list) or not ids:
             yield play.answer(None)
@@ -304,9 +298,9 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
         key = str(ids[0])
     else:
         key = str(intent["number"])
-    result = yield from play.call(main, variant.args("main", id=key), play.say(DOCS_CALL, tool=main))
+    result = yield from play.call_as_documented(variant, id=key)
     if not result.ok:
-        result = yield from play.call(main, variant.args("main", id=f"#{key}"), play.say(DOCS_RETRY))
+        result = yield from play.call_as_documented(variant, retry=True, id=f"#{key}")
     yield play.answer(_field(result.observation, intent["field"]) if result.ok else None)
 
 

@@ -22,7 +22,7 @@ from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
-from toolmaster.worlds.toolworld.common import DOCS_CALL, FamilySpec, NameGen, Play, TaskDraft, Variant, say
+from toolmaster.worlds.toolworld.common import FamilySpec, NameGen, Play, TaskDraft, Variant, say
 
 FAMILY_NAME = "inventory"
 LOTS = (1, 2, 4, 5, 6, 10, 12, 20, 25)
@@ -163,10 +163,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    args = variant.args("main", item=str(intent["item"]), qty=intent["units"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, item=str(intent["item"]), qty=intent["units"])
     left = q.pick(result.observation, KEYS["left"]) if result.ok else None
     yield play.answer(None if left is None else f"{left:g}")
 

@@ -23,8 +23,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -251,13 +249,10 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", item=intent["item"], qty=intent["n"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, item=intent["item"], qty=intent["n"])
     if not result.ok:
-        result = yield from play.call(main, args, play.say(DOCS_RETRY))
+        result = yield from play.call_as_documented(variant, retry=True, item=intent["item"], qty=intent["n"])
     yield play.answer(_read(result.observation, intent["ask"], False) if result.ok else None)
 
 

@@ -21,7 +21,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -178,13 +177,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    result = yield from play.call(
-        main,
-        variant.args("main", sensor=str(intent["sensor"]), at=intent["asked_at"]),
-        play.say(DOCS_CALL, tool=main),
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, sensor=str(intent["sensor"]), at=intent["asked_at"])
     value = first_number(result.observation) if result.ok else None
     yield play.answer(None if value is None else fmt_num(value, 6))
 

@@ -22,8 +22,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -203,14 +201,14 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", value=intent["value"], scale=SCALES[intent["to"]].lower())
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(
+        variant, value=intent["value"], scale=SCALES[intent["to"]].lower()
+    )
     if not result.ok:
-        args = variant.args("main", value=intent["value"], scale=intent["to"])
-        result = yield from play.call(main, args, play.say(DOCS_RETRY))
+        result = yield from play.call_as_documented(
+            variant, retry=True, value=intent["value"], scale=intent["to"]
+        )
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else f"{number:.1f}")
 
