@@ -160,3 +160,42 @@ def test_snap_and_consume() -> None:
     with pytest.raises(ValueError, match="needs 7"):
         q.consume(pool, "a", 7, "units")
     assert pool == {"a": 6}
+
+
+def test_draw_names_reads_flat_and_per_evolved_choices() -> None:
+    tools = {"main": ("aa", "bb"), "decoy": (("cc",), ("dd",))}
+    args = {"x": ("x1", "x2"), "y": {False: ("base_y",), True: ("new_y",)}}
+    for evolved in (False, True):
+        rng = random.Random(3)
+        roles, params = q.draw_names(rng, NameGen(rng), evolved, tools, args)
+        assert roles["main"].split("_")[1] in ("aa", "bb") and params["x"] in ("x1", "x2")
+        assert roles["decoy"].endswith("_dd" if evolved else "_cc")
+        assert params["y"] == ("new_y" if evolved else "base_y")
+
+
+def test_variant_renames_logical_args_and_derives_params() -> None:
+    def main_fn(**kw: Any) -> Any:
+        return kw["qq"] * 2
+
+    roles, params = {"main": "zz_main", "decoy": "zz_dec"}, {"n": "qq", "tag": "label"}
+    variant = q.variant(
+        "fam",
+        True,
+        roles,
+        params,
+        {"k": 1},
+        data={"d": 2},
+        main=q.ToolSpec("Main.", {"n": ("integer", "count"), "tag": ("string", "a tag")}, main_fn),
+        decoy=q.ToolSpec("Decoy.", {"tag": ("string", "other")}, lambda **kw: kw["label"]),
+    )
+    assert variant.key == "fam~evolved" and variant.tool_names == ["zz_main", "zz_dec"]
+    assert variant.params == {"main": {"n": "qq", "tag": "label"}, "decoy": {"tag": "label"}}
+    main, decoy = variant.tools
+    assert main.parameters["properties"] == {
+        "qq": {"type": "integer", "description": "count"},
+        "label": {"type": "string", "description": "a tag"},
+    }
+    assert main.parameters["required"] == ["qq", "label"] and decoy.family == "fam"
+    assert main.fn(**variant.args("main", n=21, tag="t")) == 42 and variant.data == {"d": 2}
+    with pytest.raises(ValueError, match="roles"):
+        q.variant("fam", False, roles, params, {}, main=q.ToolSpec("Main.", {}, main_fn))

@@ -257,6 +257,15 @@ class Play:
         record = yield Step("call", name, dict(arguments), thought=thought)
         return record
 
+    def call_as_documented(
+        self, variant: Variant, role: str = "main", *, retry: bool = False, **logical: Any
+    ) -> Generator[Step, CallRecord, CallRecord]:
+        """Call the tool of ``role`` with ``logical`` arguments as its description reads (the docs-only
+        baseline); ``retry`` words the thought as another attempt after an error."""
+        name = variant.roles[role]
+        thought = self.say(DOCS_RETRY) if retry else self.say(DOCS_CALL, tool=name)
+        return (yield from self.call(name, variant.args(role, **logical), thought))
+
     def answer(self, text: str | None, thought: str = "") -> Step:
         if text is None:
             text = "unknown"

@@ -15,11 +15,16 @@ convention per variant, apply it inside a tool, word the error that gives it awa
 - ``consume``: an action that uses up something in the episode state; there is no undo tool, so only a
   trial (run on the sandbox) is a safe place to find out what the action really does. A refusal names
   what the call needed ("... this needs 360"), which ``needed`` reads back.
-- decoys are ordinary tools (``make_tool``) that return something related but not the answer.
+- decoys are ordinary tools (a ``ToolSpec`` beside the main one) that return something related but not
+  the answer.
 
 ``gather`` runs several argument checks and reports every problem in one error, so one trial reveals
 all of a call's hidden formats. Every convention a primitive draws is a plain JSON value (``spec()``),
 so a variant's ``conv`` stays hashable into a canonical key.
+
+The plumbing around them is declarative: ``draw_names`` draws a variant's tool and argument names,
+and ``variant`` builds its tools from one ``ToolSpec`` per role (doc, arguments by logical name,
+function), so a family's ``make_variant`` reads as its quirks and a few specs.
 """
 
 from __future__ import annotations
@@ -37,43 +42,81 @@ from toolmaster.worlds.toolworld.common import NameGen, Variant, field_value, in
 # ------------------------------------------------------------------------------------------ plumbing
 
 
+Choices = Sequence[str] | Sequence[Sequence[str]] | Mapping[bool, Sequence[str]]
+"""Names to draw from: one list for every variant, or a (base, evolved) pair / {False: ..., True: ...}."""
+
+
+def _options(choices: Choices, evolved: bool) -> list[str]:
+    """The names of ``choices`` that a base (or evolved) variant draws from."""
+    if all(isinstance(choice, str) for choice in choices):
+        return list(choices)  # type: ignore[arg-type]
+    return list(choices[evolved])  # type: ignore[index]
+
+
 def draw_names(
     rng: random.Random,
     names: NameGen,
     evolved: bool,
-    tools: Mapping[str, tuple[Sequence[str], Sequence[str]]],
-    args: Mapping[str, tuple[Sequence[str], Sequence[str]]],
+    tools: Mapping[str, Choices],
+    args: Mapping[str, Choices],
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Tool names per role and argument names per logical argument, from the base or evolved choices."""
+    """Tool names per role (suffixes under one fresh prefix) and argument names per logical argument.
+
+    Draws in a fixed order: the prefix, each role's name, then each argument's name.
+    """
     prefix = names.prefix()
-    roles = {role: names.name(prefix, options[evolved]) for role, options in tools.items()}
-    params = {logical: rng.choice(list(options[evolved])) for logical, options in args.items()}
+    roles = {role: names.name(prefix, _options(options, evolved)) for role, options in tools.items()}
+    params = {logical: rng.choice(_options(options, evolved)) for logical, options in args.items()}
     return roles, params
 
 
-def make_tool(
-    name: str, doc: str, props: dict[str, tuple[str, str]], fn: Callable[..., Any], family: str
-) -> Tool:
-    """A tool from its name, one-line doc, {argument: (json type, description)} and function."""
-    return Tool(name, doc, schema(props), fn, family=family)
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool of a variant before its names are known: a one-line doc, the arguments keyed by
+    *logical* name ({logical: (json type, description)}, in schema order) and the function it runs."""
+
+    doc: str
+    args: Mapping[str, tuple[Any, str]]
+    fn: Callable[..., Any]
 
 
-def make_variant(
+def variant(
     family: str,
     evolved: bool,
-    tools: list[Tool],
-    roles: dict[str, str],
-    params: dict[str, dict[str, str]],
+    roles: Mapping[str, str],
+    params: Mapping[str, str],
     conv: dict[str, Any],
+    *,
+    data: dict[str, Any] | None = None,
+    **tools: ToolSpec,
 ) -> Variant:
+    """The variant whose tools are ``tools`` (role -> spec, in suite order), named by ``roles`` and with
+    their logical arguments renamed through ``params`` (as ``draw_names`` returns them).
+
+    The variant's per-role argument map (``Variant.params``) is derived from the specs, so it always
+    matches the schemas.
+    """
+    if set(tools) != set(roles):
+        raise ValueError(f"{family}: tools for roles {sorted(tools)}, names for roles {sorted(roles)}")
+    built = [
+        Tool(
+            roles[role],
+            spec.doc,
+            schema({params[logical]: typed for logical, typed in spec.args.items()}),
+            spec.fn,
+            family=family,
+        )
+        for role, spec in tools.items()
+    ]
     return Variant(
         family=family,
         key=family + ("~evolved" if evolved else ""),
         evolved=evolved,
-        tools=tools,
-        roles=roles,
-        params=params,
+        tools=built,
+        roles=dict(roles),
+        params={role: {logical: params[logical] for logical in spec.args} for role, spec in tools.items()},
         conv=conv,
+        data={} if data is None else data,
     )
 
 
@@ -231,8 +274,10 @@ def needed(observation: str) -> float | None:
 
 
 __all__ = [
+    "Choices",
     "IdFormat",
     "Template",
+    "ToolSpec",
     "consume",
     "draw_factor",
     "draw_keys",
@@ -240,9 +285,8 @@ __all__ = [
     "echoed_amount",
     "gather",
     "learn_id",
-    "make_tool",
-    "make_variant",
     "needed",
     "pick",
     "snap",
+    "variant",
 ]

@@ -23,7 +23,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -49,6 +48,9 @@ FORMATS = (
 ROOMS = ("lark", "heron", "finch", "osprey", "wren", "kestrel", "plover", "swift")
 KEYS = {"free": ("free_h", "hours_free", "left_h", "open_h")}
 OPEN = 8 * 60  # rooms open at 08:00
+
+_TOOL_NAMES = {"main": ("bk", "rsv", "room"), "decoy": ("hrs", "opn")}
+_ARG_NAMES = {"room": ("room", "space"), "day": ("day", "date"), "span": ("span", "length")}
 _DOCS = ("Book a room for a day.", "Reserve a meeting room.", "Room booking.")
 _DECOY_DOCS = ("Opening hours of a room on a day.", "Room facts for a day.")
 
@@ -58,13 +60,7 @@ def _hhmm(minutes: int) -> str:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": (("bk", "rsv", "room"),) * 2, "decoy": (("hrs", "opn"),) * 2},
-        {"room": (("room", "space"),) * 2, "day": (("day", "date"),) * 2, "span": (("span", "length"),) * 2},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"day": rng.choice(FORMATS), "slot": rng.choice(SLOTS), "keys": q.draw_keys(rng, KEYS)}
     day_format = q.Template(conv["day"], DAY)
 
@@ -99,27 +95,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         room, _ = where(state, kw)
         return {"room": room, "opens": "08:00", "closes": "20:00", "seats": 4 + len(room)}
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS),
-            {p["room"]: ("string", "room"), p["day"]: ("string", "date"), p["span"]: ("integer", "duration")},
-            book,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"],
-            rng.choice(_DECOY_DOCS),
-            {p["room"]: ("string", "room"), p["day"]: ("string", "date")},
-            hours,
-            FAMILY_NAME,
-        ),
-    ]
-    params = {
-        "main": {"room": p["room"], "day": p["day"], "span": p["span"]},
-        "decoy": {"room": p["room"], "day": p["day"]},
-    }
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    room_day_args = {"room": ("string", "room"), "day": ("string", "date")}
+    main = q.ToolSpec(rng.choice(_DOCS), {**room_day_args, "span": ("integer", "duration")}, book)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), room_day_args, hours)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (
@@ -219,10 +198,10 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    args = variant.args("main", room=intent["room"], day=intent["day"], span=intent["hours"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(
+        variant, room=intent["room"], day=intent["day"], span=intent["hours"]
+    )
     free = q.pick(result.observation, KEYS["free"]) if result.ok else None
     yield play.answer(None if free is None else fmt_num(free))
 

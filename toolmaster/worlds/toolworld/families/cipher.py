@@ -18,11 +18,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -31,15 +29,23 @@ from toolmaster.worlds.toolworld.common import (
     gold,
     load_json,
     say,
-    schema,
 )
 
+FAMILY_NAME = "cipher"
 WORDS = (
     "amber", "harbor", "lantern", "meadow", "orbit", "pepper", "quiet", "river", "saddle", "timber",
     "velvet", "walnut", "canyon", "falcon", "garden", "island", "jungle", "kettle", "mirror", "nectar",
 )  # fmt: skip
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
+_TOOL_NAMES = {
+    "main": (("rot", "csr", "ltr"), ("scr", "kyr", "msk")),
+    "decoy": (("rtx", "trot", "spin"), ("spn", "msr", "whl")),
+}
+_ARG_NAMES = {
+    "text": (("text", "s", "plain", "msg_in"), ("msg", "body", "payload")),
+    "key": (("shift", "by", "k", "offset"), ("key", "kk", "secret")),
+}
 _DOCS = {
     False: ("Rotate the letters of text by shift.", "Caesar rotation of a text.", "Letter shifter."),
     True: ("Scramble or unscramble a message with a key.", "Rotational letter cipher with key."),
@@ -65,12 +71,6 @@ def rotate(text: str, k: int) -> str:
 _STRIDES = {False: (-1, 3, -3, 5, -5, 7), True: (1, -1, 3)}
 # how the key is written: an integer (schema integer or string), or a letter with a=0 or a=1
 _KEYS = {False: ("int", "intstr"), True: ("letter0", "letter1")}
-_SUFFIXES = {
-    False: (("rot", "csr", "ltr"), ("rtx", "trot", "spin")),
-    True: (("scr", "kyr", "msk"), ("spn", "msr", "whl")),
-}
-_P_TEXT = {False: ("text", "s", "plain", "msg_in"), True: ("msg", "body", "payload")}
-_P_KEY = {False: ("shift", "by", "k", "offset"), True: ("key", "kk", "secret")}
 
 
 def key_value(key_form: str, value: Any, pname: str) -> int:
@@ -87,17 +87,18 @@ def key_value(key_form: str, value: Any, pname: str) -> int:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(*_SUFFIXES[evolved])
-    p_text, p_key = rng.choice(_P_TEXT[evolved]), rng.choice(_P_KEY[evolved])
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"stride": rng.choice(_STRIDES[evolved]), "key": rng.choice(_KEYS[evolved])}
     key_type = "integer" if conv["key"] == "int" else "string"
 
     def main_fn(**kwargs: Any) -> str:
-        return rotate(str(kwargs[p_text]), conv["stride"] * key_value(conv["key"], kwargs[p_key], p_key))
+        return rotate(
+            str(kwargs[p["text"]]), conv["stride"] * key_value(conv["key"], kwargs[p["key"]], p["key"])
+        )
 
     def decoy_fn(**kwargs: Any) -> str:
-        text = str(kwargs[p_text])
-        value = kwargs[p_key]
+        text = str(kwargs[p["text"]])
+        value = kwargs[p["key"]]
         k = (
             LETTERS.index(value.lower())
             if isinstance(value, str) and value.lower() in LETTERS
@@ -108,31 +109,13 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         k %= len(text)
         return text[k:] + text[:k]
 
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS[evolved]),
-            schema({p_text: ("string", "text"), p_key: (key_type, "shift key" if evolved else "shift")}),
-            main_fn,
-            family="cipher",
-        ),
-        Tool(
-            decoy,
-            rng.choice(_DECOY_DOCS[evolved]),
-            schema({p_text: ("string", "text"), p_key: (["string", "integer"], "amount")}),
-            decoy_fn,
-            family="cipher",
-        ),
-    ]
-    return Variant(
-        family="cipher",
-        key="cipher~evolved" if evolved else "cipher",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"text": p_text, "key": p_key}, "decoy": {"text": p_text, "key": p_key}},
-        conv=conv,
+    text_arg = {"text": ("string", "text")}
+    key_doc = "shift key" if evolved else "shift"
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**text_arg, "key": (key_type, key_doc)}, main_fn)
+    decoy = q.ToolSpec(
+        rng.choice(_DECOY_DOCS[evolved]), {**text_arg, "key": (["string", "integer"], "amount")}, decoy_fn
     )
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q_ENC = (
@@ -274,19 +257,15 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
+    play, intent = Play(rng), task.metadata["intent"]
     want = intent["k"] if intent["mode"] == "encode" else -intent["k"]
     key: Any = str(want) if variant.param_type("main", "key") == "string" else want
-    result = yield from play.call(
-        main, variant.args("main", text=intent["text"], key=key), play.say(DOCS_CALL, tool=main)
-    )
+    result = yield from play.call_as_documented(variant, text=intent["text"], key=key)
     if not result.ok:
-        result = yield from play.call(
-            main, variant.args("main", text=intent["text"], key=str(want % 26)), play.say(DOCS_RETRY)
+        result = yield from play.call_as_documented(
+            variant, retry=True, text=intent["text"], key=str(want % 26)
         )
     yield play.answer(_text(result.observation) if result.ok else None)
 
 
-FAMILY = FamilySpec("cipher", "ciph", True, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "ciph", True, make_variant, make_task, expert, docs_only)

@@ -19,11 +19,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -33,9 +31,9 @@ from toolmaster.worlds.toolworld.common import (
     gold,
     load_json,
     say,
-    schema,
 )
 
+FAMILY_NAME = "cityfacts"
 _START = ("Nor", "Vel", "Ost", "Kar", "Bel", "Tir", "Mar", "Sel", "Dun", "Lor", "Gav", "Esk")
 _END = ("vik", "mora", "hold", "bury", "stad", "gate", "wick", "heim", "port", "ford")
 _MAYOR_FIRST = ("Ilse", "Odo", "Brannoc", "Sefa", "Tamsin", "Yorick", "Nadia", "Hale")
@@ -50,13 +48,14 @@ FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "elevation": ("elevation", ("alt", "elev", "height")),
 }
 
+_TOOL_NAMES = {"main": ("gzt", "cfx", "twn"), "decoy": ("prof", "cpr", "whr")}
+_ARG_NAMES = {"city": ("city", "place", "town"), "field": ("field", "key", "fact", "attr")}
 _DOCS = ("Facts about a city.", "City fact lookup.", "Gazetteer entry field.")
 _DECOY_DOCS = ("City profile.", "Where a city is.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(("gzt", "cfx", "twn"), ("prof", "cpr", "whr"))
-    p_city, p_field = rng.choice(("city", "place", "town")), rng.choice(("field", "key", "fact", "attr"))
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     keys = {
         "population": rng.choice(("population", "pop", "inhabitants")),
         "mayor": "mayor",
@@ -72,43 +71,22 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         raise LookupError(f"no city {value!r}")
 
     def main_fn(state: dict[str, Any], **kwargs: Any) -> Any:
-        facts = city_of(state, kwargs[p_city])
-        key = str(kwargs[p_field]).strip().lower()
+        facts = city_of(state, kwargs[p["city"]])
+        key = str(kwargs[p["field"]]).strip().lower()
         if key not in facts["data"]:
             raise LookupError(
-                f"unknown {p_field} {kwargs[p_field]!r}; {p_field}s: {', '.join(facts['data'])}"
+                f"unknown {p['field']} {kwargs[p['field']]!r}; {p['field']}s: {', '.join(facts['data'])}"
             )
         return facts["data"][key]
 
     def decoy_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        facts = city_of(state, kwargs[p_city])
+        facts = city_of(state, kwargs[p["city"]])
         return {"region": facts["region"], "twin_town": facts["twin"]}
 
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS),
-            schema({p_city: ("string", "city name"), p_field: ("string", "fact to return")}),
-            main_fn,
-            family="cityfacts",
-        ),
-        Tool(
-            decoy,
-            rng.choice(_DECOY_DOCS),
-            schema({p_city: ("string", "city name")}),
-            decoy_fn,
-            family="cityfacts",
-        ),
-    ]
-    return Variant(
-        family="cityfacts",
-        key="cityfacts",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"city": p_city, "field": p_field}, "decoy": {"city": p_city}},
-        conv=conv,
-    )
+    city_arg = {"city": ("string", "city name")}
+    main = q.ToolSpec(rng.choice(_DOCS), {**city_arg, "field": ("string", "fact to return")}, main_fn)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), city_arg, decoy_fn)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = {
@@ -230,18 +208,13 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    city, what = task.metadata["intent"]["city"], task.metadata["intent"]["field"]
-    result = yield from play.call(
-        main, variant.args("main", city=city, field=FIELDS[what][0]), play.say(DOCS_CALL, tool=main)
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    city, what = intent["city"], intent["field"]
+    result = yield from play.call_as_documented(variant, city=city, field=FIELDS[what][0])
     if not result.ok:
         retry = {"founded": "year", "elevation": "altitude"}.get(what, what)
-        result = yield from play.call(
-            main, variant.args("main", city=city, field=retry), play.say(DOCS_RETRY)
-        )
+        result = yield from play.call_as_documented(variant, retry=True, city=city, field=retry)
     yield play.answer(_answer(result.observation, what, "") if result.ok else None)
 
 
-FAMILY = FamilySpec("cityfacts", "city", False, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "city", False, make_variant, make_task, expert, docs_only)

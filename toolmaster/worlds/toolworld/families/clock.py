@@ -16,10 +16,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -27,16 +26,16 @@ from toolmaster.worlds.toolworld.common import (
     Variant,
     gold,
     say,
-    schema,
 )
 
+FAMILY_NAME = "clock"
 DAY = 24 * 3600
 UNIT_SECONDS = {"minute": 60, "hour": 3600}
 # seconds per delta step (the documented reading would be hours or minutes); whether seconds are shown
 _STEPS = (1, 60, 300, 600, 900, 1800)
-_P_TIME = ("time", "at", "clock", "start")
-_P_DELTA = ("delta", "plus", "add", "move")
 
+_TOOL_NAMES = {"main": ("clk", "hhm", "tmv"), "decoy": ("tdy", "qtr", "nrm")}
+_ARG_NAMES = {"time": ("time", "at", "clock", "start"), "delta": ("delta", "plus", "add", "move")}
 _DOCS = ("Move a clock time by delta.", "Clock arithmetic.", "Add to a time of day.")
 _DECOY_DOCS = ("Tidy a clock time.", "Normalise a time of day.")
 
@@ -57,42 +56,26 @@ def render(seconds: int, with_seconds: bool = False) -> str:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(("clk", "hhm", "tmv"), ("tdy", "qtr", "nrm"))
-    p_time, p_delta = rng.choice(_P_TIME), rng.choice(_P_DELTA)
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     step = rng.choice(_STEPS)
     conv = {"step_s": step, "show_seconds": step == 1 or rng.random() < 0.5}
 
     def time_of(value: Any) -> int:
         seconds = parse_clock(str(value))
         if seconds is None:
-            raise ValueError(f"bad {p_time} {value!r}")
+            raise ValueError(f"bad {p['time']} {value!r}")
         return seconds
 
     def main_fn(**kwargs: Any) -> str:
-        return render(time_of(kwargs[p_time]) + int(kwargs[p_delta]) * step, conv["show_seconds"])
+        return render(time_of(kwargs[p["time"]]) + int(kwargs[p["delta"]]) * step, conv["show_seconds"])
 
     def decoy_fn(**kwargs: Any) -> str:
-        return render(round(time_of(kwargs[p_time]) / 900) * 900)
+        return render(round(time_of(kwargs[p["time"]]) / 900) * 900)
 
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS),
-            schema({p_time: ("string", "HH:MM"), p_delta: ("integer", "amount to add")}),
-            main_fn,
-            family="clock",
-        ),
-        Tool(decoy, rng.choice(_DECOY_DOCS), schema({p_time: ("string", "HH:MM")}), decoy_fn, family="clock"),
-    ]
-    return Variant(
-        family="clock",
-        key="clock",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"time": p_time, "delta": p_delta}, "decoy": {"time": p_time}},
-        conv=conv,
-    )
+    time_arg = {"time": ("string", "HH:MM")}
+    main = q.ToolSpec(rng.choice(_DOCS), {**time_arg, "delta": ("integer", "amount to add")}, main_fn)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), time_arg, decoy_fn)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _QUERIES = (
@@ -180,13 +163,10 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", time=intent["time"], delta=intent["amount"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, time=intent["time"], delta=intent["amount"])
     seconds = parse_clock(result.observation) if result.ok else None
     yield play.answer(None if seconds is None else render(seconds))
 
 
-FAMILY = FamilySpec("clock", "clk", False, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "clk", False, make_variant, make_task, expert, docs_only)

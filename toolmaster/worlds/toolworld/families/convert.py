@@ -20,11 +20,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -34,9 +32,9 @@ from toolmaster.worlds.toolworld.common import (
     fmt_num,
     gold,
     say,
-    schema,
 )
 
+FAMILY_NAME = "convert"
 # unit -> (dimension, size in the dimension's base unit, plural name)
 UNITS: dict[str, tuple[str, float, str]] = {
     "m": ("length", 1.0, "metres"),
@@ -56,6 +54,14 @@ UNITS: dict[str, tuple[str, float, str]] = {
     "qt": ("volume", 0.946352946, "US quarts"),
 }
 
+_TOOL_NAMES = {
+    "main": (("cv", "cnv", "xf", "mtrx"), ("rx", "qtz", "remag")),
+    "decoy": (("cvi", "unt", "dimx"), ("rxd", "route", "qinfo")),
+}
+_ARG_NAMES = {
+    "spec": (("spec", "mode", "pair", "units", "conv"), ("route", "via", "path", "how")),
+    "value": (("value", "amount", "x", "qty"), ("magnitude", "size", "q", "measure")),
+}
 _DOCS = {
     False: ("Unit converter.", "Converts a value between units.", "Convert an amount using a spec."),
     True: (
@@ -100,17 +106,10 @@ def _parse(conv: dict[str, Any], data: dict[str, Any], spec: str, pname: str) ->
 
 
 _SEPS = {False: ("2", ">", ":", "_", "~", "="), True: ("@", "|", "<-", "/", "<", "::")}
-_SUFFIXES = {
-    False: (("cv", "cnv", "xf", "mtrx"), ("cvi", "unt", "dimx")),
-    True: (("rx", "qtz", "remag"), ("rxd", "route", "qinfo")),
-}
-_P_SPEC = {False: ("spec", "mode", "pair", "units", "conv"), True: ("route", "via", "path", "how")}
-_P_VALUE = {False: ("value", "amount", "x", "qty"), True: ("magnitude", "size", "q", "measure")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(*_SUFFIXES[evolved])
-    p_spec, p_value = rng.choice(_P_SPEC[evolved]), rng.choice(_P_VALUE[evolved])
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {
         "sep": rng.choice(_SEPS[evolved]),
         "upper": rng.random() < 0.5,
@@ -122,41 +121,18 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
     data = {"example": example}
 
     def main_fn(**kwargs: Any) -> Any:
-        frm, to = _parse(conv, data, str(kwargs[p_spec]), p_spec)
-        result = convert_value(float(kwargs[p_value]), frm, to)
+        frm, to = _parse(conv, data, str(kwargs[p["spec"]]), p["spec"])
+        result = convert_value(float(kwargs[p["value"]]), frm, to)
         return f"{fmt_num(result)} {to}" if conv["unit_in_result"] else result
 
     def decoy_fn(**kwargs: Any) -> Any:
-        frm, to = _parse(conv, data, str(kwargs[p_spec]), p_spec)
+        frm, to = _parse(conv, data, str(kwargs[p["spec"]]), p["spec"])
         return {"dimension": UNITS[frm][0], "factor": round(UNITS[frm][1] / UNITS[to][1], 6)}
 
-    spec_desc = "conversion route" if evolved else "conversion spec"
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS[evolved]),
-            schema({p_spec: ("string", spec_desc), p_value: ("number", "amount")}),
-            main_fn,
-            family="convert",
-        ),
-        Tool(
-            decoy,
-            rng.choice(_DECOY_DOCS[evolved]),
-            schema({p_spec: ("string", spec_desc)}),
-            decoy_fn,
-            family="convert",
-        ),
-    ]
-    return Variant(
-        family="convert",
-        key="convert~evolved" if evolved else "convert",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"spec": p_spec, "value": p_value}, "decoy": {"spec": p_spec}},
-        conv=conv,
-        data=data,
-    )
+    spec_arg = {"spec": ("string", "conversion route" if evolved else "conversion spec")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**spec_arg, "value": ("number", "amount")}, main_fn)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS[evolved]), spec_arg, decoy_fn)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, data=data, main=main, decoy=decoy)
 
 
 _QUERIES = (
@@ -277,22 +253,13 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    frm, to, value = (
-        task.metadata["intent"]["from"],
-        task.metadata["intent"]["to"],
-        task.metadata["intent"]["value"],
-    )
-    result = yield from play.call(
-        main, variant.args("main", spec=f"{frm} to {to}", value=value), play.say(DOCS_CALL, tool=main)
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    frm, to, value = intent["from"], intent["to"], intent["value"]
+    result = yield from play.call_as_documented(variant, spec=f"{frm} to {to}", value=value)
     if not result.ok:
-        result = yield from play.call(
-            main, variant.args("main", spec=f"{frm}-{to}", value=value), play.say(DOCS_RETRY)
-        )
+        result = yield from play.call_as_documented(variant, retry=True, spec=f"{frm}-{to}", value=value)
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else fmt_num(number))
 
 
-FAMILY = FamilySpec("convert", "conv", True, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "conv", True, make_variant, make_task, expert, docs_only)

@@ -17,11 +17,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -30,9 +28,9 @@ from toolmaster.worlds.toolworld.common import (
     first_number,
     gold,
     say,
-    schema,
 )
 
+FAMILY_NAME = "currency"
 # code -> (ISO numeric code, rough units per US dollar)
 CURRENCIES: dict[str, tuple[str, float]] = {
     "USD": ("840", 1.0),
@@ -47,6 +45,15 @@ CURRENCIES: dict[str, tuple[str, float]] = {
     "MXN": ("484", 17.1),
 }
 
+_TOOL_NAMES = {
+    "main": (("xch", "fx", "cur"), ("fxm", "mnyx", "swp")),
+    "decoy": (("xr", "rate", "fxr"), ("fxq", "quot", "pq")),
+}
+_ARG_NAMES = {
+    "amount": (("amount", "amt", "money", "sum_in"), ("sum", "value", "funds")),
+    "src": (("src", "from_cur", "base", "have"), ("frm", "origin", "source_ccy")),
+    "dst": (("dst", "to_cur", "quote", "want"), ("into", "target", "dest_ccy")),
+}
 _DOCS = {
     False: (
         "Currency exchange. Returns the converted amount.",
@@ -82,22 +89,10 @@ def _code(conv: dict[str, Any], value: Any) -> str:
 # (which side is scaled, factor): amounts read in cents, or results in cents / mills
 _SCALES = (("in", 100), ("out", 100), ("out", 1000))
 _SHAPES = ("number", "amount", "converted")
-_SUFFIXES = {
-    False: (("xch", "fx", "cur"), ("xr", "rate", "fxr")),
-    True: (("fxm", "mnyx", "swp"), ("fxq", "quot", "pq")),
-}
-_P_AMT = {False: ("amount", "amt", "money", "sum_in"), True: ("sum", "value", "funds")}
-_P_SRC = {False: ("src", "from_cur", "base", "have"), True: ("frm", "origin", "source_ccy")}
-_P_DST = {False: ("dst", "to_cur", "quote", "want"), True: ("into", "target", "dest_ccy")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(*_SUFFIXES[evolved])
-    p_amt, p_src, p_dst = (
-        rng.choice(_P_AMT[evolved]),
-        rng.choice(_P_SRC[evolved]),
-        rng.choice(_P_DST[evolved]),
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     side, factor = rng.choice(_SCALES)
     conv = {"numeric": evolved, "scale": side, "factor": factor, "shape": rng.choice(_SHAPES)}
     rates = {
@@ -109,8 +104,8 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         return rates[dst] / rates[src]
 
     def main_fn(**kwargs: Any) -> Any:
-        src, dst = _code(conv, kwargs[p_src]), _code(conv, kwargs[p_dst])
-        amount = float(kwargs[p_amt])
+        src, dst = _code(conv, kwargs[p["src"]]), _code(conv, kwargs[p["dst"]])
+        amount = float(kwargs[p["amount"]])
         if side == "in":
             result: float = cents_after(round(amount * 100 / factor), rate(src, dst)) / 100
         else:
@@ -120,46 +115,29 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         return {conv["shape"]: result, "currency": dst}
 
     def decoy_fn(**kwargs: Any) -> Any:
-        src = str(kwargs[p_src]).strip().upper()
-        dst = str(kwargs[p_dst]).strip().upper()
+        src = str(kwargs[p["src"]]).strip().upper()
+        dst = str(kwargs[p["dst"]]).strip().upper()
         by_num = {num: code for code, (num, _) in CURRENCIES.items()}
         src, dst = by_num.get(src, src), by_num.get(dst, dst)
         if src not in CURRENCIES or dst not in CURRENCIES:
             raise ValueError("unknown currency")
         return {"pair": f"{src}/{dst}", "quote": round(rates[src] / rates[dst], 6)}
 
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS[evolved]),
-            schema(
-                {
-                    p_amt: ("number", "amount"),
-                    p_src: ("string", "from currency"),
-                    p_dst: ("string", "to currency"),
-                }
-            ),
-            main_fn,
-            family="currency",
-        ),
-        Tool(
-            decoy,
-            rng.choice(_DECOY_DOCS[evolved]),
-            schema({p_src: ("string", "base currency"), p_dst: ("string", "quote currency")}),
-            decoy_fn,
-            family="currency",
-        ),
-    ]
-    return Variant(
-        family="currency",
-        key="currency~evolved" if evolved else "currency",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"amount": p_amt, "src": p_src, "dst": p_dst}, "decoy": {"src": p_src, "dst": p_dst}},
-        conv=conv,
-        data={"rates": rates},
+    main = q.ToolSpec(
+        rng.choice(_DOCS[evolved]),
+        {
+            "amount": ("number", "amount"),
+            "src": ("string", "from currency"),
+            "dst": ("string", "to currency"),
+        },
+        main_fn,
     )
+    decoy = q.ToolSpec(
+        rng.choice(_DECOY_DOCS[evolved]),
+        {"src": ("string", "base currency"), "dst": ("string", "quote currency")},
+        decoy_fn,
+    )
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, data={"rates": rates}, main=main, decoy=decoy)
 
 
 _QUERIES = (
@@ -264,18 +242,16 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", amount=intent["amount"], src=intent["src"], dst=intent["dst"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(
+        variant, amount=intent["amount"], src=intent["src"], dst=intent["dst"]
+    )
     if not result.ok:
-        args = variant.args(
-            "main", amount=intent["amount"], src=intent["src"].lower(), dst=intent["dst"].lower()
+        result = yield from play.call_as_documented(
+            variant, retry=True, amount=intent["amount"], src=intent["src"].lower(), dst=intent["dst"].lower()
         )
-        result = yield from play.call(main, args, play.say(DOCS_RETRY))
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else f"{number:.2f}")
 
 
-FAMILY = FamilySpec("currency", "fx", True, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "fx", True, make_variant, make_task, expert, docs_only)

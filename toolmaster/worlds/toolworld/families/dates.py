@@ -19,10 +19,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -30,9 +29,9 @@ from toolmaster.worlds.toolworld.common import (
     Variant,
     gold,
     say,
-    schema,
 )
 
+FAMILY_NAME = "dates"
 UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 _FORMATS = (
     "%Y-%m-%d %H:%M",
@@ -44,6 +43,14 @@ _FORMATS = (
 )
 DATE, STAMP = "%Y-%m-%d", "%Y-%m-%d %H:%M"
 
+_TOOL_NAMES = {
+    "main": (("dsh", "tsft", "dt"), ("tdsp", "mvt", "chr")),
+    "decoy": (("dti", "tsi", "wk"), ("cal", "tfct", "wkd")),
+}
+_ARG_NAMES = {
+    "ts": (("ts", "stamp", "start", "at"), ("moment", "when", "origin")),
+    "n": (("n", "offset", "shift", "steps"), ("delta", "by", "move")),
+}
 _DOCS = {
     False: ("Shift a timestamp by an offset.", "Timestamp arithmetic.", "Move a date forward or back."),
     True: ("Offset a point in time.", "Calendar shifter: moves a moment by delta.", "Time displacement."),
@@ -67,58 +74,30 @@ def parse_stamp(text: str) -> datetime | None:
 # minute (evolved questions also ask for minute shifts), so the two spaces are disjoint
 _STEPS = {False: (3600, 1800, 900, 600, 300, 60), True: (1, 5, 10, 15, 20, 30)}
 _OUT = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S")
-_SUFFIXES = {
-    False: (("dsh", "tsft", "dt"), ("dti", "tsi", "wk")),
-    True: (("tdsp", "mvt", "chr"), ("cal", "tfct", "wkd")),
-}
-_P_TS = {False: ("ts", "stamp", "start", "at"), True: ("moment", "when", "origin")}
-_P_N = {False: ("n", "offset", "shift", "steps"), True: ("delta", "by", "move")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(*_SUFFIXES[evolved])
-    p_ts, p_n = rng.choice(_P_TS[evolved]), rng.choice(_P_N[evolved])
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"step_s": rng.choice(_STEPS[evolved]), "out": rng.choice(_OUT)}
 
     def parse_arg(value: Any) -> datetime:
         stamp = parse_stamp(str(value))
         if stamp is None:
-            raise ValueError(f"bad {p_ts} {value!r}; expected like '2024-01-31 08:00'")
+            raise ValueError(f"bad {p['ts']} {value!r}; expected like '2024-01-31 08:00'")
         return stamp
 
     def main_fn(**kwargs: Any) -> str:
-        stamp = parse_arg(kwargs[p_ts])
-        return (stamp + timedelta(seconds=int(kwargs[p_n]) * conv["step_s"])).strftime(conv["out"])
+        stamp = parse_arg(kwargs[p["ts"]])
+        return (stamp + timedelta(seconds=int(kwargs[p["n"]]) * conv["step_s"])).strftime(conv["out"])
 
     def decoy_fn(**kwargs: Any) -> dict[str, Any]:
-        stamp = parse_arg(kwargs[p_ts])
+        stamp = parse_arg(kwargs[p["ts"]])
         return {"weekday": stamp.strftime("%A"), "iso_week": stamp.isocalendar()[1]}
 
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS[evolved]),
-            schema({p_ts: ("string", "timestamp"), p_n: ("integer", "offset")}),
-            main_fn,
-            family="dates",
-        ),
-        Tool(
-            decoy,
-            rng.choice(_DECOY_DOCS[evolved]),
-            schema({p_ts: ("string", "timestamp")}),
-            decoy_fn,
-            family="dates",
-        ),
-    ]
-    return Variant(
-        family="dates",
-        key="dates~evolved" if evolved else "dates",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"ts": p_ts, "n": p_n}, "decoy": {"ts": p_ts}},
-        conv=conv,
-    )
+    timestamp_arg = {"ts": ("string", "timestamp")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**timestamp_arg, "n": ("integer", "offset")}, main_fn)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS[evolved]), timestamp_arg, decoy_fn)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q_DAY = (
@@ -221,13 +200,9 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    result = yield from play.call(
-        main, variant.args("main", ts=intent["start"], n=intent["amount"]), play.say(DOCS_CALL, tool=main)
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, ts=intent["start"], n=intent["amount"])
     yield play.answer(_answer(result.observation, intent["format"]) if result.ok else None)
 
 
-FAMILY = FamilySpec("dates", "date", True, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "date", True, make_variant, make_task, expert, docs_only)

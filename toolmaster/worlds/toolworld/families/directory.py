@@ -20,11 +20,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -36,9 +34,9 @@ from toolmaster.worlds.toolworld.common import (
     load_json,
     quoted,
     say,
-    schema,
 )
 
+FAMILY_NAME = "directory"
 FIRST = (
     "Mara",
     "Tobin",
@@ -71,6 +69,15 @@ DEPTS = ("Logistics", "Payroll", "Research", "Facilities", "Legal", "Sales", "Su
 FIELD_KEYS = {"dept": ("dept", "department", "unit", "team"), "ext": ("ext", "extension", "tel", "phone")}
 FIELD_WORDS = {"dept": "department", "ext": "phone extension"}
 
+_TOOL_NAMES = {
+    "main": (("emp", "who", "stf"), ("pcard", "prs", "pfl")),
+    "search": (("find", "srch", "nm"), ("loc", "pfind", "srx")),
+    "decoy": (("boss", "mgr", "rpt"), ("lmgr", "line", "up")),
+}
+_ARG_NAMES = {
+    "id": (("id", "emp_id", "staff_id", "key"), ("person", "pid", "ref")),
+    "name": (("name", "q", "who", "text"), ("query", "needle", "pattern")),
+}
 _DOCS = {
     False: {
         "main": ("Employee record by id.", "Look up a staff record.", "Staff directory entry."),
@@ -92,17 +99,10 @@ _FIELDS = {
     False: {"name": ("name",), "dept": ("dept", "department"), "ext": ("ext", "extension")},
     True: {"name": ("full_name",), "dept": ("unit", "team"), "ext": ("tel", "phone")},
 }
-_SUFFIXES = {
-    False: (("emp", "who", "stf"), ("find", "srch", "nm"), ("boss", "mgr", "rpt")),
-    True: (("pcard", "prs", "pfl"), ("loc", "pfind", "srx"), ("lmgr", "line", "up")),
-}
-_P_ID = {False: ("id", "emp_id", "staff_id", "key"), True: ("person", "pid", "ref")}
-_P_NAME = {False: ("name", "q", "who", "text"), True: ("query", "needle", "pattern")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, search, decoy = names.tools(*_SUFFIXES[evolved])
-    p_id, p_name = rng.choice(_P_ID[evolved]), rng.choice(_P_NAME[evolved])
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     if evolved:
         id_fmt = {"pre": "", "post": rng.choice(_ID_POST), "width": rng.choice((5, 6))}
     else:
@@ -123,51 +123,25 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         return staff[key]
 
     def main_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        entry = record(state, kwargs[p_id])
+        entry = record(state, kwargs[p["id"]])
         return {fields["name"]: entry["name"], fields["dept"]: entry["dept"], fields["ext"]: entry["ext"]}
 
     def search_fn(state: dict[str, Any], **kwargs: Any) -> list[str]:
-        needle = str(kwargs[p_name]).strip().lower()
+        needle = str(kwargs[p["name"]]).strip().lower()
         return sorted(
             key for key, entry in state["staff"].items() if needle and needle in entry["name"].lower()
         )
 
     def decoy_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return {"manager": record(state, kwargs[p_id])["manager"]}
+        return {"manager": record(state, kwargs[p["id"]])["manager"]}
 
     docs = _DOCS[evolved]
-    tools = [
-        Tool(
-            main,
-            rng.choice(docs["main"]),
-            schema({p_id: ("string", "employee id")}),
-            main_fn,
-            family="directory",
-        ),
-        Tool(
-            search,
-            rng.choice(docs["search"]),
-            schema({p_name: ("string", "name or part of it")}),
-            search_fn,
-            family="directory",
-        ),
-        Tool(
-            decoy,
-            rng.choice(docs["decoy"]),
-            schema({p_id: ("string", "employee id")}),
-            decoy_fn,
-            family="directory",
-        ),
-    ]
-    return Variant(
-        family="directory",
-        key="directory~evolved" if evolved else "directory",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "search": search, "decoy": decoy},
-        params={"main": {"id": p_id}, "search": {"name": p_name}, "decoy": {"id": p_id}},
-        conv=conv,
-        data={"example": example},
+    id_arg = {"id": ("string", "employee id")}
+    main = q.ToolSpec(rng.choice(docs["main"]), id_arg, main_fn)
+    search = q.ToolSpec(rng.choice(docs["search"]), {"name": ("string", "name or part of it")}, search_fn)
+    decoy = q.ToolSpec(rng.choice(docs["decoy"]), id_arg, decoy_fn)
+    return q.variant(
+        FAMILY_NAME, evolved, roles, p, conv, data={"example": example}, main=main, search=search, decoy=decoy
     )
 
 
@@ -314,13 +288,9 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, search = variant.roles["main"], variant.roles["search"]
-    intent = task.metadata["intent"]
+    play, intent = Play(rng), task.metadata["intent"]
     if intent["by"] == "name":
-        found = yield from play.call(
-            search, variant.args("search", name=intent["name"]), play.say(DOCS_CALL, tool=search)
-        )
+        found = yield from play.call_as_documented(variant, "search", name=intent["name"])
         ids = load_json(found.observation) if found.ok else None
         if not isinstance(ids, list) or not ids:
             yield play.answer(None)
@@ -328,10 +298,10 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
         key = str(ids[0])
     else:
         key = str(intent["number"])
-    result = yield from play.call(main, variant.args("main", id=key), play.say(DOCS_CALL, tool=main))
+    result = yield from play.call_as_documented(variant, id=key)
     if not result.ok:
-        result = yield from play.call(main, variant.args("main", id=f"#{key}"), play.say(DOCS_RETRY))
+        result = yield from play.call_as_documented(variant, retry=True, id=f"#{key}")
     yield play.answer(_field(result.observation, intent["field"]) if result.ok else None)
 
 
-FAMILY = FamilySpec("directory", "dir", True, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "dir", True, make_variant, make_task, expert, docs_only)

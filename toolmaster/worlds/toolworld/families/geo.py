@@ -23,7 +23,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -48,6 +47,9 @@ PER_KM = {
 POINT = {"LAT": r"-?\d+(?:\.\d+)?", "LON": r"-?\d+(?:\.\d+)?"}
 FORMATS = ("LAT;LON", "LON;LAT", "(LAT|LON)", "LON/LAT", "LAT LON", "[LON:LAT]", "LAT_LON", "lat=LAT&lon=LON")
 DEGREE_KM = EARTH_KM * math.pi / 180  # the probe: one degree along a meridian
+
+_TOOL_NAMES = {"main": ("dst", "gcd", "far"), "decoy": ("brg", "hdg")}
+_ARG_NAMES = {"a": ("a", "src", "origin"), "b": ("b", "dst", "target")}
 _DOCS = (
     "Distance between two points.",
     "How far apart two places are.",
@@ -63,13 +65,7 @@ def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": (("dst", "gcd", "far"),) * 2, "decoy": (("brg", "hdg"),) * 2},
-        {"a": (("a", "src", "origin"),) * 2, "b": (("b", "dst", "target"),) * 2},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"point": rng.choice(FORMATS), "unit": rng.choice(sorted(PER_KM))}
     point = q.Template(conv["point"], POINT)
 
@@ -90,13 +86,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         x = math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
         return round(math.degrees(math.atan2(y, x)) % 360, 1)
 
-    props = {p["a"]: ("string", "first point"), p["b"]: ("string", "second point")}
-    tools = [
-        q.make_tool(roles["main"], rng.choice(_DOCS), props, distance, FAMILY_NAME),
-        q.make_tool(roles["decoy"], rng.choice(_DECOY_DOCS), props, bearing, FAMILY_NAME),
-    ]
-    params = {"main": {"a": p["a"], "b": p["b"]}, "decoy": {"a": p["a"], "b": p["b"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    point_args = {"a": ("string", "first point"), "b": ("string", "second point")}
+    main = q.ToolSpec(rng.choice(_DOCS), point_args, distance)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), point_args, bearing)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (
@@ -183,10 +176,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    args = variant.args("main", a=_natural(*intent["a"]), b=_natural(*intent["b"]))
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, a=_natural(*intent["a"]), b=_natural(*intent["b"]))
     value = first_number(result.observation) if result.ok else None
     yield play.answer(None if value is None else str(round(value)))
 

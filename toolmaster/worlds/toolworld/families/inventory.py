@@ -22,11 +22,20 @@ from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
-from toolmaster.worlds.toolworld.common import DOCS_CALL, FamilySpec, NameGen, Play, TaskDraft, Variant, say
+from toolmaster.worlds.toolworld.common import FamilySpec, NameGen, Play, TaskDraft, Variant, say
 
 FAMILY_NAME = "inventory"
 LOTS = (1, 2, 4, 5, 6, 10, 12, 20, 25)
 KEYS = {"units": ("units", "reserved", "taken", "pieces"), "left": ("left", "remaining", "on_hand", "stock")}
+
+_TOOL_NAMES = {
+    "main": (("rsv", "hold", "bk"), ("ermk", "setx", "alo")),
+    "decoy": (("stk", "chk"), ("lvl", "bin")),
+}
+_ARG_NAMES = {
+    "item": (("item", "sku"), ("goods", "article")),
+    "qty": (("qty", "quantity"), ("amount", "count")),
+}
 _DOCS = {
     False: ("Reserve stock of an item.", "Hold units of an item for an order.", "Book stock."),
     True: ("Earmark goods in the warehouse.", "Set aside goods from the store."),
@@ -35,13 +44,7 @@ _DECOY_DOCS = ("Stock level of an item.", "Check an item's stock.", "Warehouse b
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": (("rsv", "hold", "bk"), ("ermk", "setx", "alo")), "decoy": (("stk", "chk"), ("lvl", "bin"))},
-        {"item": (("item", "sku"), ("goods", "article")), "qty": (("qty", "quantity"), ("amount", "count"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     ids = q.IdFormat.draw(
         rng, ("WH", "ST", "INV", "LOC") if evolved else ("SKU", "ITM", "PRT", "ART"), evolved
     )
@@ -66,20 +69,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         item = find(state, kw[p["item"]])
         return {"id": ids.render(int(item)), "bins": state["bins"][item], "restock_days": 3 + int(item) % 9}
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["item"]: ("string", "item id"), p["qty"]: ("integer", "quantity")},
-            reserve,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["item"]: ("string", "item id")}, check, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"item": p["item"], "qty": p["qty"]}, "decoy": {"item": p["item"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    item_arg = {"item": ("string", "item id")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**item_arg, "qty": ("integer", "quantity")}, reserve)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), item_arg, check)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (
@@ -170,10 +163,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    args = variant.args("main", item=str(intent["item"]), qty=intent["units"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, item=str(intent["item"]), qty=intent["units"])
     left = q.pick(result.observation, KEYS["left"]) if result.ok else None
     yield play.answer(None if left is None else f"{left:g}")
 

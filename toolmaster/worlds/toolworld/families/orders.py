@@ -20,11 +20,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -35,12 +33,20 @@ from toolmaster.worlds.toolworld.common import (
     load_json,
     nearest_power_of_ten,
     say,
-    schema,
 )
 
+FAMILY_NAME = "orders"
 ITEMS = ("gear", "bolt", "valve", "hinge", "spring", "gasket", "bracket", "pulley", "washer", "clamp")
 PACKS = (4, 6, 8, 10, 12)
 
+_TOOL_NAMES = {
+    "main": (("ord", "plc", "od"), ("buy", "po", "sbm")),
+    "decoy": (("qte", "prc", "oq"), ("est", "dry", "bq")),
+}
+_ARG_NAMES = {
+    "item": (("item", "product", "sku_name", "part"), ("goods", "article", "ware")),
+    "qty": (("qty", "quantity", "n", "amount"), ("count", "units", "volume")),
+}
 _DOCS = {
     False: {
         "main": ("Place an order for an item.", "Order stock.", "Create an order."),
@@ -72,17 +78,10 @@ TOTAL_KEYS = tuple(scheme[3] for schemes in _SCHEMES.values() for scheme in sche
 LEFT_KEYS = tuple(scheme[4] for schemes in _SCHEMES.values() for scheme in schemes)
 # (what qty counts, what the total is in); plain units and dollars would need no trial
 _RULES = (("pack", "dollars"), ("pack", "cents"), ("unit", "cents"))
-_SUFFIXES = {
-    False: (("ord", "plc", "od"), ("qte", "prc", "oq")),
-    True: (("buy", "po", "sbm"), ("est", "dry", "bq")),
-}
-_P_ITEM = {False: ("item", "product", "sku_name", "part"), True: ("goods", "article", "ware")}
-_P_QTY = {False: ("qty", "quantity", "n", "amount"), True: ("count", "units", "volume")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(*_SUFFIXES[evolved])
-    p_item, p_qty = rng.choice(_P_ITEM[evolved]), rng.choice(_P_QTY[evolved])
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     qty_counts, total_in = rng.choice(_RULES)
     fields = rng.choice(_SCHEMES[evolved])
     conv = {"qty": qty_counts, "total": total_in, "fields": fields}
@@ -94,10 +93,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         return name, state["stock"][name]
 
     def main_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        name, entry = lookup(state, kwargs[p_item])
-        qty = int(kwargs[p_qty])
+        name, entry = lookup(state, kwargs[p["item"]])
+        qty = int(kwargs[p["qty"]])
         if qty <= 0:
-            raise ValueError(f"{p_qty} must be positive")
+            raise ValueError(f"{p['qty']} must be positive")
         units = qty * entry["pack"] if qty_counts == "pack" else qty
         if units > entry["on_hand"]:
             raise ValueError(f"only {entry['on_hand']} {name} in stock; this order needs {units}")
@@ -111,24 +110,14 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         return dict(zip(fields, values))
 
     def decoy_fn(state: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        name, entry = lookup(state, kwargs[p_item])
+        name, entry = lookup(state, kwargs[p["item"]])
         return {"item": name, "unit_price": entry["price_cents"] / 100, "in_stock": entry["on_hand"] > 0}
 
     docs = _DOCS[evolved]
-    props = {p_item: ("string", "item name"), p_qty: ("integer", "quantity")}
-    tools = [
-        Tool(main, rng.choice(docs["main"]), schema(props), main_fn, family="orders"),
-        Tool(decoy, rng.choice(docs["decoy"]), schema(props), decoy_fn, family="orders"),
-    ]
-    return Variant(
-        family="orders",
-        key="orders~evolved" if evolved else "orders",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"item": p_item, "qty": p_qty}, "decoy": {"item": p_item, "qty": p_qty}},
-        conv=conv,
-    )
+    order_args = {"item": ("string", "item name"), "qty": ("integer", "quantity")}
+    main = q.ToolSpec(rng.choice(docs["main"]), order_args, main_fn)
+    decoy = q.ToolSpec(rng.choice(docs["decoy"]), order_args, decoy_fn)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = {
@@ -260,14 +249,11 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", item=intent["item"], qty=intent["n"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, item=intent["item"], qty=intent["n"])
     if not result.ok:
-        result = yield from play.call(main, args, play.say(DOCS_RETRY))
+        result = yield from play.call_as_documented(variant, retry=True, item=intent["item"], qty=intent["n"])
     yield play.answer(_read(result.observation, intent["ask"], False) if result.ok else None)
 
 
-FAMILY = FamilySpec("orders", "ord", True, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "ord", True, make_variant, make_task, expert, docs_only)

@@ -22,7 +22,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -40,6 +39,12 @@ KEYS = {
     "serves": ("serves", "feeds", "portions", "people"),
     "pantry": ("pantry", "left", "stock", "remaining"),
 }
+
+_TOOL_NAMES = {
+    "main": (("cook", "prep", "mk"), ("meal", "kit", "brew")),
+    "decoy": (("nut", "kcal"), ("diet", "fct")),
+}
+_ARG_NAMES = {"dish": (("recipe", "dish"), ("meal", "formula")), "n": (("servings", "n"), ("yield", "batch"))}
 _DOCS = {
     False: ("Cook a recipe from the pantry.", "Prepare a dish.", "Cook servings of a recipe."),
     True: ("Kitchen: make a dish using stored food.", "Produce a meal from supplies."),
@@ -48,16 +53,7 @@ _DECOY_DOCS = ("Nutrition facts of a recipe.", "Calories of a dish.", "Dietary i
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("cook", "prep", "mk"), ("meal", "kit", "brew")),
-            "decoy": (("nut", "kcal"), ("diet", "fct")),
-        },
-        {"dish": (("recipe", "dish"), ("meal", "formula")), "n": (("servings", "n"), ("yield", "batch"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv: dict[str, Any] = {"batch": q.draw_factor(rng, BATCHES), "keys": q.draw_keys(rng, KEYS)}
     if evolved:
         conv["id"] = q.IdFormat.draw(rng, ("RC", "RCP", "DISH", "MEAL"), rng.random() < 0.5).spec()
@@ -83,20 +79,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
         dish = find(state, kw[p["dish"]])
         return {"kcal_per_serving": 90 * len(state["recipes"][dish]) + len(dish) * 7, "allergens": ["gluten"]}
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["dish"]: ("string", "recipe"), p["n"]: ("number", "servings")},
-            cook,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["dish"]: ("string", "recipe")}, facts, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"dish": p["dish"], "n": p["n"]}, "decoy": {"dish": p["dish"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    dish_arg = {"dish": ("string", "recipe")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**dish_arg, "n": ("number", "servings")}, cook)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), dish_arg, facts)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (
@@ -191,10 +177,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    args = variant.args("main", dish=intent["dish"], n=intent["people"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, dish=intent["dish"], n=intent["people"])
     yield play.answer(_left(result.observation, intent["food"]) if result.ok else None)
 
 

@@ -21,7 +21,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -37,6 +36,12 @@ FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # reading per kPa
 HOUR = {"HH": r"\d{2}", "MM": r"\d{2}"}
 HOUR_FORMATS = ("HH:MM",)
 EVOLVED_HOUR_FORMATS = ("HHMM", "HH.MM", "HHhMM", "HH-MM", "T+HH:MM", "HH_MM")
+
+_TOOL_NAMES = {
+    "main": (("rd", "prs", "log"), ("gage", "baro", "fetch")),
+    "decoy": (("inf", "meta"), ("desc", "spec")),
+}
+_ARG_NAMES = {"sensor": (("sensor", "sid"), ("probe", "gauge")), "at": (("at", "time"), ("hour", "when"))}
 _DOCS = {
     False: ("Pressure reading of a sensor at a time.", "Read a pressure sensor.", "Sensor log lookup."),
     True: ("Barometric probe value at an hour.", "Fetch what a gauge recorded."),
@@ -45,16 +50,7 @@ _DECOY_DOCS = ("Sensor details.", "Describe a sensor.", "Sensor metadata.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {
-            "main": (("rd", "prs", "log"), ("gage", "baro", "fetch")),
-            "decoy": (("inf", "meta"), ("desc", "spec")),
-        },
-        {"sensor": (("sensor", "sid"), ("probe", "gauge")), "at": (("at", "time"), ("hour", "when"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {
         "id": q.IdFormat.draw(rng, ("PS", "SEN", "BAR", "GX"), evolved).spec(),
         "factor": q.draw_factor(rng, FACTORS),
@@ -86,20 +82,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
             "calibrated": 2021,
         }
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["sensor"]: ("string", "sensor id"), p["at"]: ("string", "time of day")},
-            read,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["sensor"]: ("string", "sensor id")}, info, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"sensor": p["sensor"], "at": p["at"]}, "decoy": {"sensor": p["sensor"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    sensor_arg = {"sensor": ("string", "sensor id")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**sensor_arg, "at": ("string", "time of day")}, read)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), sensor_arg, info)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (
@@ -191,13 +177,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    result = yield from play.call(
-        main,
-        variant.args("main", sensor=str(intent["sensor"]), at=intent["asked_at"]),
-        play.say(DOCS_CALL, tool=main),
-    )
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, sensor=str(intent["sensor"]), at=intent["asked_at"])
     value = first_number(result.observation) if result.ok else None
     yield play.answer(None if value is None else fmt_num(value, 6))
 

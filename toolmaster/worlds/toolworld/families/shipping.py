@@ -19,10 +19,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -33,12 +32,20 @@ from toolmaster.worlds.toolworld.common import (
     gold,
     load_json,
     say,
-    schema,
 )
 
+FAMILY_NAME = "shipping"
 ZONES = "ABCDE"
 GRAMS_PER = {"g": 1.0, "dag": 10.0, "hg": 100.0, "kg": 1000.0, "lb": 453.59237, "oz": 28.349523125}
 
+_TOOL_NAMES = {
+    "main": (("pst", "shp", "prc"), ("frt", "cns", "snd")),
+    "decoy": (("zrt", "tar", "zn"), ("tarf", "rcard", "rgn")),
+}
+_ARG_NAMES = {
+    "weight": (("weight", "w", "wt", "load"), ("mass", "heft", "gross")),
+    "zone": (("zone", "dest", "band"), ("region", "area", "sector")),
+}
 _DOCS = {
     False: ("Postage for a parcel.", "Shipping cost of a parcel.", "Parcel price."),
     True: ("What a consignment costs to send.", "Freight charge for one package."),
@@ -61,17 +68,10 @@ _FIELDS = {
     True: (("charge", "billed_weight"), ("fee", "charged_for")),
 }
 PRICE_KEYS = ("cost", "postage", "charge", "fee")
-_SUFFIXES = {
-    False: (("pst", "shp", "prc"), ("zrt", "tar", "zn")),
-    True: (("frt", "cns", "snd"), ("tarf", "rcard", "rgn")),
-}
-_P_W = {False: ("weight", "w", "wt", "load"), True: ("mass", "heft", "gross")}
-_P_Z = {False: ("zone", "dest", "band"), True: ("region", "area", "sector")}
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(*_SUFFIXES[evolved])
-    p_w, p_z = rng.choice(_P_W[evolved]), rng.choice(_P_Z[evolved])
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"unit": rng.choice(_UNITS[evolved]), "fields": rng.choice(_FIELDS[evolved])}
     unit, (f_price, f_billed) = conv["unit"], conv["fields"]
     tariff = {
@@ -82,46 +82,27 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
     def zone_of(value: Any) -> str:
         zone = str(value).strip().upper()
         if zone not in ZONES:
-            raise ValueError(f"unknown {p_z} {value!r}")
+            raise ValueError(f"unknown {p['zone']} {value!r}")
         return zone
 
     def main_fn(**kwargs: Any) -> dict[str, Any]:
-        weight = float(kwargs[p_w])
+        weight = float(kwargs[p["weight"]])
         if weight <= 0:
-            raise ValueError(f"{p_w} must be positive")
-        cents = price_cents(tariff, weight * GRAMS_PER[unit], zone_of(kwargs[p_z]))
+            raise ValueError(f"{p['weight']} must be positive")
+        cents = price_cents(tariff, weight * GRAMS_PER[unit], zone_of(kwargs[p["zone"]]))
         return {f_price: cents / 100, f_billed: f"{fmt_num(weight, 3)} {unit}"}
 
     def decoy_fn(**kwargs: Any) -> dict[str, Any]:
-        zone = zone_of(kwargs[p_z])
+        zone = zone_of(kwargs[p["zone"]])
         return {"zone": zone, "base": tariff["base"][zone] / 100, "per_100g": tariff["per100"][zone] / 100}
 
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS[evolved]),
-            schema({p_w: ("number", "parcel weight"), p_z: ("string", "destination zone")}),
-            main_fn,
-            family="shipping",
-        ),
-        Tool(
-            decoy,
-            rng.choice(_DECOY_DOCS[evolved]),
-            schema({p_z: ("string", "zone")}),
-            decoy_fn,
-            family="shipping",
-        ),
-    ]
-    return Variant(
-        family="shipping",
-        key="shipping~evolved" if evolved else "shipping",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"weight": p_w, "zone": p_z}, "decoy": {"zone": p_z}},
-        conv=conv,
-        data=tariff,
+    main = q.ToolSpec(
+        rng.choice(_DOCS[evolved]),
+        {"weight": ("number", "parcel weight"), "zone": ("string", "destination zone")},
+        main_fn,
     )
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS[evolved]), {"zone": ("string", "zone")}, decoy_fn)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, data=tariff, main=main, decoy=decoy)
 
 
 _QUERIES = (
@@ -213,12 +194,9 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", weight=intent["weight"], zone=intent["zone"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, weight=intent["weight"], zone=intent["zone"])
     yield play.answer(_cost(result.observation) if result.ok else None)
 
 
-FAMILY = FamilySpec("shipping", "ship", True, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "ship", True, make_variant, make_task, expert, docs_only)

@@ -19,11 +19,9 @@ from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
-from toolmaster.envs.tool import Tool
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
-    DOCS_RETRY,
     FamilySpec,
     NameGen,
     Play,
@@ -33,13 +31,15 @@ from toolmaster.worlds.toolworld.common import (
     gold,
     nearest_power_of_ten,
     say,
-    schema,
 )
 
+FAMILY_NAME = "temperature"
 SCALES = {"C": "Celsius", "F": "Fahrenheit", "K": "Kelvin"}
 # a value per source scale whose conversions everyone knows (boiling water)
 KNOWN = {"C": 100.0, "F": 212.0, "K": 373.15}
 
+_TOOL_NAMES = {"main": ("thm", "tcv", "dgx"), "decoy": ("tck", "feel", "thr")}
+_ARG_NAMES = {"value": ("value", "deg", "reading", "t"), "scale": ("scale", "mode", "conv", "pair")}
 _DOCS = ("Convert a temperature.", "Temperature conversion.", "Thermal unit converter.")
 _DECOY_DOCS = ("Temperature check.", "Rate a temperature reading.")
 
@@ -66,13 +66,10 @@ def tenths(value: float, frm: str, to: str) -> int:
 
 
 _SEPS = ("2", ">", "-to-", "", "_", ":")
-_P_VALUE = ("value", "deg", "reading", "t")
-_P_SCALE = ("scale", "mode", "conv", "pair")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    main, decoy = names.tools(("thm", "tcv", "dgx"), ("tck", "feel", "thr"))
-    p_value, p_scale = rng.choice(_P_VALUE), rng.choice(_P_SCALE)
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {"sep": rng.choice(_SEPS), "upper": rng.random() < 0.6, "factor": rng.choice((10, 100))}
     sep, upper, factor = conv["sep"], conv["upper"], conv["factor"]
 
@@ -83,41 +80,20 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
     codes = {code(a, b): (a, b) for a in SCALES for b in SCALES if a != b}
 
     def main_fn(**kwargs: Any) -> int:
-        given = str(kwargs[p_scale]).strip()
+        given = str(kwargs[p["scale"]]).strip()
         pair = codes.get(given) or codes.get(given.upper() if upper else given.lower())
         if pair is None:
-            raise ValueError(f"bad {p_scale} {given!r}; use one of {', '.join(codes)}")
-        return tenths(float(kwargs[p_value]), *pair) * factor // 10
+            raise ValueError(f"bad {p['scale']} {given!r}; use one of {', '.join(codes)}")
+        return tenths(float(kwargs[p["value"]]), *pair) * factor // 10
 
     def decoy_fn(**kwargs: Any) -> str:
-        value = float(kwargs[p_value])
+        value = float(kwargs[p["value"]])
         return "cold" if value < 10 else "mild" if value < 25 else "hot"
 
-    tools = [
-        Tool(
-            main,
-            rng.choice(_DOCS),
-            schema({p_value: ("number", "temperature"), p_scale: ("string", "target scale")}),
-            main_fn,
-            family="temperature",
-        ),
-        Tool(
-            decoy,
-            rng.choice(_DECOY_DOCS),
-            schema({p_value: ("number", "temperature")}),
-            decoy_fn,
-            family="temperature",
-        ),
-    ]
-    return Variant(
-        family="temperature",
-        key="temperature",
-        evolved=evolved,
-        tools=tools,
-        roles={"main": main, "decoy": decoy},
-        params={"main": {"value": p_value, "scale": p_scale}, "decoy": {"value": p_value}},
-        conv=conv,
-    )
+    value_arg = {"value": ("number", "temperature")}
+    main = q.ToolSpec(rng.choice(_DOCS), {**value_arg, "scale": ("string", "target scale")}, main_fn)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), value_arg, decoy_fn)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _QUERIES = (
@@ -225,16 +201,16 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main = variant.roles["main"]
-    intent = task.metadata["intent"]
-    args = variant.args("main", value=intent["value"], scale=SCALES[intent["to"]].lower())
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(
+        variant, value=intent["value"], scale=SCALES[intent["to"]].lower()
+    )
     if not result.ok:
-        args = variant.args("main", value=intent["value"], scale=intent["to"])
-        result = yield from play.call(main, args, play.say(DOCS_RETRY))
+        result = yield from play.call_as_documented(
+            variant, retry=True, value=intent["value"], scale=intent["to"]
+        )
     number = first_number(result.observation) if result.ok else None
     yield play.answer(None if number is None else f"{number:.1f}")
 
 
-FAMILY = FamilySpec("temperature", "temp", False, make_variant, make_task, expert, docs_only)
+FAMILY = FamilySpec(FAMILY_NAME, "temp", False, make_variant, make_task, expert, docs_only)

@@ -22,7 +22,6 @@ from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
-    DOCS_CALL,
     FamilySpec,
     NameGen,
     Play,
@@ -36,6 +35,15 @@ FAMILY_NAME = "tickets"
 MINUTES = {"s": 1 / 60, "min": 1.0, "h": 60.0, "qh": 15.0, "wd": 480.0}  # minutes per unit
 TEAMS = ("billing", "network", "accounts", "mobile", "payments")
 KEYS = {"left": ("budget_left_h", "hours_left", "remaining_h", "left_h")}
+
+_TOOL_NAMES = {
+    "main": (("log", "tm", "wrk"), ("tsh", "eff", "reg")),
+    "decoy": (("view", "shw"), ("case", "stat")),
+}
+_ARG_NAMES = {
+    "ticket": (("ticket", "tid"), ("case", "ref")),
+    "time": (("time", "spent"), ("effort", "amount")),
+}
 _DOCS = {
     False: ("Log time spent on a ticket.", "Record work on a ticket.", "Book effort against a ticket."),
     True: ("Timesheet entry for a case.", "Register effort on a support case."),
@@ -44,13 +52,7 @@ _DECOY_DOCS = ("Show a ticket.", "Ticket status.", "View a ticket's details.")
 
 
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
-    roles, p = q.draw_names(
-        rng,
-        names,
-        evolved,
-        {"main": (("log", "tm", "wrk"), ("tsh", "eff", "reg")), "decoy": (("view", "shw"), ("case", "stat"))},
-        {"ticket": (("ticket", "tid"), ("case", "ref")), "time": (("time", "spent"), ("effort", "amount"))},
-    )
+    roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     conv = {
         "id": q.IdFormat.draw(rng, ("TK", "TCK", "INC", "REQ"), evolved).spec(),
         "unit": rng.choice(sorted(MINUTES)),
@@ -88,20 +90,10 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
             "age_days": 3,
         }
 
-    tools = [
-        q.make_tool(
-            roles["main"],
-            rng.choice(_DOCS[evolved]),
-            {p["ticket"]: ("string", "ticket id"), p["time"]: ("number", "time spent")},
-            log,
-            FAMILY_NAME,
-        ),
-        q.make_tool(
-            roles["decoy"], rng.choice(_DECOY_DOCS), {p["ticket"]: ("string", "ticket id")}, view, FAMILY_NAME
-        ),
-    ]
-    params = {"main": {"ticket": p["ticket"], "time": p["time"]}, "decoy": {"ticket": p["ticket"]}}
-    return q.make_variant(FAMILY_NAME, evolved, tools, roles, params, conv)
+    ticket_arg = {"ticket": ("string", "ticket id")}
+    main = q.ToolSpec(rng.choice(_DOCS[evolved]), {**ticket_arg, "time": ("number", "time spent")}, log)
+    decoy = q.ToolSpec(rng.choice(_DECOY_DOCS), ticket_arg, view)
+    return q.variant(FAMILY_NAME, evolved, roles, p, conv, main=main, decoy=decoy)
 
 
 _Q = (
@@ -201,10 +193,8 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
 
 
 def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, CallRecord, None]:
-    play = Play(rng)
-    main, intent = variant.roles["main"], task.metadata["intent"]
-    args = variant.args("main", ticket=str(intent["ticket"]), time=intent["amount"])
-    result = yield from play.call(main, args, play.say(DOCS_CALL, tool=main))
+    play, intent = Play(rng), task.metadata["intent"]
+    result = yield from play.call_as_documented(variant, ticket=str(intent["ticket"]), time=intent["amount"])
     left = q.pick(result.observation, KEYS["left"]) if result.ok else None
     yield play.answer(None if left is None else fmt_num(left))
 
