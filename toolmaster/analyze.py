@@ -2,7 +2,8 @@
 
 Reads ``trajectories/<split>.jsonl`` (one ``Trajectory.to_dict()`` per line, as ``stage=eval`` writes them) of
 one eval run dir (one arm, named by its folder) or of a pipeline run dir (every subfolder holding
-``trajectories/`` is an arm, e.g. ``eval_base``, ``eval_sft``, ``eval_grpo``), and reports per split and arm,
+``trajectories/`` and an eval's ``metrics.json`` is an arm, e.g. ``eval_base``, ``eval_sft``, ``eval_grpo``; a
+training step's logged rollouts, such as ``grpo/trajectories/train.jsonl``, are not), and reports per split and arm,
 each as a rate over the arm's episodes with its count. The definitions are heuristics over the recorded
 calls; they say what the episodes show, not why the model acted:
 
@@ -233,10 +234,15 @@ def markdown(report: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
 
 # ------------------------------------------------------------------------------------ reading a run
 def find_arms(run_dir: Path) -> dict[str, Path]:
-    """Arm name -> folder: the dir itself when it holds trajectories/, else each subfolder that does."""
+    """Arm name -> folder: the dir itself when it holds trajectories/, else each subfolder that holds
+    trajectories/ and metrics.json (an eval step; GRPO steps log their rollouts to trajectories/ too)."""
     if (run_dir / "trajectories").is_dir():
         return {run_dir.resolve().name: run_dir}
-    return {p.name: p for p in sorted(run_dir.iterdir()) if (p / "trajectories").is_dir()}
+    return {
+        p.name: p
+        for p in sorted(run_dir.iterdir())
+        if (p / "trajectories").is_dir() and (p / "metrics.json").is_file()
+    }
 
 
 def load_trajectories(arm_dir: Path) -> dict[str, list[Trajectory]]:

@@ -54,6 +54,7 @@ def _play(world: ToolWorld, policy_for: Any, split: str) -> list[Trajectory]:
 
 def _write_arm(arm_dir: Path, trajectories: dict[str, list[Trajectory]]) -> None:
     write_text_atomic(arm_dir / ".hydra" / "config.yaml", CONFIG)
+    write_text_atomic(arm_dir / "metrics.json", "{}")  # what makes a folder an eval step
     for split, trajs in trajectories.items():
         write_jsonl_atomic(arm_dir / "trajectories" / f"{split}.jsonl", (t.to_dict() for t in trajs))
 
@@ -99,6 +100,9 @@ def run_dir(world: ToolWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
     ]
     _write_arm(root / "eval_hand", {"test_seen": hand})
+    # a GRPO step logs its rollouts with training fields and no metrics.json: not an arm
+    logged = {**hand[0].to_dict(), "advantage": 0.5, "grpo_step": 1, "rank": 0}
+    write_jsonl_atomic(root / "grpo" / "trajectories" / "train.jsonl", [logged])
     return root
 
 
@@ -111,7 +115,8 @@ def test_decoys_recorded_in_task_metadata(world: ToolWorld) -> None:
 
 def test_expert_uses_what_trials_revealed_docs_only_does_not(run_dir: Path) -> None:
     report = analyze(run_dir)
-    assert set(report) == set(SPLITS)
+    assert set(report) == set(SPLITS)  # no "train": the GRPO step's logged rollouts are not an arm
+    assert all(set(arms) <= {"eval_expert", "eval_docs", "eval_hand"} for arms in report.values())
     for split in SPLITS:
         expert, docs = report[split]["eval_expert"], report[split]["eval_docs"]
         assert expert["episodes"] == docs["episodes"] == N_TEST
