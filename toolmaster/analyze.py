@@ -1,9 +1,11 @@
 """Explain evaluation results from the saved episodes: ``python -m toolmaster.analyze <run dir>``.
 
 Reads ``trajectories/<split>.jsonl`` (one ``Trajectory.to_dict()`` per line, as ``stage=eval`` writes them) of
-one eval run dir (one arm, named by its folder) or of a pipeline run dir (every subfolder holding
-``trajectories/`` and an eval's ``metrics.json`` is an arm, e.g. ``eval_base``, ``eval_sft``, ``eval_grpo``; a
-training step's logged rollouts, such as ``grpo/trajectories/train.jsonl``, are not), and reports per split and arm,
+one eval run dir (one arm, named by its folder) or of a pipeline or sweep run dir (every subfolder holding an
+eval's ``metrics.json`` and its episodes is an arm, e.g. ``eval_base``, ``eval_sft``, ``eval_grpo``). A GRPO run
+with validation is an arm too: its ``metrics.json`` comes from the final validation, whose episodes are in
+``val_trajectories/<split>.jsonl`` (read instead of ``trajectories/``, which holds the logged training rollouts;
+a GRPO step without validation is no arm). It reports per split and arm,
 each as a rate over the arm's episodes with its count. The definitions are heuristics over the recorded
 calls; they say what the episodes show, not why the model acted:
 
@@ -233,21 +235,30 @@ def markdown(report: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ reading a run
+EPISODE_DIRS = ("val_trajectories", "trajectories")  # a GRPO run's final validation first, else eval's
+
+
+def episode_dir(folder: Path) -> Path | None:
+    """Where ``folder``'s evaluated episodes are: ``val_trajectories/`` (GRPO) or ``trajectories/`` (eval)."""
+    return next((folder / name for name in EPISODE_DIRS if (folder / name).is_dir()), None)
+
+
 def find_arms(run_dir: Path) -> dict[str, Path]:
-    """Arm name -> folder: the dir itself when it holds trajectories/, else each subfolder that holds
-    trajectories/ and metrics.json (an eval step; GRPO steps log their rollouts to trajectories/ too)."""
-    if (run_dir / "trajectories").is_dir():
+    """Arm name -> folder: the dir itself when it holds episodes, else each subfolder that holds episodes and
+    metrics.json (an eval step or a validated GRPO run; a GRPO step's rollout log alone is not an arm)."""
+    if episode_dir(run_dir) is not None:
         return {run_dir.resolve().name: run_dir}
     return {
         p.name: p
         for p in sorted(run_dir.iterdir())
-        if (p / "trajectories").is_dir() and (p / "metrics.json").is_file()
+        if episode_dir(p) is not None and (p / "metrics.json").is_file()
     }
 
 
 def load_trajectories(arm_dir: Path) -> dict[str, list[Trajectory]]:
     out: dict[str, list[Trajectory]] = {}
-    for path in sorted((arm_dir / "trajectories").glob("*.jsonl")):
+    folder = episode_dir(arm_dir)
+    for path in sorted(folder.glob("*.jsonl")) if folder is not None else ():
         trajs = []
         for number, record in enumerate(read_jsonl(path, allow_partial_tail=False), start=1):
             try:

@@ -32,6 +32,7 @@ from peft import LoraConfig
 from toolmaster.algorithms import grpo_loss, token_logprobs
 from toolmaster.algorithms.logprobs import policy_logprobs
 from toolmaster.algorithms.packing import PackedBatch, pack_trajectories
+from toolmaster.analyze import analyze
 from toolmaster.cli import CONF_DIR
 from toolmaster.envs import Task, Tool, ToolSuite
 from toolmaster.models import load_model
@@ -444,6 +445,10 @@ def test_runner_logs_metrics_and_trajectories_validates_resumes_and_exports(tmp_
     summary = json.loads((tmp_path / "grpo_summary.json").read_text())
     assert summary["grpo_steps"] == 2 and summary["val_success"] == result == 0.0
     assert (tmp_path / "hf" / "config.json").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    # the final validation's episodes, in stage=eval's layout: the GRPO run reads as an arm of toolmaster.analyze
+    validated = [json.loads(line) for line in (tmp_path / "val_trajectories" / "test_seen.jsonl").open()]
+    assert len(validated) == 1 and validated[0]["split"] == "test_seen" and validated[0]["token_ids"]
+    assert analyze(tmp_path)["test_seen"][tmp_path.name]["episodes"] == 1
 
     # resume: one more step continues from the checkpoint (step count, task order), not from scratch
     result = run(_compose(tmp_path, *TINY_RUN, "trainer.max_steps=3"))
@@ -480,6 +485,8 @@ def test_ddp_cpu_two_processes_reduce_metrics(tmp_path):
         *TINY_RUN,
         "trainer=ddp_cpu",
         "trainer.max_steps=2",
+        "stage.val_every_n_steps=2",
+        "data.eval_limit=2",
         f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -496,6 +503,10 @@ def test_ddp_cpu_two_processes_reduce_metrics(tmp_path):
     assert summary["world_size"] == 2 and summary["grpo_steps"] == 2
     assert (run_dir / "hf" / "config.json").exists()
     assert len((run_dir / "trajectories" / "train.jsonl").read_text().splitlines()) == 2 * 2  # rank 0 only
+    # validation: one task per process, both episodes gathered onto rank 0's val_trajectories
+    validated = [json.loads(line) for line in (run_dir / "val_trajectories" / "test_seen.jsonl").open()]
+    assert len({record["task_id"] for record in validated}) == len(validated) == 2
+    assert summary["val"]["val/test_seen/episodes"] == 2
 
 
 # ---------------------------------------------------------------------- (1) real SmolLM2: SFT then GRPO

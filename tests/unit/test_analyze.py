@@ -103,6 +103,12 @@ def run_dir(world: ToolWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # a GRPO step logs its rollouts with training fields and no metrics.json: not an arm
     logged = {**hand[0].to_dict(), "advantage": 0.5, "grpo_step": 1, "rank": 0}
     write_jsonl_atomic(root / "grpo" / "trajectories" / "train.jsonl", [logged])
+    # a GRPO run with validation: metrics.json from its final validation, whose episodes are val_trajectories/
+    validated = root / "grpo_validated"
+    _write_arm(validated, {})
+    write_jsonl_atomic(validated / "trajectories" / "train.jsonl", [logged])
+    episodes = [t.to_dict() for t in _play(world, expert_policy, "test_seen")]
+    write_jsonl_atomic(validated / "val_trajectories" / "test_seen.jsonl", episodes)
     return root
 
 
@@ -116,7 +122,8 @@ def test_decoys_recorded_in_task_metadata(world: ToolWorld) -> None:
 def test_expert_uses_what_trials_revealed_docs_only_does_not(run_dir: Path) -> None:
     report = analyze(run_dir)
     assert set(report) == set(SPLITS)  # no "train": the GRPO step's logged rollouts are not an arm
-    assert all(set(arms) <= {"eval_expert", "eval_docs", "eval_hand"} for arms in report.values())
+    arms = {"eval_expert", "eval_docs", "eval_hand", "grpo_validated"}
+    assert all(set(names) <= arms for names in report.values())
     for split in SPLITS:
         expert, docs = report[split]["eval_expert"], report[split]["eval_docs"]
         assert expert["episodes"] == docs["episodes"] == N_TEST
@@ -142,6 +149,14 @@ def test_hand_made_repeats_decoy_and_truncation(run_dir: Path) -> None:
     assert row["truncated"] == 1 and row["truncation_reasons"] == {"max_turns": 1}
     assert row["answer_from_obs"] == 1 and row["answer_not_from_obs"] == 1  # "12.50" ~ 12.5; "7" nowhere
     assert "turns 1" in (run_dir / "analysis.md").read_text()
+
+
+def test_validated_grpo_run_is_an_arm_read_from_its_validation_episodes(run_dir: Path) -> None:
+    report = analyze(run_dir)
+    assert "grpo_validated" not in report["test_unseen"]  # it validated on test_seen only
+    row, expert = report["test_seen"]["grpo_validated"], report["test_seen"]["eval_expert"]
+    assert row["episodes"] == N_TEST  # the validation's episodes, not the one logged training rollout
+    assert row["used_trial"] == expert["used_trial"] and row["success"] == expert["success"]
 
 
 def test_revealed_token_rules() -> None:

@@ -11,7 +11,9 @@ never changes the ids of earlier ones. Two formats ship:
   Qwen's template: consecutive tool messages are not merged into one user turn (the protocol never produces
   them: one action per turn).
 
-Trainable segments are exactly the assistant's content and its end-of-turn token.
+Trainable segments are exactly the assistant's content and its end-of-turn token, except in an assistant
+message marked ``"train": false`` (a teacher's deliberate slip, ``toolmaster.teachers.slips``), which is
+context only.
 """
 
 from __future__ import annotations
@@ -44,11 +46,17 @@ class ChatFormat:
     end: str = "<|im_end|>"
 
     def message_segments(
-        self, message: dict[str, str], tool_schemas: list[dict[str, Any]] | None = None
+        self, message: dict[str, Any], tool_schemas: list[dict[str, Any]] | None = None
     ) -> list[Segment]:
         role, content = message["role"], message["content"]
         if role == "assistant":
-            return [(f"{self.start}assistant\n", False), (content, True), (self.end, True), ("\n", False)]
+            trained = message.get("train", True) is not False  # a teacher's slip: context without loss
+            return [
+                (f"{self.start}assistant\n", False),
+                (content, trained),
+                (self.end, trained),
+                ("\n", False),
+            ]
         if self.name == "qwen2.5":
             if role == "tool":
                 return [

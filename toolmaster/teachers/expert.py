@@ -5,6 +5,10 @@ genuine. In the trial phase the expert probes the unfamiliar tools (including re
 argument formats, corrected from the error messages), then executes and answers. Its reasoning phrasing is
 drawn from several variants with a seeded RNG, so a student does not learn one template.
 
+``teacher.execution_slips=p`` (oracle only, default 0): a fraction p of the episodes first slips on an
+execution call and corrects it from the error (``toolmaster.teachers.slips``; the slip's turn carries no SFT
+loss).
+
 ``direct``: golden direct-execution trajectories: the task's ground-truth calls executed straight away
 (no trials, trial budget 0 in the prompt), with genuine observations, then the golden answer. This is the
 "imitate golden trajectories" baseline.
@@ -24,6 +28,7 @@ from toolmaster.envs.task import Task
 from toolmaster.errors import ConfigError
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.prompt import build_messages, observation_text
+from toolmaster.teachers.slips import with_slips
 from toolmaster.trajectory import Trajectory
 from toolmaster.worlds.base import World
 from toolmaster.worlds.scripted import Policy, ScriptedEpisode, Step, run_policy
@@ -65,12 +70,13 @@ def episode_messages(
             messages.append({"role": "assistant", "content": think + tags.wrap_answer(str(step.answer))})
             break
         kind = "trial" if step.kind == "trial" else "call"
-        messages.append(
-            {
-                "role": "assistant",
-                "content": think + tags.wrap_call(kind, step.name or "", step.arguments or {}),
-            }
-        )
+        message = {
+            "role": "assistant",
+            "content": think + tags.wrap_call(kind, step.name or "", step.arguments or {}),
+        }
+        if not step.train:
+            message["train"] = False  # SFT keeps the turn as context, without loss on it
+        messages.append(message)
         assert record is not None
         is_trial = record.phase == TRIAL
         trials += is_trial
@@ -83,12 +89,21 @@ def episode_messages(
 class ExpertTeacher:
     """Plays a scripted policy per task through a fresh ToolEnv and returns trajectories."""
 
-    def __init__(self, kind: str = "oracle", seed: int = 0, max_steps: int = 12) -> None:
+    def __init__(
+        self, kind: str = "oracle", seed: int = 0, max_steps: int = 12, execution_slips: float = 0.0
+    ) -> None:
         if kind not in ("oracle", "direct"):
             raise ValueError(f"teacher kind must be 'oracle' or 'direct', got {kind!r}")
+        if not 0.0 <= execution_slips <= 1.0:
+            raise ConfigError(f"teacher.execution_slips={execution_slips} must be a fraction in [0, 1]")
+        if kind == "direct" and execution_slips:
+            raise ConfigError(
+                "teacher.execution_slips: the direct teacher writes golden episodes, without slips"
+            )
         self.kind = kind
         self.seed = seed
         self.max_steps = max_steps
+        self.execution_slips = execution_slips
 
     @property
     def name(self) -> str:
@@ -125,7 +140,12 @@ class ExpertTeacher:
             for k in range(samples_per_task):
                 rng = random.Random(f"{self.seed}:{task.id}:{k}")
                 env = ToolEnv(world.suite, budget, timeout_s, max_observation_chars)
-                episode = run_policy(self._policy(world, task), task, env, rng, self.max_steps)
+                policy = self._policy(world, task)
+                if self.execution_slips:
+                    schemas = {name: world.suite.tools[name].parameters for name in task.tool_names}
+                    slip_rng = random.Random(f"{self.seed}:{task.id}:{k}:slips")
+                    policy = with_slips(policy, schemas, self.execution_slips, slip_rng)
+                episode = run_policy(policy, task, env, rng, self.max_steps)
                 schemas = [tool.schema for tool in env.tools.values()]
                 messages = episode_messages(episode, schemas, budget, fmt)
                 out.append(

@@ -25,6 +25,7 @@ class Step:
     arguments: dict[str, Any] | None = None
     answer: str | None = None
     thought: str = ""
+    train: bool = True  # False: played and kept in the episode, but its turn carries no SFT loss (a slip)
 
 
 Policy = Callable[[Task, random.Random], Generator[Step, CallRecord, None]]

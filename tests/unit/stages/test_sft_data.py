@@ -242,7 +242,10 @@ GOOD = json.dumps(
     [
         ('{"messages": [', "not valid JSON"),
         (json.dumps({"task_id": "t1", "split": "train"}), "no 'messages'"),
-        (json.dumps({"messages": [{"role": "user", "content": "only a question"}]}), "no assistant turn"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "only a question"}]}),
+            "no trained assistant turn",
+        ),
         (json.dumps({"messages": [{"role": "robot", "content": "beep"}]}), "messages[0].role='robot'"),
         (
             json.dumps({"messages": [{"role": "assistant", "content": 3}]}),

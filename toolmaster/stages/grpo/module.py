@@ -77,7 +77,7 @@ from toolmaster.algorithms.packing import PackedBatch, pack_trajectories
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import ToolSuite
 from toolmaster.errors import ConfigError
-from toolmaster.io import append_jsonl, repair_jsonl
+from toolmaster.io import append_jsonl, repair_jsonl, write_jsonl_atomic
 from toolmaster.metrics import EpisodeMetrics
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.rewards import RewardGroup
@@ -93,6 +93,9 @@ from toolmaster.trajectory import Trajectory
 log = logging.getLogger(__name__)
 
 TRAJECTORY_LOG = Path("trajectories") / "train.jsonl"
+VAL_TRAJECTORY_DIR = Path(
+    "val_trajectories"
+)  # <split>.jsonl: the latest validation's episodes (eval's layout)
 EPISODE_KEYS = {  # logged name -> EpisodeMetrics key
     "success": "success",
     "valid_format": "valid_format",
@@ -169,6 +172,7 @@ class GRPOModule(pl.LightningModule):
         self.train_metrics = EpisodeMetrics()
         self.val_metrics = torch.nn.ModuleDict({split: EpisodeMetrics() for split in val_splits})
         self.last_validation: tuple[int, float] | None = None  # (global step, mean val success)
+        self._val_episodes: dict[str, list[Trajectory]] = {}  # this process's share of the running validation
         self.forward_passes = 0  # update-phase forward passes (policy, old and reference), for tests
 
     # ---------------------------------------------------------------------------------- helpers
@@ -434,6 +438,7 @@ class GRPOModule(pl.LightningModule):
             trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, self.val_config)
         self.rewards.score(trajectories, {task.id: task for task in tasks})
         self.val_metrics[split].update(trajectories)
+        self._val_episodes.setdefault(split, []).extend(trajectories)
 
     def on_validation_epoch_end(self) -> None:
         successes = []
@@ -451,6 +456,25 @@ class GRPOModule(pl.LightningModule):
             self.log("val/success", mean, sync_dist=True)
             if self.trainer.state.fn == "fit":
                 self.last_validation = (self.trainer.global_step, mean)
+        self._write_val_episodes()
+
+    def _write_val_episodes(self) -> None:
+        """Every episode of this validation, gathered from all processes, to ``val_trajectories/<split>.jsonl``
+        (replacing the previous validation's: after the run they hold the final validation, the episodes behind
+        ``metrics.json``). Collective under DDP: every process calls it at the end of every validation."""
+        local, self._val_episodes = self._val_episodes, {}
+        if self.trainer.sanity_checking or self.output_dir is None:
+            return
+        records = {split: [t.to_dict() for t in trajs] for split, trajs in local.items()}
+        parts = [records]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, records)
+        if not self.trainer.is_global_zero:
+            return
+        for split in self.val_metrics:
+            episodes = [record for part in parts if part for record in part.get(split, [])]
+            write_jsonl_atomic(self.output_dir / VAL_TRAJECTORY_DIR / f"{split}.jsonl", episodes)
 
     # -------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Any:

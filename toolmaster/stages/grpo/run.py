@@ -18,7 +18,9 @@ run directory:
 - ``hf/``: the final model in Hugging Face format (the SFT stage's export; LoRA merged by default), and
   ``grpo_summary.json``;
 - ``metrics.json`` when validation ran: the final validation as split -> metrics (``stage=eval``'s layout), which
-  ``python -m toolmaster.sweep`` aggregates over a multirun (``+experiment=ablation``);
+  ``python -m toolmaster.sweep`` aggregates over a multirun (``+experiment=ablation``), and its episodes in
+  ``val_trajectories/<split>.jsonl`` (gathered from every process; each validation replaces the previous one's),
+  which ``python -m toolmaster.analyze`` reads as an arm;
 - ``.done`` last: a hash of the resolved config and the run's result. Run again in the same directory with the
   same config and ``stage.resume=auto``, the run returns that result at once instead of loading anything, so a
   sweep started again after an interruption (``+experiment=ablation``) repeats none of its finished jobs; with

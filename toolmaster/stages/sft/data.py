@@ -3,7 +3,8 @@
 Format (what ``stage=synthesize`` writes; any JSONL in this shape works): one JSON object per line with
 
 - ``messages``: a list of ``{"role": ..., "content": ...}``, roles ``system``, ``user``, ``assistant``, ``tool``;
-  at least one ``assistant`` turn;
+  at least one ``assistant`` turn; an assistant message may carry ``"train": false`` (context without loss:
+  a teacher's deliberate slip, ``toolmaster.teachers.slips``);
 - ``tools`` (optional): the episode's tool JSON schemas, rendered by chat formats with native tool support
   (``qwen2.5``); ``chatml`` ignores them (the protocol's system prompt already lists the tools);
 - any other keys (``task_id``, ``split``, ``teacher``, ``reward``, ...) are ignored, except that records with
@@ -60,7 +61,7 @@ ROLES = ("system", "user", "assistant", "tool")
 class SFTRecord:
     """One conversation from the JSONL, with where it came from (``file:line``) for error messages."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     source: str
     group: str  # split key: the task id when present, else the source
@@ -80,14 +81,21 @@ def _check_record(record: dict[str, Any], where: str) -> SFTRecord:
             raise DataError(f"{where}: messages[{i}].role={role!r} is not one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise DataError(f"{where}: messages[{i}].content must be a string, got {type(content).__name__}")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(f"{where}: no assistant turn (nothing to train on)")
+        if not isinstance(message.get("train", True), bool):
+            raise DataError(
+                f"{where}: messages[{i}].train must be true or false (false: no loss on the turn)"
+            )
+    if not any(m["role"] == "assistant" and m.get("train", True) for m in messages):
+        raise DataError(f"{where}: no trained assistant turn (nothing to train on)")
     tools = record.get("tools") or []
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise DataError(f"{where}: 'tools' must be a list of JSON schema objects")
     task_id = record.get("task_id")
     group = f"task:{task_id}" if isinstance(task_id, (str, int)) else where
-    clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+    clean = [
+        {"role": m["role"], "content": m["content"], **({"train": False} if m.get("train") is False else {})}
+        for m in messages
+    ]
     return SFTRecord(messages=clean, tools=tools, source=where, group=group)
 
 
