@@ -1,7 +1,8 @@
 """Pool a pipeline's comparison over seeds: ``python -m toolmaster.seeds RUN_DIR [RUN_DIR ...]``.
 
 Each RUN_DIR is one finished ``stage=pipeline`` run (e.g. ``+experiment=paper_small seed=1``) holding
-``comparison.json``. For every arm and split the table gives the mean success over the seeds, the 95% Wilson
+``comparison.json``, or that ``comparison.json`` itself (e.g. a copy kept in ``experiments/*/results/``, when the
+run dir under ``outputs/`` is gone). For every arm and split the table gives the mean success over the seeds, the 95% Wilson
 interval of the episodes pooled over seeds (every seed evaluates the same number of tasks, so the pooled rate is
 the mean), and the per-seed values. ``--gap A:B`` adds the difference A - B per split with Newcombe's
 hybrid score interval (method 10, from the two Wilson intervals; the arms' episodes are treated as
@@ -41,7 +42,9 @@ class PooledCell:
 def load_comparisons(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     comparisons = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "comparison.json"
+        path = Path(run_dir)
+        if not path.name.endswith(".json"):
+            path = path / "comparison.json"
         if not path.is_file():
             raise SeedsError(f"{path} does not exist: is {run_dir} a finished pipeline run?")
         try:
@@ -126,7 +129,9 @@ def parse_gap(text: str, arms: list[str]) -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolmaster.seeds", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dirs", nargs="+", help="finished pipeline run dirs, one per seed")
+    parser.add_argument(
+        "run_dirs", nargs="+", help="finished pipeline run dirs (or their comparison.json), one per seed"
+    )
     parser.add_argument("--gap", action="append", default=[], help="A:B, two arms to subtract (repeatable)")
     parser.add_argument("--out", default=None, help="write the markdown here (and the JSON beside it)")
     args = parser.parse_args(argv)

@@ -77,3 +77,13 @@ def test_different_arms_are_refused(tmp_path):
     seed1 = _comparison({"tm": {"a": 0.5}}, episodes=4)
     with pytest.raises(ValueError, match="run dir 2 has arms"):
         pool([seed0, seed1])
+
+
+def test_a_kept_comparison_json_pools_like_its_run_dir(tmp_path, capsys):
+    run_dir = _write(tmp_path, "seed0", _comparison({"direct": {"a": 0.5}, "tm": {"a": 0.75}}, episodes=4))
+    kept = tmp_path / "kept_seed1.json"
+    kept.write_text(json.dumps(_comparison({"direct": {"a": 0.25}, "tm": {"a": 1.0}}, episodes=4)))
+    assert main([str(run_dir), str(kept)]) == 0
+    assert "| tm | 0.875 [" in capsys.readouterr().out
+    assert main([str(run_dir), str(tmp_path / "missing.json")]) == 2
+    assert "missing.json does not exist" in capsys.readouterr().err
