@@ -21,6 +21,10 @@ A step with ``on_demand: true`` runs only when a later step that runs names its 
 ``+experiment=ablation ablation.sft_path=<an SFT export>`` points the sweep elsewhere, so the synthesize and
 SFT steps it would have read are skipped.
 
+An override on the pipeline's own command line must reach a step (through ``{model}`` or an interpolation the
+step overrides read); one that would change only the pipeline's config is refused in one line
+(``unforwarded_overrides``) instead of being silently ignored.
+
 Before the first step runs, every step's command line is composed and validated, so a typo in the last step
 fails at once; ``stage.dry_run=true`` prints the command lines and runs nothing. Each step's stdout and stderr
 go to ``<run dir>/<step>/step.log`` (``stage.echo=true`` also streams them to the console); the console gets
@@ -151,6 +155,54 @@ def launcher_overrides(hydra_overrides: Sequence[str]) -> list[str]:
         if key == "hydra/launcher" or key.startswith("hydra.launcher."):
             keep.append(override)
     return keep
+
+
+_REFERENCE = re.compile(r"\$\{([^}:]+)\}")
+# keys of the pipeline's command line that are about the pipeline itself, not its steps
+_PIPELINE_ONLY = ("stage", "output_dir", "experiment", "hydra")
+
+
+def unforwarded_overrides(task_overrides: Sequence[str], cfg: DictConfig) -> list[str]:
+    """The pipeline's own command-line overrides that no step would see.
+
+    A step's command line is ``stage.common_overrides`` plus its own overrides, so an override typed after
+    ``+experiment=...`` reaches the steps only if those read it: through ``{model}``, or an interpolation
+    (``data.eval_limit=${data.eval_limit}``), directly or through a key they read (``${ablation.params}``
+    reading ``${ablation.trial_budgets}``). Anything else (``tools.world.variants=per_family`` on a pipeline
+    that does not forward it) would change the pipeline's config and none of its steps: silently ignored.
+    """
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+
+    def subtree(key: str) -> Any:
+        node: Any = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    seen: set[str] = set()
+    pending = set(_REFERENCE.findall(json.dumps(raw.get("stage", {}))))
+    while pending:
+        key = pending.pop()
+        if key not in seen:
+            seen.add(key)
+            pending |= set(_REFERENCE.findall(json.dumps(subtree(key))))
+    stage_text = json.dumps(raw.get("stage", {}))
+    missing = []
+    for override in task_overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        root = re.split(r"[./]", key, maxsplit=1)[0]
+        if root in _PIPELINE_ONLY or (key == "model" and "{model}" in stage_text):
+            continue
+        parts = key.split(".")
+        prefixes = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+        if prefixes & seen or any(ref.startswith(key + ".") for ref in seen):
+            continue
+        missing.append(override)
+    return missing
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
@@ -376,6 +428,12 @@ def run(cfg: DictConfig) -> float | None:
         if model:
             placeholders["model"] = str(model)
         launcher = launcher_overrides(list(HydraConfig.get().overrides.hydra))
+        ignored = unforwarded_overrides(list(HydraConfig.get().overrides.task), cfg)
+        if ignored:
+            raise ConfigError(
+                f"{ignored[0]!r} would change the pipeline's config but none of its steps (no step override "
+                "reads it): add it to the experiment's stage.common_overrides or to a step's overrides"
+            )
     run_dir = Path(cfg.output_dir)
 
     def check(overrides: list[str]) -> str | None:
