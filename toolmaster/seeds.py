@@ -1,9 +1,9 @@
 """Pool a pipeline's comparison over seeds: ``python -m toolmaster.seeds RUN_DIR [RUN_DIR ...]``.
 
 Each RUN_DIR is one finished ``stage=pipeline`` run (e.g. ``+experiment=paper_small seed=1``) holding
-``comparison.json``, or that ``comparison.json`` itself (e.g. a copy kept in ``experiments/*/results/``, when the
-run dir under ``outputs/`` is gone). For every arm and split the table gives the mean success over the seeds, the 95% Wilson
-interval of the episodes pooled over seeds (every seed evaluates the same number of tasks, so the pooled rate is
+``comparison.json``, or that ``comparison.json`` itself (e.g. a copy kept in ``experiments/*/results/``, when
+the run dir under ``outputs/`` is gone). For every arm and split the table gives the mean success over the
+seeds, the 95% Wilson interval of the episodes pooled over seeds (every seed evaluates the same number of tasks, so the pooled rate is
 the mean), and the per-seed values. ``--gap A:B`` adds the difference A - B per split with Newcombe's
 hybrid score interval (method 10, from the two Wilson intervals; the arms' episodes are treated as
 independent samples, which they are across seeds: each seed builds its own world and tasks).

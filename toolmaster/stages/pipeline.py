@@ -183,14 +183,14 @@ def unforwarded_overrides(task_overrides: Sequence[str], cfg: DictConfig) -> lis
             node = node[part]
         return node
 
+    stage_text = json.dumps(raw.get("stage", {}))
     seen: set[str] = set()
-    pending = set(_REFERENCE.findall(json.dumps(raw.get("stage", {}))))
+    pending = set(_REFERENCE.findall(stage_text))
     while pending:
         key = pending.pop()
         if key not in seen:
             seen.add(key)
             pending |= set(_REFERENCE.findall(json.dumps(subtree(key))))
-    stage_text = json.dumps(raw.get("stage", {}))
     missing = []
     for override in task_overrides:
         key = override.split("=", 1)[0].lstrip("+~")

@@ -142,9 +142,9 @@ class ExpertTeacher:
                 env = ToolEnv(world.suite, budget, timeout_s, max_observation_chars)
                 policy = self._policy(world, task)
                 if self.execution_slips:
-                    schemas = {name: world.suite.tools[name].parameters for name in task.tool_names}
+                    parameters = {name: world.suite.tools[name].parameters for name in task.tool_names}
                     slip_rng = random.Random(f"{self.seed}:{task.id}:{k}:slips")
-                    policy = with_slips(policy, schemas, self.execution_slips, slip_rng)
+                    policy = with_slips(policy, parameters, self.execution_slips, slip_rng)
                 episode = run_policy(policy, task, env, rng, self.max_steps)
                 schemas = [tool.schema for tool in env.tools.values()]
                 messages = episode_messages(episode, schemas, budget, fmt)

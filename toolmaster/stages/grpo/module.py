@@ -93,9 +93,8 @@ from toolmaster.trajectory import Trajectory
 log = logging.getLogger(__name__)
 
 TRAJECTORY_LOG = Path("trajectories") / "train.jsonl"
-VAL_TRAJECTORY_DIR = Path(
-    "val_trajectories"
-)  # <split>.jsonl: the latest validation's episodes (eval's layout)
+# <split>.jsonl: the latest validation's episodes, in stage=eval's layout
+VAL_TRAJECTORY_DIR = Path("val_trajectories")
 EPISODE_KEYS = {  # logged name -> EpisodeMetrics key
     "success": "success",
     "valid_format": "valid_format",
