@@ -249,3 +249,20 @@ def test_sft_compare_steps_are_paper_small_steps():
         assert sft[key] == paper[key], key
     for row, steps in sft.stage.compare.items():
         assert paper.stage.compare[row] == steps, row
+
+
+def test_grpo_group8_lever_changes_only_the_toolmaster_grpo_group_and_steps():
+    """Lever 4 of issue 14 compares against paper_small's ToolMaster arm: one thing may differ, its GRPO step's
+    group size and step count; the SFT start, the evals and the shared limits are paper_small's."""
+    lever = compose_cfg(["+experiment=paper_small_grpo_group8"])
+    paper = compose_cfg(["+experiment=paper_small"])
+    assert lever.stage.common_overrides == paper.stage.common_overrides
+    for key in ("data", "sampler"):
+        assert lever[key] == paper[key], key
+    for name in ("toolmaster_synthesize", "toolmaster_sft", "eval_toolmaster_sft", "eval_toolmaster_grpo"):
+        assert lever.stage.steps[name] == paper.stage.steps[name], name
+    grpo, paper_grpo = lever.stage.steps.toolmaster_grpo, paper.stage.steps.toolmaster_grpo
+    changed = set(grpo.overrides) ^ set(paper_grpo.overrides)
+    assert changed == {f"stage.group_size={g}" for g in (4, 8)} | {f"trainer.max_steps={n}" for n in (8, 12)}
+    for row, steps in lever.stage.compare.items():
+        assert paper.stage.compare[row] == steps, row

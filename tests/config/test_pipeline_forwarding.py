@@ -25,6 +25,7 @@ DOCUMENTED = [
     ["+experiment=ablation", "ablation.rewards=[outcome,shaped]", "ablation.grpo.group_size=2", "model=tiny"],
     ["+experiment=paper_small", "seed=1", "tools.world.variants=per_family", "data.eval_limit=15"],
     ["+experiment=paper_small_slips", "tools.world.variants=per_family"],
+    ["+experiment=paper_small_grpo_group8", "seed=2", "tools.world.variants=per_family"],
 ]
 
 
