@@ -24,6 +24,7 @@ Not in the paper, which fine-tunes the whole 7B student; this is a compute savin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,11 +48,14 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
 AUTO_FRACTION_WITHOUT_BF16 = 0.5
 
 
-def top_layer_count(spec: int | float | str | None, num_layers: int, fast_training: bool) -> int | None:
+def top_layer_count(
+    spec: int | float | str | None, num_layers: int | Callable[[], int], fast_training: bool
+) -> int | None:
     """The number of top layers ``model.train_top_layers=spec`` trains (None: every layer, nothing frozen).
 
     ``fast_training`` says whether the device trains at full speed (CUDA or native CPU bf16): ``auto`` then
-    trains every layer."""
+    trains every layer. ``num_layers`` may be a callable, asked only when a fraction needs the layer count (so
+    ``auto`` on a fast device never looks for a model's decoder layers)."""
     if spec is None:
         return None
     if spec == "auto":
@@ -65,7 +69,8 @@ def top_layer_count(spec: int | float | str | None, num_layers: int, fast_traini
             raise ConfigError(
                 f"model.train_top_layers={spec} is a fraction of the layers: it must be in (0, 1)"
             )
-        return max(1, round(spec * num_layers))
+        count = num_layers() if callable(num_layers) else num_layers
+        return max(1, round(spec * count))
     return int(spec)
 
 

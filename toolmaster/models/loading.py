@@ -262,7 +262,7 @@ def load_model(
         model = apply_lora(model, lora)
     if train_top_layers is not None:
         fast = device.startswith("cuda") or cpu_has_fast_bf16()
-        top = top_layer_count(train_top_layers, len(decoder_layers(model)), fast)
+        top = top_layer_count(train_top_layers, lambda: len(decoder_layers(model)), fast)
         if top is not None:
             freeze_below_top(model, top)
             log.info("model.train_top_layers=%s: training the top %d layers", train_top_layers, top)

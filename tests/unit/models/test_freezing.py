@@ -102,3 +102,13 @@ def test_a_fraction_freezes_the_lower_layers_of_the_loaded_model():
     model = _tiny(train_top_layers=0.5)
     trainable_layers = {_layer_of(n) for n, p in model.named_parameters() if p.requires_grad} - {None}
     assert trainable_layers == {2, 3}
+
+
+def test_auto_on_a_fast_device_never_looks_for_the_decoder_layers():
+    """A model whose layer stack cannot be found still loads with ``auto`` where every layer trains anyway;
+    where only the top half trains, the same lookup gives the one-line error."""
+    no_layers = torch.nn.Linear(2, 2)
+    assert top_layer_count("auto", lambda: len(decoder_layers(no_layers)), True) is None
+    with pytest.raises(ConfigError, match="cannot find the decoder layers of Linear"):
+        top_layer_count("auto", lambda: len(decoder_layers(no_layers)), False)
+    assert top_layer_count(0.5, lambda: 30, False) == 15
