@@ -266,3 +266,22 @@ def test_grpo_group8_lever_changes_only_the_toolmaster_grpo_group_and_steps():
     assert changed == {f"stage.group_size={g}" for g in (4, 8)} | {f"trainer.max_steps={n}" for n in (8, 12)}
     for row, steps in lever.stage.compare.items():
         assert paper.stage.compare[row] == steps, row
+
+
+def test_trial_mix_lever_changes_only_the_oracle_mix_of_the_toolmaster_sft_arm():
+    """Lever 5 of issue 14: paper_small's ToolMaster SFT arm with one thing changed, the teacher's
+    ``teacher.trials=when_needed``; the SFT step, its eval and the shared limits are paper_small's."""
+    lever = compose_cfg(["+experiment=paper_small_trial_mix"])
+    paper = compose_cfg(["+experiment=paper_small"])
+    assert lever.stage.common_overrides == paper.stage.common_overrides
+    for key in ("data", "sampler"):
+        assert lever[key] == paper[key], key
+    assert list(lever.stage.steps) == ["toolmaster_synthesize", "toolmaster_sft", "eval_toolmaster_sft"]
+    for name in ("toolmaster_sft", "eval_toolmaster_sft"):
+        assert lever.stage.steps[name] == paper.stage.steps[name], name
+    synthesize, paper_synthesize = (
+        lever.stage.steps.toolmaster_synthesize,
+        paper.stage.steps.toolmaster_synthesize,
+    )
+    assert set(synthesize.overrides) ^ set(paper_synthesize.overrides) == {"teacher.trials=when_needed"}
+    assert dict(lever.stage.compare) == {"toolmaster_sft_trial_mix": list(paper.stage.compare.toolmaster_sft)}

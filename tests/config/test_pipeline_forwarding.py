@@ -26,6 +26,7 @@ DOCUMENTED = [
     ["+experiment=paper_small", "seed=1", "tools.world.variants=per_family", "data.eval_limit=15"],
     ["+experiment=paper_small_slips", "tools.world.variants=per_family"],
     ["+experiment=paper_small_grpo_group8", "seed=2", "tools.world.variants=per_family"],
+    ["+experiment=paper_small_trial_mix", "seed=1", "tools.world.variants=per_family"],
 ]
 
 

@@ -9,6 +9,9 @@ drawn from several variants with a seeded RNG, so a student does not learn one t
 execution call and corrects it from the error (``toolmaster.teachers.slips``; the slip's turn carries no SFT
 loss).
 
+``teacher.trials=when_needed`` (oracle only, default ``always``): tasks that the expert solves with trials
+refused are written without trials, correcting from execution errors (``toolmaster.teachers.trial_mix``).
+
 ``direct``: golden direct-execution trajectories: the task's ground-truth calls executed straight away
 (no trials, trial budget 0 in the prompt), with genuine observations, then the golden answer. This is the
 "imitate golden trajectories" baseline.
@@ -29,6 +32,7 @@ from toolmaster.errors import ConfigError
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.prompt import build_messages, observation_text
 from toolmaster.teachers.slips import with_slips
+from toolmaster.teachers.trial_mix import TRIALS_MODES, trial_only_when_needed
 from toolmaster.trajectory import Trajectory
 from toolmaster.worlds.base import World
 from toolmaster.worlds.scripted import Policy, ScriptedEpisode, Step, run_policy
@@ -90,7 +94,12 @@ class ExpertTeacher:
     """Plays a scripted policy per task through a fresh ToolEnv and returns trajectories."""
 
     def __init__(
-        self, kind: str = "oracle", seed: int = 0, max_steps: int = 12, execution_slips: float = 0.0
+        self,
+        kind: str = "oracle",
+        seed: int = 0,
+        max_steps: int = 12,
+        execution_slips: float = 0.0,
+        trials: str = "always",
     ) -> None:
         if kind not in ("oracle", "direct"):
             raise ValueError(f"teacher kind must be 'oracle' or 'direct', got {kind!r}")
@@ -100,7 +109,12 @@ class ExpertTeacher:
             raise ConfigError(
                 "teacher.execution_slips: the direct teacher writes golden episodes, without slips"
             )
+        if trials not in TRIALS_MODES:
+            raise ConfigError(f"teacher.trials={trials!r} must be one of {', '.join(TRIALS_MODES)}")
+        if kind == "direct" and trials != "always":
+            raise ConfigError("teacher.trials: the direct teacher writes golden episodes, without trials")
         self.kind = kind
+        self.trials = trials
         self.seed = seed
         self.max_steps = max_steps
         self.execution_slips = execution_slips
@@ -138,9 +152,18 @@ class ExpertTeacher:
         out: list[Trajectory] = []
         for task in tasks:
             for k in range(samples_per_task):
-                rng = random.Random(f"{self.seed}:{task.id}:{k}")
+                seed = f"{self.seed}:{task.id}:{k}"
                 env = ToolEnv(world.suite, budget, timeout_s, max_observation_chars)
                 policy = self._policy(world, task)
+                if self.trials == "when_needed" and budget > 0:
+                    policy = trial_only_when_needed(
+                        policy,
+                        task,
+                        lambda: ToolEnv(world.suite, 0, timeout_s, max_observation_chars),
+                        lambda seed=seed: random.Random(seed),
+                        self.max_steps,
+                    )
+                rng = random.Random(seed)
                 if self.execution_slips:
                     parameters = {name: world.suite.tools[name].parameters for name in task.tool_names}
                     slip_rng = random.Random(f"{self.seed}:{task.id}:{k}:slips")
