@@ -10,7 +10,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from toolmaster.config import import_target
 from toolmaster.errors import ConfigError
@@ -20,7 +20,7 @@ from toolmaster.rewards import RewardGroup, build_reward_group
 from toolmaster.samplers.base import GenerationEngine
 from toolmaster.samplers.engines import make_engine
 from toolmaster.samplers.loop import RolloutConfig
-from toolmaster.settings import EnvSettings, SamplerSettings
+from toolmaster.settings import DataSettings, EnvSettings, SamplerSettings
 from toolmaster.training.precision import resolve_training_precision
 from toolmaster.worlds.base import World
 
@@ -55,6 +55,24 @@ def build_world(cfg: DictConfig) -> tuple[World, EnvSettings]:
         world.suite.origin = plain(cfg.tools.world)
     world.suite.isolation = env.isolation_settings()
     return world, env
+
+
+def eval_splits_of(world: World, data: DataSettings) -> list[str]:
+    """``data.eval_splits``, or where it is null the world's own splits but ``data.train_split`` (all of them
+    when that leaves none): a user's world evaluates on the splits it has unless told otherwise."""
+    if data.eval_splits is not None:
+        return list(data.eval_splits)
+    return [split for split in world.splits if split != data.train_split] or list(world.splits)
+
+
+def resolve_eval_splits(cfg: DictConfig) -> None:
+    """Fill a null ``data.eval_splits`` with the world's own splits (``eval_splits_of``), before a stage reads it."""
+    if cfg.get("data") is None or cfg.data.get("eval_splits", None) is not None:
+        return
+    world = instantiate(cfg.tools.world, _convert_="all")
+    splits = eval_splits_of(world, settings(cfg.data))
+    with read_write(cfg), open_dict(cfg):
+        cfg.data.eval_splits = splits
 
 
 def build_rewards(cfg: DictConfig) -> RewardGroup:

@@ -83,13 +83,17 @@ class DataSettings:
     """``data`` group: which tasks (and, for SFT, which trajectory files) a stage uses."""
 
     train_split: str = "train"
-    eval_splits: list[str] = field(default_factory=lambda: ["test_seen", "test_unseen", "test_evolved"])
+    # None: the world's own splits but ``train_split`` (``toolmaster.build.eval_splits_of``)
+    eval_splits: list[str] | None = None
     eval_limit: int | None = 20
     train_limit: int | None = None
     sft_path: str | None = None
 
     def __post_init__(self) -> None:
-        _check(len(self.eval_splits) > 0, "data.eval_splits must name at least one split")
+        _check(
+            self.eval_splits is None or len(self.eval_splits) > 0,
+            "data.eval_splits must name at least one split, or be null (the world's own splits)",
+        )
         _check(self.eval_limit is None or self.eval_limit >= 1, "data.eval_limit must be >= 1 or null")
 
 
@@ -197,6 +201,8 @@ class GRPOSettings:
     old_logprobs: Literal["recompute", "sampler"] = "recompute"
     micro_batch_size: int = 4
     share_prompts: bool = True
+    filter_groups: Literal["reward", "success"] | None = None
+    max_refill_rounds: int = 2
     log_trajectories_every: int = 10
     val_every_n_steps: int | None = None
     resume: str | None = "auto"
@@ -222,6 +228,13 @@ class GRPOSettings:
             f"stage.clip_eps_high must be >= 0 or null, got {self.clip_eps_high}",
         )
         _check(self.kl_coef >= 0, f"stage.kl_coef must be >= 0, got {self.kl_coef}")
+        _check(
+            self.filter_groups in (None, "reward", "success"),
+            f"stage.filter_groups must be null, reward or success, got {self.filter_groups!r}",
+        )
+        _check(
+            self.max_refill_rounds >= 0, f"stage.max_refill_rounds must be >= 0, got {self.max_refill_rounds}"
+        )
         _check(
             self.advantage in ("grpo", "dr_grpo"),
             f"stage.advantage must be grpo or dr_grpo, got {self.advantage!r}",

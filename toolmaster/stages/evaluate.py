@@ -17,6 +17,7 @@ from toolmaster.build import (
     build_rewards,
     build_world,
     chat_format_of,
+    eval_splits_of,
     rollout_config,
     settings,
 )
@@ -42,7 +43,8 @@ def run(cfg: DictConfig) -> float:
     data: DataSettings = settings(cfg.data)
     sampler: SamplerSettings = settings(cfg.sampler)
     world, env = build_world(cfg)
-    for split in data.eval_splits:
+    splits = eval_splits_of(world, data)
+    for split in splits:
         world.tasks(split)  # fail fast on an unknown split, before loading the model
     model: LoadedModel = build_model(cfg)
     fmt = chat_format_of(model)
@@ -53,7 +55,7 @@ def run(cfg: DictConfig) -> float:
         model.tokenizer,
         fmt,
         world,
-        data.eval_splits,
+        splits,
         data.eval_limit,
         config,
         build_rewards(cfg),
@@ -65,4 +67,4 @@ def run(cfg: DictConfig) -> float:
     )
     print(markdown_table(metrics, f"{model.name} on {world.name} (trial budget {env.trial_budget})"))
     print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'results.md'}")
-    return sum(metrics[split]["success"] for split in data.eval_splits) / len(data.eval_splits)
+    return sum(metrics[split]["success"] for split in splits) / len(splits)
