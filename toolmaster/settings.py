@@ -201,8 +201,6 @@ class GRPOSettings:
     old_logprobs: Literal["recompute", "sampler"] = "recompute"
     micro_batch_size: int = 4
     share_prompts: bool = True
-    filter_groups: Literal["reward", "success"] | None = None
-    max_refill_rounds: int = 2
     log_trajectories_every: int = 10
     val_every_n_steps: int | None = None
     resume: str | None = "auto"
@@ -228,13 +226,6 @@ class GRPOSettings:
             f"stage.clip_eps_high must be >= 0 or null, got {self.clip_eps_high}",
         )
         _check(self.kl_coef >= 0, f"stage.kl_coef must be >= 0, got {self.kl_coef}")
-        _check(
-            self.filter_groups in (None, "reward", "success"),
-            f"stage.filter_groups must be null, reward or success, got {self.filter_groups!r}",
-        )
-        _check(
-            self.max_refill_rounds >= 0, f"stage.max_refill_rounds must be >= 0, got {self.max_refill_rounds}"
-        )
         _check(
             self.advantage in ("grpo", "dr_grpo"),
             f"stage.advantage must be grpo or dr_grpo, got {self.advantage!r}",
