@@ -36,15 +36,17 @@ def settings(node: DictConfig) -> Any:
     return import_target(target, "settings")(**data)
 
 
-def build_model(cfg: DictConfig) -> LoadedModel:
-    return instantiate(cfg.model, _convert_="all")
+def build_model(cfg: DictConfig, **overrides: Any) -> LoadedModel:
+    """The ``model`` node's model, with ``overrides`` in place of its keys (the config is not changed)."""
+    return instantiate(cfg.model, _convert_="all", **overrides)
 
 
 def build_policy(cfg: DictConfig, trainer_kwargs: dict[str, Any]) -> tuple[LoadedModel, ChatFormat]:
     """The model a training stage trains and its chat format. ``trainer.precision=auto`` is resolved first (in
-    ``trainer_kwargs``), since it decides the weights' dtype (``toolmaster.training.precision``)."""
-    resolve_training_precision(trainer_kwargs, cfg.model)
-    loaded = build_model(cfg)
+    ``trainer_kwargs``), since it decides the weights' dtype (``toolmaster.training.precision``); ``cfg.model``
+    keeps its own ``dtype``."""
+    _, dtype = resolve_training_precision(trainer_kwargs, str(cfg.model.get("dtype", "auto")))
+    loaded = build_model(cfg, dtype=dtype)
     return loaded, chat_format_of(loaded)
 
 

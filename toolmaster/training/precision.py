@@ -46,8 +46,8 @@ def training_weight_dtype(model_dtype: str, precision: str) -> str:
     return "float32"
 
 
-def resolve_training_precision(trainer_kwargs: dict[str, Any], model_cfg: Any) -> str:
-    """Both rules at once for a stage's trainer kwargs and its ``model`` config node (edited in place)."""
+def resolve_training_precision(trainer_kwargs: dict[str, Any], model_dtype: str) -> tuple[str, str]:
+    """Both rules at once: the precision (``auto`` resolved in ``trainer_kwargs``) and the ``model.dtype`` the
+    stage loads its weights in (``model_dtype`` is the configured one; the config itself is left as it is)."""
     precision = resolve_precision(trainer_kwargs)
-    model_cfg.dtype = training_weight_dtype(str(model_cfg.get("dtype", "auto")), precision)
-    return precision
+    return precision, training_weight_dtype(model_dtype, precision)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
+import torch
 
 from toolmaster.training import precision as precision_module
 from toolmaster.training.precision import (
@@ -56,9 +56,22 @@ def test_training_weight_dtype(model_dtype, precision, expected):
     assert training_weight_dtype(model_dtype, precision) == expected
 
 
-def test_resolve_training_precision_edits_both_configs(monkeypatch):
+def test_resolve_training_precision_gives_both_and_edits_only_the_trainer_kwargs(monkeypatch):
     monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: True)
-    model_cfg = OmegaConf.create({"dtype": "auto", "source": "tiny"})
     kwargs = {"accelerator": "cpu", "precision": "auto"}
-    assert resolve_training_precision(kwargs, model_cfg) == "bf16-mixed"
-    assert kwargs["precision"] == "bf16-mixed" and model_cfg.dtype == "float32"
+    assert resolve_training_precision(kwargs, "auto") == ("bf16-mixed", "float32")
+    assert kwargs["precision"] == "bf16-mixed"
+
+
+def test_build_policy_loads_the_training_dtype_without_editing_the_model_config(monkeypatch):
+    from toolmaster.build import build_policy
+    from toolmaster.cli import compose
+    from toolmaster.models import loading
+
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: True)
+    cfg = compose(["model=tiny", "model.dtype=auto"])
+    kwargs = {"accelerator": "cpu", "precision": "auto"}
+    loaded, _ = build_policy(cfg, kwargs)
+    assert next(loaded.model.parameters()).dtype == torch.float32  # auto would be bf16 on this "CPU"
+    assert kwargs["precision"] == "bf16-mixed" and cfg.model.dtype == "auto"
