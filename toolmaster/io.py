@@ -1,15 +1,19 @@
-"""Crash-safe file writing: whole files via temp + rename, JSONL appends line by line with fsync.
+"""Crash-safe file writing: whole files and directories via temp + rename, JSONL appends line by line with
+fsync.
 
 A reader skips a trailing partial line (what a killed writer can leave), so a killed run never leaves a
-record that later breaks loading.
+record that later breaks loading. A directory (a model export, the converted SmolLM2 cache) is written under a
+hidden temporary sibling and renamed into place, so a crash leaves at most a stray temporary directory, never
+a half-written one under the final name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,40 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_dir_atomic(final: str | Path, write: Callable[[Path], None], replace: bool = True) -> Path:
+    """Run ``write(tmp)`` on a fresh hidden sibling directory, then rename it to ``final``; return ``final``.
+
+    ``replace=True``: an existing ``final`` is renamed aside first and removed after the swap (an export
+    replaces the previous one). ``replace=False``: an existing ``final`` is kept and the new copy dropped (a
+    cache that another process filled first: losing that race is fine).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
+    old: Path | None = None
+    try:
+        write(tmp)
+        if replace and final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if replace or not final.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

@@ -19,8 +19,6 @@ import copy
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from toolmaster.errors import ConfigError
+from toolmaster.io import write_dir_atomic
 from toolmaster.model_dirs import could_be_hub_id, model_path_problem
 from toolmaster.models.attention import use_gqa_attention
 from toolmaster.models.freezing import decoder_layers, freeze_below_top, top_layer_count
@@ -88,23 +87,6 @@ def _smollm2_package_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _atomic_dir(final: Path, write: Any) -> Path:
-    """Run ``write(tmp_dir)`` then rename tmp_dir to ``final`` (losing a race to another process is fine)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        write(tmp)
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / "config.json").exists() and not (final / "tokenizer.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
     """The cached HF directory of SmolLM2-135M-Instruct, converting the packaged GGUF on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -126,7 +108,7 @@ def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(target, write)
+    return write_dir_atomic(target, write, replace=False)
 
 
 def _tiny_model(tokenizer: Any, hidden_size: int, num_layers: int, seed: int) -> Any:

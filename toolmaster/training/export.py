@@ -7,7 +7,7 @@ into the base weights and saves a plain model; ``merge=False`` saves only the ad
 ``base_model_name_or_path``. Weights are saved in the dtype they were trained in.
 
 The directory is written under a temporary name next to the target and renamed into place; an existing
-export is first renamed aside and removed after the swap. A crash can therefore leave a stray hidden
+export is first renamed aside and removed after the swap (``toolmaster.io.write_dir_atomic``). A crash can therefore leave a stray hidden
 temporary directory, never a half-written export under the final name.
 
 Sharded models (``trainer=fsdp_*``): every rank first calls ``toolmaster.training.sharding.full_state_dict``,
@@ -25,12 +25,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from toolmaster.io import write_dir_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +37,6 @@ EXPORT_INFO = "toolmaster_export.json"
 
 def is_peft_model(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
-
-
-def replace_dir_atomically(final: str | Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` on a fresh sibling temporary directory, then swap it in as ``final``."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary directory
-    old: Path | None = None
-    try:
-        write(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            if old.exists():
-                shutil.rmtree(old)
-            final.rename(old)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def export_hf(
@@ -91,7 +64,7 @@ def export_hf(
         tokenizer.save_pretrained(str(tmp))
         (tmp / EXPORT_INFO).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
 
-    path = replace_dir_atomically(out_dir, write)
+    path = write_dir_atomic(out_dir, write)
     log.info("exported %s to %s", record["format"] + (" (LoRA merged)" if merged else ""), path)
     return path
 
@@ -175,7 +148,7 @@ def export_gathered(
         tokenizer.save_pretrained(str(tmp))
         (tmp / EXPORT_INFO).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
 
-    path = replace_dir_atomically(out_dir, write)
+    path = write_dir_atomic(out_dir, write)
     log.info("exported gathered %s to %s", record["format"] + (" (LoRA merged)" if merged else ""), path)
     return path
 

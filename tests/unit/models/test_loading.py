@@ -9,7 +9,8 @@ import torch
 from peft import LoraConfig
 
 from toolmaster.errors import ConfigError
-from toolmaster.models.loading import _atomic_dir, load_model, resolve_dtype, smollm2_dir
+from toolmaster.io import write_dir_atomic
+from toolmaster.models.loading import load_model, resolve_dtype, smollm2_dir
 
 
 def test_tiny_model_has_smollm2_tokenizer_and_chat_template(smollm2_tokenizer):
@@ -85,7 +86,7 @@ def test_interrupted_conversion_leaves_no_cache(tmp_path):
         raise KeyboardInterrupt  # killed half-way
 
     with pytest.raises(KeyboardInterrupt):
-        _atomic_dir(target, write)
+        write_dir_atomic(target, write, replace=False)
     assert not target.exists() and list(tmp_path.iterdir()) == []
-    _atomic_dir(target, lambda tmp: (tmp / "config.json").write_text("{}"))
+    write_dir_atomic(target, lambda tmp: (tmp / "config.json").write_text("{}"), replace=False)
     assert (target / "config.json").exists()
