@@ -10,9 +10,9 @@ command line of ``python -m toolmaster``), a local ``model.path`` is checked bef
 (``toolmaster.model_dirs``); a pipeline's pre-check of its steps skips that, since their directories appear
 only when earlier steps have run.
 
-Composition here goes through Hydra's config loader directly (``compose``), not through its global instance,
-so the pre-check can run inside a Hydra job (``stage=pipeline`` checks its steps' command lines) without
-disturbing the job's own Hydra state.
+Composition here (``compose``) goes through Hydra's public compose API; inside a Hydra job (``stage=pipeline``
+checks its steps' command lines) the job's own global Hydra instance is set aside for the composition and put
+back after it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from toolmaster.errors import ToolMasterError
 
@@ -189,16 +189,21 @@ def _check_one(overrides: list[str], local_paths: bool = False) -> str | None:
 
 
 def compose(overrides: list[str], config_name: str = CONFIG_NAME) -> DictConfig:
-    """The job config of a command line's overrides (no ``hydra`` node), as ``hydra.compose`` builds it but
-    without Hydra's global instance (which belongs to the running application, if any)."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-    from hydra.types import RunMode
+    """The job config of a command line's overrides (no ``hydra`` node), from Hydra's public compose API.
 
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONF_DIR))
-    cfg = loader.load_configuration(
-        config_name=config_name, overrides=list(overrides), run_mode=RunMode.RUN, from_shell=False
-    )
-    with read_write(cfg), open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    ``hydra.initialize_config_dir`` refuses to start while a Hydra application holds the global instance (the
+    running job of ``stage=pipeline``), so that instance is set aside for the composition and put back after.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    running = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+        if running is not None:
+            GlobalHydra.instance().initialize(running)
