@@ -12,7 +12,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from toolmaster.config import import_target
+from toolmaster.config import instantiate_node
 from toolmaster.errors import ConfigError
 from toolmaster.models.loading import LoadedModel
 from toolmaster.protocol.chat_format import ChatFormat, get_chat_format
@@ -29,11 +29,14 @@ def plain(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-def settings(node: DictConfig) -> Any:
-    """Instantiate a settings record (nested ``_target_`` dicts are kept as plain dicts)."""
-    data = plain(node)
-    target = data.pop("_target_")
-    return import_target(target, "settings")(**data)
+def build_settings(node: DictConfig) -> Any:
+    """Instantiate a group's settings record (``toolmaster.settings``); nested ``_target_`` nodes stay plain
+    dicts, for the stage to build when it needs them."""
+    return instantiate_node(node, "settings", recursive=False)
+
+
+# The old name, which shadowed the ``toolmaster.settings`` module; stages/sft and stages/grpo still import it.
+settings = build_settings
 
 
 def build_model(cfg: DictConfig, **overrides: Any) -> LoadedModel:
@@ -51,7 +54,7 @@ def build_policy(cfg: DictConfig, trainer_kwargs: dict[str, Any]) -> tuple[Loade
 
 
 def build_world(cfg: DictConfig) -> tuple[World, EnvSettings]:
-    env: EnvSettings = settings(cfg.tools)
+    env: EnvSettings = build_settings(cfg.tools)
     world = instantiate(cfg.tools.world, _convert_="all")
     if world.suite.origin is None:  # how the tool host rebuilds this world in its own process
         world.suite.origin = plain(cfg.tools.world)
@@ -72,7 +75,7 @@ def resolve_eval_splits(cfg: DictConfig) -> None:
     if cfg.get("data") is None or cfg.data.get("eval_splits", None) is not None:
         return
     world = instantiate(cfg.tools.world, _convert_="all")
-    splits = eval_splits_of(world, settings(cfg.data))
+    splits = eval_splits_of(world, build_settings(cfg.data))
     with read_write(cfg), open_dict(cfg):
         cfg.data.eval_splits = splits
 

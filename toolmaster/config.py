@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from toolmaster.errors import ConfigError
+from toolmaster.errors import ConfigError, ToolMasterError
 
 
 def import_target(path: str, where: str) -> Callable[..., Any]:
@@ -28,6 +28,32 @@ def import_target(path: str, where: str) -> Callable[..., Any]:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{where}._target_={path!r} cannot be imported: {exc}") from None
+
+
+def instantiate_node(node: Any, where: str, recursive: bool = True) -> Any:
+    """``hydra.utils.instantiate(node, _convert_="all")`` with this project's one-line errors.
+
+    A ``_target_`` that cannot be imported is a ``ConfigError`` naming ``where`` (checked before Hydra runs);
+    a ``ToolMasterError`` the target raises comes out as itself, a ``TypeError`` or ``ValueError`` (a bad
+    argument) as ``ConfigError("bad value in <where>: ...")``, instead of Hydra's ``InstantiationException``.
+    ``recursive=False`` keeps nested ``_target_`` nodes as plain dicts (the settings records hold such nodes).
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if isinstance(node, (dict, DictConfig)) and "_target_" in node:
+        import_target(str(node["_target_"]), where)
+    try:
+        return instantiate(node, _recursive_=recursive, _convert_="all")
+    except InstantiationException as exc:
+        cause: BaseException = exc
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ToolMasterError):
+            raise cause from None
+        if isinstance(cause, (TypeError, ValueError)):
+            raise ConfigError(f"bad value in {where}: {cause}") from None
+        raise
 
 
 def _matches(value: Any, hint: Any) -> bool:

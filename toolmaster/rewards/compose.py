@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolmaster.config import import_target
+from toolmaster.config import instantiate_node
 from toolmaster.envs.task import Task
 from toolmaster.errors import ConfigError
 from toolmaster.rewards.components import Outcome
@@ -61,15 +61,9 @@ def check_outcome_dominance(components: Mapping[str, Any]) -> None:
 
 
 def build_reward_group(components: Mapping[str, Mapping[str, Any]]) -> RewardGroup:
+    """Instantiate each ``_target_`` node of ``reward.components`` (keyed by name) and check the shape."""
     if not components:
         raise ConfigError("reward.components is empty; name at least one component")
-    built = {}
-    for name, spec in components.items():
-        spec = dict(spec)
-        target = import_target(spec.pop("_target_"), f"reward.components.{name}")
-        try:
-            built[name] = target(**spec)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad value in reward.components.{name}: {exc}") from None
+    built = {name: instantiate_node(dict(spec), f"reward.components.{name}") for name, spec in components.items()}
     check_outcome_dominance(built)
     return RewardGroup(built)

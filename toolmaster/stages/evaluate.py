@@ -15,11 +15,11 @@ from toolmaster.build import (
     build_engine,
     build_model,
     build_rewards,
+    build_settings,
     build_world,
     chat_format_of,
     eval_splits_of,
     rollout_config,
-    settings,
 )
 from toolmaster.evaluation import evaluate_splits, markdown_table
 from toolmaster.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
@@ -39,9 +39,9 @@ def write_eval_outputs(
 
 def run(cfg: DictConfig) -> float:
     """``stage=eval``; returns the mean success over the splits."""
-    stage: EvalSettings = settings(cfg.stage)
-    data: DataSettings = settings(cfg.data)
-    sampler: SamplerSettings = settings(cfg.sampler)
+    stage: EvalSettings = build_settings(cfg.stage)
+    data: DataSettings = build_settings(cfg.data)
+    sampler: SamplerSettings = build_settings(cfg.sampler)
     world, env = build_world(cfg)
     splits = eval_splits_of(world, data)
     for split in splits:

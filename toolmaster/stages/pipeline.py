@@ -59,7 +59,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from toolmaster.build import settings
+from toolmaster.build import build_settings
 from toolmaster.cli import precheck
 from toolmaster.errors import ConfigError, ToolMasterError
 from toolmaster.io import write_json_atomic, write_text_atomic
@@ -420,7 +420,7 @@ def run(cfg: DictConfig) -> float | None:
     """``stage=pipeline`` from the Hydra config; returns the mean success of the last comparison row."""
     from hydra.core.hydra_config import HydraConfig
 
-    stage: PipelineSettings = settings(cfg.stage)
+    stage: PipelineSettings = build_settings(cfg.stage)
     placeholders = {}
     launcher: list[str] = []
     if HydraConfig.initialized():

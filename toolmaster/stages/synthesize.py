@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from toolmaster.build import build_rewards, build_world, settings
+from toolmaster.build import build_rewards, build_settings, build_world
 from toolmaster.io import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
 from toolmaster.protocol.chat_format import get_chat_format
 from toolmaster.settings import DataSettings, SynthesizeSettings
@@ -95,8 +95,8 @@ def drop_unrecorded(out: Path, done: set[str]) -> list[dict[str, Any]]:
 
 def run(cfg: DictConfig) -> float:
     """``stage=synthesize``; returns the fraction of sampled attempts kept as data."""
-    stage: SynthesizeSettings = settings(cfg.stage)
-    data: DataSettings = settings(cfg.data)
+    stage: SynthesizeSettings = build_settings(cfg.stage)
+    data: DataSettings = build_settings(cfg.data)
     world, env = build_world(cfg)
     tasks = world.tasks(data.train_split, data.train_limit)
     teacher = instantiate(cfg.teacher, _convert_="all")
