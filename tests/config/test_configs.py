@@ -22,6 +22,12 @@ GROUPS = ["stage", "model", "tools", "reward", "sampler", "data", "trainer", "lo
 REQUIRED = {  # options with a mandatory (???) value and what to give them in tests
     ("model", "hf"): ["model.path=/tmp/some-checkpoint"],
     ("tools", "custom"): ["tools.world.path=examples/custom_tools/weather.yaml"],
+    ("tools", "toolhop"): ["tools.world.path=/data/ToolHop.json"],
+    ("tools", "stabletoolbench"): [
+        "tools.world.tools_dir=/data/tools",
+        "tools.world.queries_dir=/data/queries",
+    ],
+    ("tools", "restbench"): ["tools.world.queries=/data/tmdb.json", "tools.world.spec=/data/tmdb_oas.json"],
     ("experiment", "ablation_sweep"): ["model.path=/tmp/some-checkpoint"],
 }
 
