@@ -43,6 +43,7 @@ from toolmaster.samplers.scripted import ScriptedEngine
 from toolmaster.settings import GRPOSettings
 from toolmaster.stages.grpo.data import GRPODataModule
 from toolmaster.stages.grpo.module import GRPOModule
+from toolmaster.teachers.base import PlayRequest
 from toolmaster.trajectory import Trajectory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -534,7 +535,7 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     loaded = load_model(source="smollm2", dtype="float32", device="cpu")  # own copy: training changes it
 
     # a short SFT on oracle episodes so that the model speaks the protocol
-    oracle = ExpertTeacher("oracle").play(world, tasks[:20], trial_budget=2, fmt=FMT)
+    oracle = ExpertTeacher("oracle").play(PlayRequest(world, tasks[:20], trial_budget=2, fmt=FMT))
     data = tmp_path / "sft.jsonl"
     append_jsonl(data, (t.to_dict() for t in oracle))
     sft = SFTSettings(

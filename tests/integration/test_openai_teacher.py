@@ -19,6 +19,7 @@ from helpers.chat_server import ChatServer
 from toolmaster.errors import ConfigError
 from toolmaster.io import read_jsonl
 from toolmaster.protocol import get_chat_format
+from toolmaster.teachers.base import PlayRequest
 from toolmaster.teachers.openai import OpenAIEngine, OpenAITeacher, TeacherError, restore_closing_tag
 from toolmaster.worlds.toolworld import build_toolworld
 
@@ -53,7 +54,7 @@ def test_plays_real_episodes_through_the_loop(server, smollm2_tokenizer):
     world = build_toolworld(seed=0, n_train=4, n_test=2)
     tasks = world.tasks("train")[:2]
     before = server.requests
-    trajs = _teacher(server).play(world, tasks, 2, FMT, tokenizer=smollm2_tokenizer)
+    trajs = _teacher(server).play(PlayRequest(world, tasks, 2, FMT, tokenizer=smollm2_tokenizer))
     assert [t.task_id for t in trajs] == [t.id for t in tasks]
     for t in trajs:
         assert t.source == "openai:smollm2" and t.turns >= 1
@@ -67,7 +68,7 @@ def test_retries_429_500_and_slow_answers(server, smollm2_tokenizer):
     # CI box (a 4 s timeout cut a real generation there once).
     teacher = _teacher(server, timeout_s=12.0, concurrency=1, max_turns=1)
     server.faults.extend(["429", "500", "slow", "503"])
-    trajs = teacher.play(world, world.tasks("train")[:1], 2, FMT, tokenizer=smollm2_tokenizer)
+    trajs = teacher.play(PlayRequest(world, world.tasks("train")[:1], 2, FMT, tokenizer=smollm2_tokenizer))
     assert len(trajs) == 1 and trajs[0].turns == 1
     assert teacher.engine.retries == 4
 

@@ -22,6 +22,7 @@ import pytest
 
 from toolmaster.models import smollm2_dir
 from toolmaster.protocol import get_chat_format
+from toolmaster.teachers.base import PlayRequest
 from toolmaster.teachers.openai import OpenAITeacher
 from toolmaster.worlds.toolworld import build_toolworld
 
@@ -114,7 +115,7 @@ def test_teacher_plays_episodes_against_vllm_serve(vllm_server, smollm2_tokenize
         max_new_tokens=32,
         max_turns=2,
     )
-    trajectories = teacher.play(world, tasks, 2, FMT, tokenizer=smollm2_tokenizer)
+    trajectories = teacher.play(PlayRequest(world, tasks, 2, FMT, tokenizer=smollm2_tokenizer))
     assert [t.task_id for t in trajectories] == [t.id for t in tasks]
     for trajectory in trajectories:
         assert trajectory.source == "openai:smollm2" and trajectory.turns >= 1

@@ -29,6 +29,7 @@ from toolmaster.build import build_rewards, build_settings, build_world
 from toolmaster.io import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
 from toolmaster.protocol.chat_format import get_chat_format
 from toolmaster.settings import DataSettings, SynthesizeSettings
+from toolmaster.teachers.base import PlayRequest, Teacher
 from toolmaster.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ def run(cfg: DictConfig) -> float:
     stage: SynthesizeSettings = build_settings(cfg.stage)
     data: DataSettings = build_settings(cfg.data)
     world, env = build_world(cfg)
-    tasks = world.tasks(data.train_split, data.train_limit)
-    teacher = instantiate(cfg.teacher, _convert_="all")
+    tasks = data.train_tasks(world)
+    teacher: Teacher = instantiate(cfg.teacher, _convert_="all")
     fmt = get_chat_format(cfg.model.chat_format)
     rewards = build_rewards(cfg)
     tokenizer = None
@@ -127,7 +128,7 @@ def run(cfg: DictConfig) -> float:
     with tqdm(total=len(todo) * stage.samples_per_task, desc=f"synthesize ({teacher.name})") as bar:
         for start in range(0, len(todo), stage.chunk_size):
             chunk = todo[start : start + stage.chunk_size]
-            trajs = teacher.play(
+            request = PlayRequest(
                 world,
                 chunk,
                 env.trial_budget,
@@ -135,9 +136,9 @@ def run(cfg: DictConfig) -> float:
                 stage.samples_per_task,
                 timeout_s=env.timeout_s,
                 max_observation_chars=env.max_observation_chars,
-                progress=bar.update,
                 tokenizer=tokenizer,
             )
+            trajs = teacher.play(request, progress=bar.update)
             rewards.score(trajs, {task.id: task for task in chunk})
             kept, new_attempts = [], []
             for task in chunk:

@@ -23,7 +23,7 @@ same markup, same observation text), so SFT data and RL rollouts share one forma
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from toolmaster.envs.environment import TRIAL, CallRecord, ToolEnv
@@ -31,6 +31,7 @@ from toolmaster.envs.task import Task
 from toolmaster.errors import ConfigError
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.prompt import build_messages, observation_text
+from toolmaster.teachers.base import PlayRequest, Progress
 from toolmaster.teachers.slips import with_slips
 from toolmaster.teachers.trial_mix import TRIALS_MODES, trial_only_when_needed
 from toolmaster.trajectory import Trajectory
@@ -136,22 +137,14 @@ class ExpertTeacher:
                 "one; use teacher=gold_trials (trials, then the task's gold calls) for other worlds"
             ) from None
 
-    def play(
-        self,
-        world: World,
-        tasks: list[Task],
-        trial_budget: int,
-        fmt: ChatFormat,
-        samples_per_task: int = 1,
-        timeout_s: float = 5.0,
-        max_observation_chars: int = 600,
-        progress: Callable[[int], None] | None = None,
-        **_: Any,
-    ) -> list[Trajectory]:
-        budget = 0 if self.kind == "direct" else trial_budget
+    def play(self, request: PlayRequest, progress: Progress | None = None) -> list[Trajectory]:
+        """``samples_per_task`` scripted episodes of each task, each through a fresh environment."""
+        world, fmt = request.world, request.fmt
+        timeout_s, max_observation_chars = request.timeout_s, request.max_observation_chars
+        budget = 0 if self.kind == "direct" else request.trial_budget
         out: list[Trajectory] = []
-        for task in tasks:
-            for k in range(samples_per_task):
+        for task in request.tasks:
+            for k in range(request.samples_per_task):
                 seed = f"{self.seed}:{task.id}:{k}"
                 env = ToolEnv(world.suite, budget, timeout_s, max_observation_chars)
                 policy = self._policy(world, task)

@@ -25,7 +25,6 @@ arguments, not from knowledge of each tool's hidden conventions.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from toolmaster.envs.environment import EXECUTION, TRIAL, CallRecord, ToolEnv
@@ -33,8 +32,8 @@ from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.prompt import build_messages, observation_text, user_turn_message
+from toolmaster.teachers.base import PlayRequest, Progress
 from toolmaster.trajectory import Trajectory
-from toolmaster.worlds.base import World
 
 FIRST_TRIAL = (
     "{name} is new to me; test it in a trial with {args}.",
@@ -103,32 +102,22 @@ class GoldTrialsTeacher:
         self.strict_types = strict_types
         self.name = name
 
-    def play(
-        self,
-        world: World,
-        tasks: list[Task],
-        trial_budget: int,
-        fmt: ChatFormat,
-        samples_per_task: int = 1,
-        timeout_s: float = 5.0,
-        max_observation_chars: int = 600,
-        progress: Callable[[int], None] | None = None,
-        **_: Any,
-    ) -> list[Trajectory]:
+    def play(self, request: PlayRequest, progress: Progress | None = None) -> list[Trajectory]:
+        """``samples_per_task`` episodes of each task: trials, then its gold calls, through the environment."""
         out = []
-        for task in tasks:
+        for task in request.tasks:
             if not task.gold_calls and task.num_user_turns == 1:
                 raise ValueError(f"teacher=gold_trials needs gold calls; task {task.id!r} has none")
-            for k in range(samples_per_task):
+            for k in range(request.samples_per_task):
                 rng = random.Random(f"{self.seed}:{task.id}:{k}")
                 with ToolEnv(
-                    world.suite,
-                    trial_budget,
-                    timeout_s,
-                    max_observation_chars,
+                    request.world.suite,
+                    request.trial_budget,
+                    request.timeout_s,
+                    request.max_observation_chars,
                     strict_types=self.strict_types,
                 ) as env:  # closing ends the episode's tool processes (process isolation)
-                    out.append(_Episode(self, task, env, fmt, rng, k).play())
+                    out.append(_Episode(self, task, env, request.fmt, rng, k).play())
                 if progress is not None:
                     progress(1)
         return out

@@ -22,18 +22,15 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from toolmaster.envs.task import Task
 from toolmaster.errors import ConfigError, ToolMasterError
 from toolmaster.protocol.actions import ProtocolTags
-from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.samplers.base import Generation, SamplingParams
 from toolmaster.samplers.loop import RolloutConfig, rollout
+from toolmaster.teachers.base import PlayRequest, Progress
 from toolmaster.trajectory import Trajectory
-from toolmaster.worlds.base import World
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -214,18 +211,9 @@ class OpenAITeacher:
     def name(self) -> str:
         return f"openai:{self.options['model']}"
 
-    def play(
-        self,
-        world: World,
-        tasks: list[Task],
-        trial_budget: int,
-        fmt: ChatFormat,
-        samples_per_task: int = 1,
-        timeout_s: float = 5.0,
-        max_observation_chars: int = 600,
-        progress: Callable[[int], None] | None = None,
-        tokenizer: Any = None,
-    ) -> list[Trajectory]:
+    def play(self, request: PlayRequest, progress: Progress | None = None) -> list[Trajectory]:
+        """The request's episodes played by the remote model through the shared rollout loop."""
+        tokenizer, fmt = request.tokenizer, request.fmt
         if tokenizer is None:
             raise ValueError("OpenAITeacher.play needs the student's tokenizer")
         if self.engine is None:
@@ -234,15 +222,17 @@ class OpenAITeacher:
             max_turns=self.max_turns,
             max_new_tokens=self.max_new_tokens,
             max_total_tokens=1_000_000,
-            trial_budget=trial_budget,
-            tool_timeout_s=timeout_s,
-            max_observation_chars=max_observation_chars,
+            trial_budget=request.trial_budget,
+            tool_timeout_s=request.timeout_s,
+            max_observation_chars=request.max_observation_chars,
             temperature=self.temperature,
-            n_samples=samples_per_task,
+            n_samples=request.samples_per_task,
             seed=self.seed,
             batch_size=max(1, int(self.options["concurrency"])),
         )
-        trajectories = rollout(self.engine, tokenizer, fmt, world.suite, tasks, config, progress)
+        trajectories = rollout(
+            self.engine, tokenizer, fmt, request.world.suite, request.tasks, config, progress
+        )
         for t in trajectories:
             t.source = self.name
             t.logprobs = []

@@ -15,6 +15,7 @@ from toolmaster.envs.environment import EXECUTION, INVALID_ARGUMENTS
 from toolmaster.errors import ConfigError, DataError
 from toolmaster.protocol import get_chat_format
 from toolmaster.stages.sft.data import load_sft_records
+from toolmaster.teachers.base import PlayRequest
 from toolmaster.teachers.expert import ExpertTeacher
 from toolmaster.teachers.slips import slip_arguments
 from toolmaster.trajectory import Trajectory
@@ -31,7 +32,7 @@ def world() -> ToolWorld:
 
 def _play(world: ToolWorld, rate: float) -> list[Trajectory]:
     teacher = ExpertTeacher("oracle", seed=5, execution_slips=rate)
-    return teacher.play(world, world.tasks("train"), trial_budget=2, fmt=CHATML)
+    return teacher.play(PlayRequest(world, world.tasks("train"), trial_budget=2, fmt=CHATML))
 
 
 def _episode(traj: Trajectory) -> tuple:
@@ -60,7 +61,8 @@ def test_every_episode_slips_once_is_rejected_and_still_solves_its_task(world: T
 
 def test_rate_zero_changes_nothing_and_a_rate_slips_that_fraction(world: ToolWorld) -> None:
     plain = [
-        _episode(t) for t in ExpertTeacher("oracle", seed=5).play(world, world.tasks("train"), 2, CHATML)
+        _episode(t)
+        for t in ExpertTeacher("oracle", seed=5).play(PlayRequest(world, world.tasks("train"), 2, CHATML))
     ]
     assert [_episode(t) for t in _play(world, 0.0)] == plain
     half = _play(world, 0.5)

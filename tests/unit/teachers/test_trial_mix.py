@@ -13,6 +13,7 @@ from toolmaster.envs.calls import OVER_BUDGET
 from toolmaster.envs.environment import EXECUTION, TRIAL
 from toolmaster.errors import ConfigError
 from toolmaster.protocol import get_chat_format
+from toolmaster.teachers.base import PlayRequest
 from toolmaster.teachers.expert import ExpertTeacher
 from toolmaster.teachers.trial_mix import declined
 from toolmaster.trajectory import Trajectory
@@ -29,7 +30,7 @@ def world() -> ToolWorld:
 
 def _play(world: ToolWorld, trials: str) -> list[Trajectory]:
     teacher = ExpertTeacher("oracle", seed=5, trials=trials)
-    return teacher.play(world, world.tasks("train"), trial_budget=2, fmt=CHATML)
+    return teacher.play(PlayRequest(world, world.tasks("train"), trial_budget=2, fmt=CHATML))
 
 
 def _episode(traj: Trajectory) -> tuple:
@@ -38,7 +39,9 @@ def _episode(traj: Trajectory) -> tuple:
 
 
 def _budget0_solves(world: ToolWorld) -> dict[str, bool]:
-    plays = ExpertTeacher("oracle", seed=5).play(world, world.tasks("train"), trial_budget=0, fmt=CHATML)
+    plays = ExpertTeacher("oracle", seed=5).play(
+        PlayRequest(world, world.tasks("train"), trial_budget=0, fmt=CHATML)
+    )
     return {traj.task_id: traj.correct for traj in plays}
 
 

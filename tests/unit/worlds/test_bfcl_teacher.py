@@ -16,6 +16,7 @@ from toolmaster.protocol import get_chat_format
 from toolmaster.protocol.actions import parse_action
 from toolmaster.samplers.loop import RolloutConfig, rollout
 from toolmaster.samplers.scripted import ScriptedEngine
+from toolmaster.teachers.base import PlayRequest
 from toolmaster.teachers.expert import ExpertTeacher
 from toolmaster.teachers.gold_trials import GoldTrialsTeacher
 from toolmaster.worlds.bfcl import build_bfcl_world
@@ -34,7 +35,7 @@ def world():
 def episodes(world):
     tasks = [task for tasks in world.splits.values() for task in tasks]
     teacher = GoldTrialsTeacher(strict_types=False)
-    return world, teacher.play(world, tasks, 4, FMT, timeout_s=10.0, max_observation_chars=1200)
+    return world, teacher.play(PlayRequest(world, tasks, 4, FMT, timeout_s=10.0, max_observation_chars=1200))
 
 
 def test_gold_trials_episodes_score_valid_with_trials_and_self_corrections(episodes):
@@ -102,7 +103,7 @@ def test_the_loop_replays_teacher_episodes_identically(episodes, smollm2_tokeniz
 def test_gold_trials_on_a_users_own_world():
     world = load_custom_world(str(REPO / "examples/custom_tools/weather.yaml"))
     tasks = [task for tasks in world.splits.values() for task in tasks if task.gold_calls]
-    trajs = GoldTrialsTeacher(wrong_first_p=1.0).play(world, tasks, 2, FMT)
+    trajs = GoldTrialsTeacher(wrong_first_p=1.0).play(PlayRequest(world, tasks, 2, FMT))
     assert trajs and all(t.correct for t in trajs)
     assert all(t.num_trial_calls >= 1 and t.calls[0]["phase"] == "trial" for t in trajs)
 
@@ -110,7 +111,7 @@ def test_gold_trials_on_a_users_own_world():
 def test_oracle_on_another_world_is_a_one_line_error(world):
     task = world.splits["train"][0]
     with pytest.raises(ConfigError, match="teacher=oracle plays only toolworld tasks.*teacher=gold_trials"):
-        ExpertTeacher("oracle").play(world, [task], 2, FMT)
+        ExpertTeacher("oracle").play(PlayRequest(world, [task], 2, FMT))
 
 
 def counter_at_least(task, trajectory, final_state) -> bool:
@@ -160,7 +161,7 @@ def test_a_users_multi_turn_world_with_a_state_scorer(tmp_path):
     world = load_custom_world(str(tmp_path / "spec.yaml"))
     (task,) = world.tasks("test")
     assert task.follow_ups == [{"query": "Add 3 more, then read it.", "add_tools": ["peek"]}]
-    (traj,) = GoldTrialsTeacher(wrong_first_p=1.0).play(world, [task], 3, FMT)
+    (traj,) = GoldTrialsTeacher(wrong_first_p=1.0).play(PlayRequest(world, [task], 3, FMT))
     assert traj.correct and traj.answer == "done"
     assert [(c["name"], c["phase"], c["user_turn"], c["ok"]) for c in traj.calls] == [
         ("bump", "trial", 0, False),  # by_amount -> 'byamount': the wrong format, rejected
@@ -182,5 +183,5 @@ def test_gold_trials_on_toolworld_matches_the_task_answers():
     from toolmaster.worlds.toolworld import build_toolworld
 
     world = build_toolworld(seed=0, n_train=20, n_test=2)
-    trajs = GoldTrialsTeacher().play(world, world.tasks("train"), 2, FMT)
+    trajs = GoldTrialsTeacher().play(PlayRequest(world, world.tasks("train"), 2, FMT))
     assert all(t.correct for t in trajs) and sum(t.self_corrected for t in trajs) >= 5
