@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers.lookups import num_loss_tokens
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from peft import LoraConfig
@@ -155,8 +156,8 @@ def _record(module: GRPOModule) -> dict[str, list]:
     seen: dict[str, list] = {"trajectories": [], "packed": []}
     rollout_tasks, pack = module.rollout_tasks, module.pack
 
-    def recording_rollout(tasks: list[Task], step: int) -> list[Trajectory]:
-        seen["trajectories"].append(rollout_tasks(tasks, step))
+    def recording_rollout(tasks: list[Task], step: int, round_: int = 0) -> list[Trajectory]:
+        seen["trajectories"].append(rollout_tasks(tasks, step, round_))
         return seen["trajectories"][-1]
 
     def recording_pack(trajectories: list[Trajectory], advantages: torch.Tensor) -> PackedBatch:
@@ -373,7 +374,7 @@ def test_drop_truncated_removes_truncated_episodes_from_the_loss(drop):
     kept = set(packed.index.tolist())
     assert kept == (set(range(len(trajectories))) - truncated if drop else set(range(len(trajectories))))
     expected_tokens = sum(sum(t.loss_mask) for i, t in enumerate(trajectories) if i in kept)
-    assert _metric(trainer, "train/loss_tokens") == expected_tokens == packed.num_loss_tokens
+    assert _metric(trainer, "train/loss_tokens") == expected_tokens == num_loss_tokens(packed)
 
 
 def test_all_truncated_keeps_one_loss_free_row():
@@ -383,7 +384,7 @@ def test_all_truncated_keeps_one_loss_free_row():
     initial = _snapshot(loaded.model)
     seen = _record(module)
     trainer = _fit(module, steps=1)
-    assert len(seen["packed"][0]) == 1 and seen["packed"][0].num_loss_tokens == 0
+    assert len(seen["packed"][0]) == 1 and num_loss_tokens(seen["packed"][0]) == 0
     assert _metric(trainer, "train/loss") == 0.0 and _metric(trainer, "train/loss_tokens") == 0.0
     for name, param in loaded.model.named_parameters():
         torch.testing.assert_close(param, initial[name], atol=0, rtol=0)

@@ -54,10 +54,6 @@ class PackedBatch:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
-    @property
-    def num_loss_tokens(self) -> int:
-        return int(self.loss_mask.sum())
-
     def to(self, device: torch.device | str) -> PackedBatch:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return replace(self, **{k: v.to(device) for k, v in values.items() if isinstance(v, Tensor)})

@@ -22,10 +22,3 @@ class World:
             )
         tasks = self.splits[split]
         return tasks[:limit] if limit is not None else tasks
-
-    def task_by_id(self, task_id: str) -> Task:
-        for tasks in self.splits.values():
-            for task in tasks:
-                if task.id == task_id:
-                    return task
-        raise KeyError(f"no task with id {task_id!r} in world {self.name!r}")

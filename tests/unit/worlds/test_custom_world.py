@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.lookups import task_by_id
 
 from toolmaster.envs.environment import EXECUTION, TRIAL, CallRecord, ToolEnv
 from toolmaster.errors import ConfigError, DataError
@@ -139,13 +140,13 @@ def test_example_loads(example: World) -> None:
     set_alert = example.suite.tools["set_alert"]
     assert set_alert.wants_state and "state" not in set_alert.parameters["properties"]
     assert example.suite.tools["get_temp"].timeout_s == 2.0
-    assert example.task_by_id("w6").tool_names == list(example.suite.tools)
+    assert task_by_id(example, "w6").tool_names == list(example.suite.tools)
     assert all(t.family == "weather" for t in example.suite.tools.values())
 
 
 @pytest.mark.parametrize("task_id", sorted(DERIVE))
 def test_example_tasks_are_solved_by_their_gold_calls(example: World, task_id: str) -> None:
-    task = example.task_by_id(task_id)
+    task = task_by_id(example, task_id)
     assert task.gold_calls
     env = ToolEnv(example.suite, trial_budget=2)
     env.reset(task)
@@ -158,7 +159,7 @@ def test_example_tasks_are_solved_by_their_gold_calls(example: World, task_id: s
 
 def test_example_undocumented_format_errors_informatively(example: World) -> None:
     env = ToolEnv(example.suite, trial_budget=2)
-    env.reset(example.task_by_id("w4"))
+    env.reset(task_by_id(example, "w4"))
     record = env.execute("convert_temp", {"spec": "kelvin to fahrenheit", "value": 300}, TRIAL)
     assert not record.ok
     assert "bad spec 'kelvin to fahrenheit'" in record.observation and "'C->F'" in record.observation
@@ -167,13 +168,13 @@ def test_example_undocumented_format_errors_informatively(example: World) -> Non
 
 def test_example_unknown_city_lists_the_known_ones(example: World) -> None:
     env = ToolEnv(example.suite)
-    env.reset(example.task_by_id("w1"))
+    env.reset(task_by_id(example, "w1"))
     record = env.execute("get_temp", {"city": "Paris"}, EXECUTION)
     assert not record.ok and "unknown city 'Paris'" in record.observation and "Oslo" in record.observation
 
 
 def test_example_stateful_tool_trials_do_not_leak(example: World) -> None:
-    task = example.task_by_id("w5")
+    task = task_by_id(example, "w5")
     env = ToolEnv(example.suite, trial_budget=2)
     env.reset(task)
     trial = env.execute("set_alert", {"city": "Rome", "below": 5}, TRIAL)
@@ -202,13 +203,13 @@ def test_user_world_with_inline_tasks(tmp_path: Path) -> None:
     store = world.suite.tools["store"]
     assert store.wants_state and store.parameters["required"] == ["key", "value"]
     assert [t.id for t in world.tasks("test")] == ["w1"]
-    w2 = world.task_by_id("w2")
+    w2 = task_by_id(world, "w2")
     assert (w2.split, w2.answer) == ("train", "5")
     env = ToolEnv(world.suite)
-    env.reset(world.task_by_id("w1"))
+    env.reset(task_by_id(world, "w1"))
     assert env.execute("get_temp", {"city": "Oslo"}, EXECUTION).observation == "4.0"
-    env.reset(world.task_by_id("w2"))
-    assert world.task_by_id("w2").check(env.execute("add", {"a": 2, "b": 3}, EXECUTION).observation)
+    env.reset(task_by_id(world, "w2"))
+    assert task_by_id(world, "w2").check(env.execute("add", {"a": 2, "b": 3}, EXECUTION).observation)
 
 
 def test_description_defaults_to_the_docstring_summary(tmp_path: Path) -> None:
@@ -222,7 +223,7 @@ def test_description_defaults_to_the_docstring_summary(tmp_path: Path) -> None:
         )
     )
     assert world.suite.tools["get_temperature"].description == "Current temperature of a city."
-    assert world.task_by_id("w2").tool_names == ["get_temperature"]
+    assert task_by_id(world, "w2").tool_names == ["get_temperature"]
 
 
 def test_stateful_tool_receives_the_episode_state(tmp_path: Path) -> None:
@@ -232,7 +233,7 @@ def test_stateful_tool_receives_the_episode_state(tmp_path: Path) -> None:
     )
     world = load_custom_world(write_world(tmp_path, spec))
     env = ToolEnv(world.suite)
-    env.reset(world.task_by_id("s1"))
+    env.reset(task_by_id(world, "s1"))
     assert env.execute("store", {"key": "k", "value": "v"}, EXECUTION).observation == "2"
     assert env.state == {"existing": 1, "k": "v"}
 
@@ -251,7 +252,7 @@ def test_tasks_file(tmp_path: Path) -> None:
     (tmp_path / "tasks.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n", encoding="utf-8")
     world = load_custom_world(write_world(tmp_path, TOOLS + "tasks_file: tasks.jsonl\n"))
     assert [t.id for t in world.tasks("test")] == ["f1"]
-    assert world.task_by_id("f2").tool_names == ["get_temp", "add", "store"]
+    assert task_by_id(world, "f2").tool_names == ["get_temp", "add", "store"]
 
 
 def test_dotted_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -692,7 +693,7 @@ def test_phase_parameter_is_injected_and_reserved(tmp_path: Path) -> None:
     book = world.suite.tools["book"]
     assert book.wants_phase and book.parameters["properties"] == {"room": {"type": "string"}}
     env = ToolEnv(world.suite, trial_budget=1)
-    env.reset(world.task_by_id("b"))
+    env.reset(task_by_id(world, "b"))
     assert env.execute("book", {"room": "r1"}, TRIAL).observation == "trial:r1"
     assert env.execute("book", {"room": "r1"}, EXECUTION).observation == "execution:r1"
     env.close()
