@@ -90,7 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     prompts = []
     for task in tasks:
         schemas = [world.suite.tools[name].schema for name in task.tool_names]
-        messages = build_messages(task.query, schemas, config.trial_budget, fmt.tags, not fmt.native_tools)
+        messages = build_messages(
+            task.query,
+            schemas,
+            config.trial_budget,
+            fmt.tags,
+            not fmt.native_tools,
+            rendering=fmt.tool_rendering,
+        )
         prompts.append(
             tokenize_conversation(lm.tokenizer, fmt, messages, schemas, add_generation_prompt=True)[0]
         )

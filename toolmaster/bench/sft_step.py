@@ -1,19 +1,27 @@
-"""SFT step time by precision and by how many layers train, side by side in one process.
+"""SFT episodes per CPU-hour by precision, trained layers and tool rendering, side by side in one process.
 
-Every variant trains a fresh copy of the same model for ``--steps`` AdamW steps on the same batches (the
-first ``--steps`` batches of ``stage=sft``'s own data loader over oracle trial-and-execution episodes), after
-one warm-up step that is not timed, and reports seconds per step, the ratio to the first variant and the
-loss of its last step. A variant is ``<precision>`` or ``<precision>+top<N>``:
+Every variant trains a fresh copy of the same model for ``--steps`` AdamW steps on batches of the *same
+episodes* (the first ``(steps + 1) x batch`` oracle trial-and-execution episodes, sorted by length and cut
+into batches as ``stage=sft``'s bucketing does), after one warm-up step that is not timed, and reports
+seconds per step, tokens per step, SFT episodes per CPU-hour, the speed-up over the first variant (in
+episodes per hour) and the loss of its last step. A variant is ``<precision>[+top<N>][+compact]``:
 
 - ``fp32``: fp32 weights and compute (``trainer.precision=32-true`` with ``model.dtype=float32``);
 - ``bf16-mixed``: fp32 master weights, forward under ``torch.autocast(cpu, bfloat16)``, what Lightning's
   ``bf16-mixed`` does on CPU (fast only where the CPU has native bf16: AVX512-BF16 / AMX);
 - ``bf16``: bf16 weights, gradients and optimizer updates (``32-true`` on a bf16 model). Small updates are
   rounded away in bf16 weights; listed to show what that precision costs in loss, not as a recommendation;
-- ``+top<N>``: ``model.train_top_layers=N`` (embeddings and lower layers frozen, no backward through them).
+- ``+top<N>``: ``model.train_top_layers=N`` (embeddings and lower layers frozen, no backward through them);
+- ``+compact``: the episodes written with ``model.chat_format=chatml_compact`` (one signature line per tool
+  and terse protocol rules, ``toolmaster.protocol.tool_rendering``) instead of ``chatml`` (JSON schemas).
 
-    python -m toolmaster.bench.sft_step                        # synthesizes 64 oracle episodes first
-    python -m toolmaster.bench.sft_step --data <run>/synthesize/data.jsonl --variants fp32,bf16-mixed
+The default list starts with ``paper_small``'s SFT step on a CPU with native bf16 (``bf16-mixed``: every
+layer, JSON tools) and ends with ``paper_cpu``'s (``bf16-mixed+top10+compact``). ``--profile`` adds, per
+variant, where one step's time goes (forward / backward / optimizer; matmul / attention / the rest, from
+``torch.profiler``) and the tokens of an episode by role.
+
+    python -m toolmaster.bench.sft_step                        # synthesizes 64 oracle episodes per rendering
+    python -m toolmaster.bench.sft_step --variants fp32,bf16-mixed --data <run>/synthesize/data.jsonl
 """
 
 from __future__ import annotations
@@ -29,119 +37,211 @@ from typing import Any
 
 import torch
 
-DEFAULT_VARIANTS = "fp32,fp32+top15,bf16-mixed,bf16-mixed+top15,bf16"
+DEFAULT_VARIANTS = "bf16-mixed,bf16-mixed+compact,bf16-mixed+top10,bf16-mixed+top10+compact"
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
+CHAT_FORMATS = {False: "chatml", True: "chatml_compact"}  # +compact -> the episodes' chat format
 
 
-def parse_variant(variant: str) -> tuple[str, int | None]:
-    """``bf16-mixed+top15`` -> (``bf16-mixed``, 15); ``fp32`` -> (``fp32``, None)."""
-    precision, marker, top = variant.partition("+top")
-    if precision not in PRECISIONS or (marker and not top.isdigit()):
+def parse_variant(variant: str) -> tuple[str, int | None, bool]:
+    """``bf16-mixed+top15+compact`` -> (``bf16-mixed``, 15, True); ``fp32`` -> (``fp32``, None, False)."""
+    precision, *levers = variant.split("+")
+    top: int | None = None
+    compact = False
+    for lever in levers:
+        if lever == "compact" and not compact:
+            compact = True
+        elif lever.startswith("top") and lever[3:].isdigit() and top is None:
+            top = int(lever[3:])
+        else:
+            precision = ""  # an unknown or repeated lever
+    if precision not in PRECISIONS:
         raise SystemExit(
-            f"sft_step: bad variant {variant!r}: <precision>[+top<N>], precision one of {', '.join(PRECISIONS)}"
+            f"sft_step: bad variant {variant!r}: <precision>[+top<N>][+compact], precision one of "
+            f"{', '.join(PRECISIONS)}"
         )
-    return precision, int(top) if top else None
+    return precision, top, compact
 
 
-def synthesize(out_dir: Path, tasks: int) -> Path:
+def synthesize(out_dir: Path, tasks: int, chat_format: str = "chatml") -> Path:
     """Oracle episodes on the training split, written by ``stage=synthesize`` (a few seconds)."""
     command = [
         sys.executable, "-m", "toolmaster", "stage=synthesize", "teacher=oracle",
-        f"data.train_limit={tasks}", f"hydra.run.dir={out_dir}",
+        f"data.train_limit={tasks}", f"model.chat_format={chat_format}", f"hydra.run.dir={out_dir}",
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return out_dir / "data.jsonl"
 
 
-def time_variant(
-    variant: str, batches: list[dict[str, torch.Tensor]], lr: float, seed: int, source: str = "smollm2"
-) -> tuple[float, float]:
-    """(seconds per step over all but the warm-up step, loss of the last step)."""
+def train_step(
+    model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str
+) -> tuple[float, ...]:
+    """One AdamW step; (forward, backward, optimizer) seconds and the loss."""
     from toolmaster.algorithms.logprobs import token_losses
+
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+    )
+    started = time.perf_counter()
+    with autocast:
+        total, count = token_losses(model, batch)
+        step_loss = total / count.clamp(min=1)
+    forward = time.perf_counter()
+    step_loss.backward()
+    backward = time.perf_counter()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    done = time.perf_counter()
+    return forward - started, backward - forward, done - backward, float(step_loss.detach())
+
+
+def op_shares(model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str) -> dict[str, float]:
+    """Shares of one profiled step's CPU time: matmul, attention and the rest."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        train_step(model, optimizer, batch, precision)
+    shares = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        name = event.key
+        if "scaled_dot_product" in name or "flash_attention" in name:
+            shares["attention"] += event.self_cpu_time_total
+        elif name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"):
+            shares["matmul"] += event.self_cpu_time_total
+        else:
+            shares["other"] += event.self_cpu_time_total
+    total = sum(shares.values()) or 1.0
+    return {key: value / total for key, value in shares.items()}
+
+
+def time_variant(
+    variant: str,
+    batches: list[dict[str, torch.Tensor]],
+    lr: float,
+    seed: int,
+    source: str = "smollm2",
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Seconds per step over all but the warm-up step (and its forward / backward / optimizer parts), the
+    loss of the last step and, with ``profile``, the op shares of one more step."""
     from toolmaster.models import load_model
 
-    precision, top = parse_variant(variant)
+    precision, top, _ = parse_variant(variant)
     dtype = "bfloat16" if precision == "bf16" else "float32"
     model = load_model(source=source, dtype=dtype, device="cpu", seed=seed, train_top_layers=top).model
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
-    )
-    times, loss = [], float("nan")
+    parts = []
     for batch in batches:
-        started = time.perf_counter()
-        with autocast:
-            total, count = token_losses(model, batch)
-            step_loss = total / count.clamp(min=1)
-        step_loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - started)
-        loss = float(step_loss.detach())
-    timed = times[1:] or times
-    return sum(timed) / len(timed), loss
+        parts.append(train_step(model, optimizer, batch, precision))
+    timed = parts[1:] or parts
+    mean = [sum(p[k] for p in timed) / len(timed) for k in range(3)]
+    result: dict[str, Any] = {"seconds": sum(mean), "parts": mean, "loss": parts[-1][3]}
+    if profile:
+        result["ops"] = op_shares(model, optimizer, batches[-1], precision)
+    return result
 
 
-def first_batches(
-    data: Path, count: int, batch_size: int, max_length: int, seed: int
+def same_episode_batches(
+    data: Path, count: int, batch_size: int, max_length: int, source: str
 ) -> list[dict[str, Any]]:
+    """``count`` batches of the file's first ``count x batch_size`` episodes, sorted by length and cut in
+    order (the bucketing of ``stage=sft``, without its shuffle): two files of the same tasks in the same order
+    (one per rendering) give batches of the same episodes."""
     from toolmaster.models.loading import load_tokenizer
     from toolmaster.protocol import get_chat_format
-    from toolmaster.stages.sft.data import SFTDataModule
+    from toolmaster.stages.sft.data import collate, encode_records, load_sft_records
 
-    module = SFTDataModule(
-        data,
-        load_tokenizer("smollm2"),
-        get_chat_format("chatml"),
-        batch_size=batch_size,
-        max_length=max_length,
-        val_fraction=0.0,
-        seed=seed,
-    )
-    module.setup("fit")
-    batches = []
-    for batch in module.train_dataloader():
-        batches.append(batch)
-        if len(batches) == count:
-            return batches
-    raise SystemExit(f"sft_step: {data} gives only {len(batches)} batches of {batch_size}; need {count}")
+    tokenizer = load_tokenizer(source)
+    records = load_sft_records(data)[: count * batch_size]
+    if len(records) < count * batch_size:
+        raise SystemExit(f"sft_step: {data} has {len(records)} episodes; need {count * batch_size}")
+    examples, _ = encode_records(records, tokenizer, get_chat_format("chatml"), max_length)
+    examples.sort(key=len)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return [collate(examples[i : i + batch_size], pad) for i in range(0, len(examples), batch_size)]
+
+
+def role_tokens(data: Path, source: str, limit: int) -> dict[str, float]:
+    """Mean tokens per episode by role over the file's first ``limit`` episodes (``trainable``: the loss)."""
+    from toolmaster.models.loading import load_tokenizer
+    from toolmaster.protocol import get_chat_format
+    from toolmaster.stages.sft.data import load_sft_records
+
+    tokenizer = load_tokenizer(source)
+    fmt = get_chat_format("chatml")
+    records = load_sft_records(data)[:limit]
+    counts: dict[str, float] = {"system": 0, "user": 0, "assistant": 0, "tool": 0, "trainable": 0}
+    for record in records:
+        for message in record.messages:
+            for text, trainable in fmt.message_segments(message):
+                n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                counts[message["role"]] += n
+                counts["trainable"] += n if trainable else 0
+    return {role: value / max(1, len(records)) for role, value in counts.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=None, help="SFT JSONL (default: synthesize one)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="SFT JSONL for chatml variants (default: synthesize)"
+    )
+    parser.add_argument("--compact-data", type=Path, default=None, help="SFT JSONL for +compact variants")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"default: {DEFAULT_VARIANTS}")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant (+1 warm-up)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=1536)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="where each variant's step time goes")
     parser.add_argument("--source", default="smollm2", choices=["smollm2", "tiny"], help="tiny: for tests")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for variant in variants:
-        parse_variant(variant)  # fail on a typo before any work
+    parsed = [parse_variant(variant) for variant in variants]  # fail on a typo before any work
 
     from toolmaster.models.loading import cpu_has_fast_bf16
 
+    episodes = (args.steps + 1) * args.batch
+    batches: dict[bool, list[dict[str, Any]]] = {}
+    roles: dict[bool, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or synthesize(Path(tmp) / "synthesize", 64)
-        batches = first_batches(data, args.steps + 1, args.batch, args.max_length, args.seed)
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches[1:]) / max(1, len(batches) - 1)
+        for compact in sorted({compact for _, _, compact in parsed}):
+            given = args.compact_data if compact else args.data
+            data = given or synthesize(
+                Path(tmp) / CHAT_FORMATS[compact], max(64, episodes), CHAT_FORMATS[compact]
+            )
+            batches[compact] = same_episode_batches(
+                data, args.steps + 1, args.batch, args.max_length, args.source
+            )
+            roles[compact] = role_tokens(data, args.source, episodes)
     print(
-        f"{args.source}, {args.steps} timed steps of batch {args.batch} "
-        f"(~{tokens:.0f} tokens/step), {torch.get_num_threads()} threads, "
-        f"native CPU bf16: {'yes' if cpu_has_fast_bf16() else 'no'}"
+        f"{args.source}, {args.steps} timed steps of batch {args.batch} (the same {episodes} episodes in every "
+        f"variant), {torch.get_num_threads()} threads, native CPU bf16: {'yes' if cpu_has_fast_bf16() else 'no'}"
     )
-    print(f"{'variant':<20} {'s/step':>8} {'ratio':>7} {'last loss':>10}")
+    for compact, counts in roles.items():
+        print(
+            f"tokens per episode, {CHAT_FORMATS[compact]}: "
+            + ", ".join(f"{role} {value:.0f}" for role, value in counts.items())
+        )
+    header = (
+        f"{'variant':<28} {'s/step':>7} {'tok/step':>8} {'episodes/h':>10} {'speed-up':>8} {'last loss':>9}"
+    )
+    print(header + ("   fwd/bwd/opt s   matmul/attn/other" if args.profile else ""))
     baseline = None
-    for variant in variants:
-        seconds, loss = time_variant(variant, batches, args.lr, args.seed, args.source)
-        baseline = baseline or seconds
-        print(f"{variant:<20} {seconds:>8.2f} {seconds / baseline:>7.2f} {loss:>10.4f}")
+    for variant, (_, _, compact) in zip(variants, parsed):
+        timed = batches[compact][1:] or batches[compact]
+        tokens = sum(int(b["attention_mask"].sum()) for b in timed) / len(timed)
+        result = time_variant(variant, batches[compact], args.lr, args.seed, args.source, args.profile)
+        per_hour = args.batch * 3600 / result["seconds"]
+        baseline = baseline or per_hour
+        line = (
+            f"{variant:<28} {result['seconds']:>7.2f} {tokens:>8.0f} {per_hour:>10.0f} "
+            f"{per_hour / baseline:>8.2f} {result['loss']:>9.4f}"
+        )
+        if args.profile:
+            fwd, bwd, opt = result["parts"]
+            ops = result["ops"]
+            line += f"   {fwd:.2f}/{bwd:.2f}/{opt:.2f}   {ops['matmul']:.2f}/{ops['attention']:.2f}/{ops['other']:.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 A format renders every message on its own (no look-back), which is what makes token ids prefix-preserving:
 the ids of a conversation are the concatenation of the ids of its messages' segments, so appending turns
-never changes the ids of earlier ones. Two formats ship:
+never changes the ids of earlier ones. Three formats ship:
 
 - ``chatml``: SmolLM2's template (``<|im_start|>{role}\\n{content}<|im_end|>\\n``). It ignores ``tools=``,
-  so the protocol lists the tools in the system prompt. Observations are ``tool`` turns.
+  so the protocol lists the tools in the system prompt (one JSON schema per line). Observations are
+  ``tool`` turns.
+- ``chatml_compact``: ``chatml`` with the tools listed as one signature line each instead of one JSON schema
+  each (``toolmaster.protocol.tool_rendering``): about a third of the system prompt's tool tokens.
 - ``qwen2.5``: Qwen2.5's native tool format: tool schemas inside ``<tools></tools>`` in the system turn,
   execution calls as ``<tool_call>`` and observations as ``<tool_response>`` inside a user turn. Departure from
   Qwen's template: consecutive tool messages are not merged into one user turn (the protocol never produces
@@ -42,6 +45,7 @@ class ChatFormat:
     name: str
     tags: ProtocolTags
     native_tools: bool  # tools rendered by the format itself (not by the protocol's system prompt)
+    tool_rendering: str = "json"  # how the protocol lists tools when the format does not (tool_rendering.py)
     start: str = "<|im_start|>"
     end: str = "<|im_end|>"
 
@@ -102,6 +106,9 @@ class ChatFormat:
 
 CHAT_FORMATS: dict[str, ChatFormat] = {
     "chatml": ChatFormat("chatml", ProtocolTags(), native_tools=False),
+    "chatml_compact": ChatFormat(
+        "chatml_compact", ProtocolTags(), native_tools=False, tool_rendering="compact"
+    ),
     "qwen2.5": ChatFormat("qwen2.5", ProtocolTags(call="tool_call"), native_tools=True),
 }
 

@@ -8,18 +8,12 @@ a later user turn that brings new tools lists them above the user's text (``user
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from toolmaster.protocol.actions import ProtocolTags
+from toolmaster.protocol.tool_rendering import render_tools
 
 INTRO = "You solve tasks with tools you have never seen. Their descriptions may be terse, incomplete or misleading."
-
-
-def tool_lines(tool_schemas: list[dict[str, Any]]) -> str:
-    return "\n".join(
-        json.dumps(schema, ensure_ascii=False, separators=(", ", ": ")) for schema in tool_schemas
-    )
 
 
 def system_prompt(
@@ -28,14 +22,21 @@ def system_prompt(
     tags: ProtocolTags | None = None,
     include_tools: bool = True,
     multi_turn: bool = False,
+    rendering: str = "json",
 ) -> str:
-    """The protocol's instructions; ``include_tools=False`` when the chat format renders tools natively."""
+    """The protocol's instructions; ``include_tools=False`` when the chat format renders tools natively.
+
+    ``rendering``: how the tools are listed (``toolmaster.protocol.tool_rendering``: ``json`` or ``compact``);
+    ``compact`` also words the rules tersely (``compact_instructions``).
+    """
     tags = tags or ProtocolTags()
     parts = [INTRO]
     if include_tools:
-        parts.append("Tools:\n" + tool_lines(tool_schemas))
+        parts.append("Tools:\n" + render_tools(tool_schemas, rendering))
     call_json = '{"name": "...", "arguments": {...}}'
-    if trial_budget > 0:
+    if rendering == "compact":
+        parts.append(compact_instructions(trial_budget, tags))
+    elif trial_budget > 0:
         parts.append(
             f"Work in two phases.\n"
             f"1. Trial: test tools with <{tags.trial}>{call_json}</{tags.trial}> to learn what they do, which argument "
@@ -49,16 +50,37 @@ def system_prompt(
             f"Solve the task with <{tags.call}>{call_json}</{tags.call}>. These calls act for real; read each "
             f"result and fix your call if it failed."
         )
-    parts.append(
-        f"Finish with <{tags.answer}>your answer</{tags.answer}>. Each turn: optional reasoning in "
-        f"<{tags.think}>...</{tags.think}>, then exactly one action."
-    )
+    if rendering != "compact":
+        parts.append(
+            f"Finish with <{tags.answer}>your answer</{tags.answer}>. Each turn: optional reasoning in "
+            f"<{tags.think}>...</{tags.think}>, then exactly one action."
+        )
     if multi_turn:
         parts.append(
             "The user may send further requests after your answer: each answer ends one request, and the "
             "session (the state your calls changed) carries over to the next."
         )
     return "\n\n".join(parts)
+
+
+def compact_instructions(trial_budget: int, tags: ProtocolTags) -> str:
+    """The protocol's rules in about half the tokens of the default wording (``rendering="compact"``)."""
+    call_json = '{"name": ..., "arguments": {...}}'
+    lines = []
+    if trial_budget > 0:
+        plural = "s" if trial_budget != 1 else ""
+        lines.append(
+            f"Trial: <{tags.trial}>{call_json}</{tags.trial}> tests a tool (its formats, its errors) and changes "
+            f"nothing; {trial_budget} trial{plural}."
+        )
+    lines.append(
+        f"Execution: <{tags.call}>{call_json}</{tags.call}> acts for real; fix a failed call from its result."
+    )
+    lines.append(
+        f"End: <{tags.answer}>your answer</{tags.answer}>. Each turn: optional <{tags.think}>...</{tags.think}>, "
+        "then one action."
+    )
+    return "\n".join(lines)
 
 
 def build_messages(
@@ -68,25 +90,26 @@ def build_messages(
     tags: ProtocolTags | None = None,
     include_tools: bool = True,
     multi_turn: bool = False,
+    rendering: str = "json",
 ) -> list[dict[str, str]]:
     """The episode's opening messages: system prompt and the user's query."""
     return [
         {
             "role": "system",
-            "content": system_prompt(tool_schemas, trial_budget, tags, include_tools, multi_turn),
+            "content": system_prompt(tool_schemas, trial_budget, tags, include_tools, multi_turn, rendering),
         },
         {"role": "user", "content": query},
     ]
 
 
-def user_turn_message(query: str, new_tool_schemas: list[dict[str, Any]] | None = None) -> dict[str, str]:
+def user_turn_message(
+    query: str, new_tool_schemas: list[dict[str, Any]] | None = None, rendering: str = "json"
+) -> dict[str, str]:
     """A later user turn; tools that become available in it are announced above the user's text."""
     if not new_tool_schemas:
         return {"role": "user", "content": query}
-    return {
-        "role": "user",
-        "content": f"New tools you can use from now on:\n{tool_lines(new_tool_schemas)}\n\n{query}",
-    }
+    tools = render_tools(new_tool_schemas, rendering)
+    return {"role": "user", "content": f"New tools you can use from now on:\n{tools}\n\n{query}"}
 
 
 def observation_text(observation: str, is_trial: bool, trials_used: int, trial_budget: int) -> str:

@@ -144,6 +144,7 @@ class RolloutRunner:
             self.fmt.tags,
             not self.fmt.native_tools,
             multi_turn=bool(task.follow_ups),
+            rendering=self.fmt.tool_rendering,
         )
         ids, _ = tokenize_conversation(self.encoder, self.fmt, messages, schemas, add_generation_prompt=True)
         ep = _Episode(
@@ -162,7 +163,9 @@ class RolloutRunner:
         ep.turn_steps = 0
         follow_up = ep.task.follow_ups[ep.user_turn - 1]
         added = ep.env.begin_user_turn(ep.user_turn, list(follow_up.get("add_tools", [])))
-        message = user_turn_message(follow_up["query"], [tool.schema for tool in added])
+        message = user_turn_message(
+            follow_up["query"], [tool.schema for tool in added], self.fmt.tool_rendering
+        )
         ep.messages.append(message)
         ids, _ = tokenize_segments(self.fmt.message_segments(message), self.encoder)
         ep.extend(ids, 0)

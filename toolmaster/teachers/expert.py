@@ -67,7 +67,9 @@ def episode_messages(
 ) -> list[dict[str, str]]:
     """Render a scripted episode as the protocol's conversation."""
     tags = fmt.tags
-    messages = build_messages(episode.task.query, schemas, trial_budget, tags, not fmt.native_tools)
+    messages = build_messages(
+        episode.task.query, schemas, trial_budget, tags, not fmt.native_tools, rendering=fmt.tool_rendering
+    )
     trials = 0
     for step, record in zip(episode.steps, episode.records):
         think = tags.wrap_think(step.thought) if step.thought else ""

@@ -145,6 +145,7 @@ class _Episode:
             fmt.tags,
             not fmt.native_tools,
             multi_turn=bool(task.follow_ups),
+            rendering=fmt.tool_rendering,
         )
         self.tested: set[str] = set()
         self.answer: str | None = None
@@ -207,7 +208,11 @@ class _Episode:
         if turn > 0:
             follow_up = task.follow_ups[turn - 1]
             added = self.env.begin_user_turn(turn, list(follow_up.get("add_tools", [])))
-            self.messages.append(user_turn_message(follow_up["query"], [tool.schema for tool in added]))
+            self.messages.append(
+                user_turn_message(
+                    follow_up["query"], [tool.schema for tool in added], self.fmt.tool_rendering
+                )
+            )
         gold = [call for call in task.gold_calls if int(call.get("user_turn", 0)) == turn]
         self.trials(gold)
         last: CallRecord | None = None

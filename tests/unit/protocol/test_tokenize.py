@@ -14,7 +14,7 @@ import pytest
 
 from toolmaster.protocol import build_messages, get_chat_format, tokenize_conversation
 from toolmaster.protocol.actions import ANSWER, CALL, TRIAL, ProtocolTags
-from toolmaster.protocol.prompt import tool_lines
+from toolmaster.protocol.tool_rendering import render_tools
 
 Message = dict[str, str]
 
@@ -166,7 +166,7 @@ def test_generation_prompt_equals_chat_template(smollm2_tokenizer: Any) -> None:
 def test_chatml_system_prompt_lists_the_tools_once(smollm2_tokenizer: Any) -> None:
     messages = CHATML_CONVERSATIONS["episode"]
     system = messages[0]["content"]
-    assert tool_lines(TOOL_SCHEMAS) in system
+    assert render_tools(TOOL_SCHEMAS) in system
     rendered = CHATML.render(messages, TOOL_SCHEMAS)  # chatml ignores tool_schemas: tools live in the prompt
     assert rendered == CHATML.render(messages)
     system_turn = rendered.split("<|im_end|>")[0]
@@ -332,4 +332,4 @@ def test_native_format_system_prompt_leaves_tools_to_the_template(trial_budget: 
         assert rendered.count(f'"name": "{schema["name"]}"') == 1
     # the same prompt with tools included lists them in the protocol's own format instead
     with_tools = build_messages("q", TOOL_SCHEMAS, trial_budget, QWEN.tags, include_tools=True)[0]["content"]
-    assert tool_lines(TOOL_SCHEMAS) in with_tools and with_tools.startswith(system.split("\n\n")[0])
+    assert render_tools(TOOL_SCHEMAS) in with_tools and with_tools.startswith(system.split("\n\n")[0])
