@@ -87,6 +87,8 @@ class DataSettings:
     eval_splits: list[str] | None = None
     eval_limit: int | None = 20
     train_limit: int | None = None
+    # the first ``train_offset`` tasks of ``train_split`` are skipped (e.g. GRPO on tasks SFT never saw)
+    train_offset: int = 0
     sft_path: str | None = None
 
     def __post_init__(self) -> None:
@@ -95,6 +97,12 @@ class DataSettings:
             "data.eval_splits must name at least one split, or be null (the world's own splits)",
         )
         _check(self.eval_limit is None or self.eval_limit >= 1, "data.eval_limit must be >= 1 or null")
+        _check(self.train_offset >= 0, f"data.train_offset must be >= 0, got {self.train_offset}")
+
+    def train_tasks(self, world: Any) -> list[Any]:
+        """The training tasks: ``train_limit`` tasks of ``train_split`` after the first ``train_offset``."""
+        tasks = world.tasks(self.train_split)[self.train_offset :]
+        return tasks[: self.train_limit] if self.train_limit is not None else tasks
 
 
 @dataclass
@@ -201,6 +209,8 @@ class GRPOSettings:
     old_logprobs: Literal["recompute", "sampler"] = "recompute"
     micro_batch_size: int = 4
     share_prompts: bool = True
+    filter_groups: Literal["reward", "success"] | None = None
+    max_refill_rounds: int = 2
     log_trajectories_every: int = 10
     val_every_n_steps: int | None = None
     resume: str | None = "auto"
@@ -226,6 +236,13 @@ class GRPOSettings:
             f"stage.clip_eps_high must be >= 0 or null, got {self.clip_eps_high}",
         )
         _check(self.kl_coef >= 0, f"stage.kl_coef must be >= 0, got {self.kl_coef}")
+        _check(
+            self.filter_groups in (None, "reward", "success"),
+            f"stage.filter_groups must be null, reward or success, got {self.filter_groups!r}",
+        )
+        _check(
+            self.max_refill_rounds >= 0, f"stage.max_refill_rounds must be >= 0, got {self.max_refill_rounds}"
+        )
         _check(
             self.advantage in ("grpo", "dr_grpo"),
             f"stage.advantage must be grpo or dr_grpo, got {self.advantage!r}",

@@ -73,7 +73,9 @@ class GRPODataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if not train_tasks:
-            raise ConfigError("no training tasks (check data.train_split and data.train_limit)")
+            raise ConfigError(
+                "no training tasks (check data.train_split, data.train_offset and data.train_limit)"
+            )
         self.train_tasks = list(train_tasks)
         self.tasks_per_step = tasks_per_step
         self.seed = seed

@@ -18,6 +18,17 @@ process) it runs, timing each phase (``train/time/rollout``, ``train/time/score`
    through the model once per micro-batch (``toolmaster.algorithms.prefix_sharing``): same log-probs and
    gradients, (G - 1) x prompt length fewer tokens of forward and backward per group.
 
+Dynamic sampling (``stage.filter_groups``: ``reward`` or ``success``; null: off): after scoring, groups whose
+total reward (``reward``) or success (``success``) is the same for every episode are dropped, and fresh tasks
+from the training list (``task_pool``; never one already tried in the step) are rolled out, a batch of
+``tasks_per_step`` per round, for at most ``stage.max_refill_rounds`` rounds, until the step has
+``tasks_per_step`` useful groups (``toolmaster.algorithms.group_filter``). The update uses the kept groups
+(fewer when the rounds run out; when none is useful, the first round's groups, whose advantages are all 0
+under ``signal=reward``). Episode metrics (``train/success`` ...) are over every episode rolled out in the
+step, an unbiased sample of the policy; ``train/groups/*`` logs the share of useful groups in the first
+round (by success and by reward, logged with the filter off too), the groups kept, the refill rounds and
+the episodes rolled out.
+
 Old log-probs: with ``mu = 1`` and ``stage.old_logprobs=recompute`` they *are* the current log-probs
 (``logprobs.detach()``: no extra forward pass, ratio 1, the plain policy gradient); with ``mu > 1`` one
 no-grad forward per micro-batch computes them once before the inner loop. ``old_logprobs=sampler`` reuses
@@ -72,6 +83,7 @@ import torch
 from torch import Tensor
 
 from toolmaster.algorithms import group_advantages, grpo_loss
+from toolmaster.algorithms.group_filter import refill_indices, useful_groups
 from toolmaster.algorithms.logprobs import policy_logprobs
 from toolmaster.algorithms.packing import PackedBatch, pack_trajectories
 from toolmaster.envs.task import Task
@@ -108,6 +120,10 @@ EPISODE_KEYS = {  # logged name -> EpisodeMetrics key
 }
 
 
+# per-step group statistics of select_groups, summed over processes in this order
+GROUP_STATS = ("useful_success", "useful_reward", "first_groups", "rounds", "kept")
+
+
 @dataclass
 class _Frozen:
     """Holds the frozen reference copy outside the module tree (not trained, not checkpointed, not in DDP)."""
@@ -133,6 +149,7 @@ class GRPOModule(pl.LightningModule):
         val_splits: Sequence[str] = (),
         max_grad_norm: float | None = None,
         output_dir: str | Path | None = None,
+        task_pool: Sequence[Task] = (),
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -150,6 +167,8 @@ class GRPOModule(pl.LightningModule):
         self.temperature = float(rollout_config.temperature)
         self.max_grad_norm = max_grad_norm
         self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.task_pool = list(task_pool)  # refill tasks for dynamic sampling (stage.filter_groups)
+        self._pool_index = {task.id: i for i, task in enumerate(self.task_pool)}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.max_tokens = min(
             rollout_config.max_turns * rollout_config.max_new_tokens, rollout_config.max_total_tokens
@@ -270,8 +289,9 @@ class GRPOModule(pl.LightningModule):
             return policy_logprobs(self.model, batch, self.temperature, share_prompts=share)[0]
 
     # --------------------------------------------------------------------------------- the step
-    def rollout_tasks(self, tasks: list[Task], step: int) -> list[Trajectory]:
-        config = replace(self.rollout_config, seed=self._rollout_seed(step))
+    def rollout_tasks(self, tasks: list[Task], step: int, round_: int = 0) -> list[Trajectory]:
+        """G episodes per task, contiguous in task order; ``round_`` > 0: a refill round of the step."""
+        config = replace(self.rollout_config, seed=(self._rollout_seed(step) + 7_919 * round_) % (2**31))
         engine = self.synced_engine()
         with self._generating():
             trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, config)
@@ -294,19 +314,71 @@ class GRPOModule(pl.LightningModule):
             packed.loss_mask.zero_()
         return packed.to(self.device)
 
+    def _rollout_and_score(
+        self, tasks: list[Task], step: int, round_: int
+    ) -> tuple[list[Trajectory], float, float]:
+        started = time.perf_counter()
+        trajectories = self.rollout_tasks(tasks, step, round_)
+        time_rollout = time.perf_counter() - started
+        started = time.perf_counter()
+        self.rewards.score(trajectories, {task.id: task for task in tasks})
+        return trajectories, time_rollout, time.perf_counter() - started
+
+    def _useful(self, trajectories: list[Trajectory], signal: str) -> list[bool]:
+        rewards = [float(t.reward or 0.0) for t in trajectories]
+        return useful_groups(
+            rewards, [bool(t.correct) for t in trajectories], self.settings.group_size, signal
+        )  # type: ignore[arg-type]
+
+    def select_groups(
+        self, batch: list[Task], trajectories: list[Trajectory], step: int
+    ) -> tuple[list[Trajectory], list[Trajectory], dict[str, float], float, float]:
+        """Dynamic sampling (module docstring): (the kept groups' episodes, every episode rolled out in the
+        step, group statistics, extra rollout seconds, extra scoring seconds)."""
+        group, signal = self.settings.group_size, self.settings.filter_groups
+        stats = {
+            "useful_success": float(sum(self._useful(trajectories, "success"))),
+            "useful_reward": float(sum(self._useful(trajectories, "reward"))),
+            "first_groups": float(len(batch)),
+            "rounds": 0.0,
+        }
+        everything, extra_rollout, extra_score = list(trajectories), 0.0, 0.0
+        if signal is None:
+            stats["kept"] = float(len(batch))
+            return trajectories, everything, stats, extra_rollout, extra_score
+        grouped = [trajectories[i * group : (i + 1) * group] for i in range(len(batch))]
+        kept = [g for g, useful in zip(grouped, self._useful(trajectories, signal)) if useful]
+        tried = {self._pool_index[task.id] for task in batch if task.id in self._pool_index}
+        rounds = 0
+        while len(kept) < len(batch) and rounds < self.settings.max_refill_rounds:
+            seed = (self._rollout_seed(step) * 31 + rounds) % (2**31)
+            indices = refill_indices(len(self.task_pool), tried, len(batch), seed)
+            if not indices:
+                break
+            rounds += 1
+            tried.update(indices)
+            tasks = [self.task_pool[i] for i in indices]
+            fresh, seconds_rollout, seconds_score = self._rollout_and_score(tasks, step, rounds)
+            extra_rollout, extra_score = extra_rollout + seconds_rollout, extra_score + seconds_score
+            everything.extend(fresh)
+            fresh_groups = [fresh[i * group : (i + 1) * group] for i in range(len(tasks))]
+            kept.extend(g for g, useful in zip(fresh_groups, self._useful(fresh, signal)) if useful)
+        kept = kept[: len(batch)]
+        stats["rounds"], stats["kept"] = float(rounds), float(len(kept))
+        selected = [t for g in kept for t in g] if kept else trajectories
+        return selected, everything, stats, extra_rollout, extra_score
+
     def training_step(self, batch: list[Task], batch_idx: int) -> None:
         step = self.grpo_step
         group = self.settings.group_size
 
-        # 1. rollout: G episodes per task, multi-turn in the environment
-        started = time.perf_counter()
-        trajectories = self.rollout_tasks(batch, step)
-        time_rollout = time.perf_counter() - started
-
-        # 2. score
-        started = time.perf_counter()
-        self.rewards.score(trajectories, {task.id: task for task in batch})
-        time_score = time.perf_counter() - started
+        # 1-2. rollout (G episodes per task, multi-turn in the environment) and score; with dynamic
+        # sampling, groups without a learning signal are dropped and fresh tasks rolled out instead
+        trajectories, time_rollout, time_score = self._rollout_and_score(batch, step, 0)
+        trajectories, rolled_out, group_stats, more_rollout, more_score = self.select_groups(
+            batch, trajectories, step
+        )
+        time_rollout, time_score = time_rollout + more_rollout, time_score + more_score
 
         # 3. group-relative advantages
         rewards = torch.tensor([float(t.reward or 0.0) for t in trajectories], dtype=torch.float32)
@@ -321,7 +393,7 @@ class GRPOModule(pl.LightningModule):
             stats = self.update(packed, episodes=len(trajectories))
         time_update = time.perf_counter() - started
 
-        self._log_step(trajectories, stats, (time_rollout, time_score, time_update))
+        self._log_step(rolled_out, stats, (time_rollout, time_score, time_update), group_stats)
         every = self.settings.log_trajectories_every
         if every and step % every == 0 and self.output_dir is not None and self.trainer.is_global_zero:
             sample = [
@@ -399,7 +471,11 @@ class GRPOModule(pl.LightningModule):
         return {**sums, "entropy": entropy_sum, "entropy_tokens": entropy_tokens}
 
     def _log_step(
-        self, trajectories: list[Trajectory], stats: dict[str, float], times: tuple[float, float, float]
+        self,
+        trajectories: list[Trajectory],
+        stats: dict[str, float],
+        times: tuple[float, float, float],
+        group_stats: dict[str, float],
     ) -> None:
         self.train_metrics.update(trajectories)
         episode = self.train_metrics.compute()  # reduced over processes by torchmetrics
@@ -409,7 +485,9 @@ class GRPOModule(pl.LightningModule):
         local += [sum(t.reward_components.get(name, 0.0) for t in trajectories) for name in names]
         local += [stats[k] for k in ("loss", "kl", "clip_fraction", "ratio", "tokens")]
         local += [stats["entropy"], stats["entropy_tokens"], *times]
+        local += [group_stats[k] for k in GROUP_STATS]
         total = self._reduce_sum(local)
+        *total, useful_success, useful_reward, first_groups, rounds, kept = total
         n = max(total[0], 1.0)
         self.log("train/reward/total", episode["reward"], on_step=True, on_epoch=False, prog_bar=True)
         values: dict[str, float] = {}
@@ -427,6 +505,11 @@ class GRPOModule(pl.LightningModule):
         values["train/entropy"] = entropy / max(entropy_tokens, 1.0)
         for name, value in zip(("rollout", "score", "update"), times_sum):
             values[f"train/time/{name}"] = value / world
+        values["train/groups/useful_success"] = useful_success / max(first_groups, 1.0)
+        values["train/groups/useful_reward"] = useful_reward / max(first_groups, 1.0)
+        values["train/groups/kept"] = kept / world
+        values["train/groups/refill_rounds"] = rounds / world
+        values["train/groups/episodes"] = n
         self.log_dict(values, on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------------------- validation

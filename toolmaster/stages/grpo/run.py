@@ -134,7 +134,7 @@ def run(cfg: DictConfig) -> float | None:
 
     # 1. data: the world's tasks (unknown splits fail before the model loads)
     world, env = build_world(cfg)
-    train_tasks = world.tasks(data.train_split, data.train_limit)
+    train_tasks = data.train_tasks(world)
     validate = stage.val_every_n_steps is not None
     val_tasks = {split: world.tasks(split, data.eval_limit) for split in data.eval_splits} if validate else {}
     rewards = build_rewards(cfg)
@@ -155,6 +155,7 @@ def run(cfg: DictConfig) -> float | None:
         val_splits=list(val_tasks),
         max_grad_norm=max_grad_norm,
         output_dir=output_dir,
+        task_pool=train_tasks,
     )
     datamodule = GRPODataModule(train_tasks, stage.tasks_per_step, stage.seed, val_tasks)
 
