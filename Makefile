@@ -60,9 +60,9 @@ demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, Smol
 test: setup vllm slurm bfcl  ## run the whole test suite (installs the vLLM extra, Slurm and bfcl-eval: their tests run too)
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
-# The pure tests: tests/unit, tests/config and the import rules (no SmolLM2, no vLLM, no stage subprocesses;
+# The pure tests: tests/unit, tests/config, the import rules and the docs links (no SmolLM2, no vLLM, no stage subprocesses;
 # tests/integration runs in `make test` only).
-FAST_TESTS := tests/unit tests/config tests/test_architecture.py
+FAST_TESTS := tests/unit tests/config tests/test_architecture.py tests/test_docs.py
 
 test-fast: setup bfcl  ## the pure tests (no real model weights, no subprocess pipelines), on JOBS workers
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow" $(FAST_TESTS) $(ARGS)

@@ -22,7 +22,7 @@ Steps, each printed with its figures (``figure <name> = <value>`` lines, easy to
 
 Exit status: 0 when every step ran, 1 otherwise (the failing step's output tail is printed). Each step has a
 time limit; the whole run is sized to stay under 8 minutes on one H100/H200-class GPU. Not yet run on a GPU
-(README, "GPU check").
+(docs/cluster.md, "GPU check").
 """
 
 from __future__ import annotations

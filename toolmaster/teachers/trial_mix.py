@@ -2,14 +2,14 @@
 
 The scripted expert trials on every task: it probes the tool before its first execution call, whether or not
 the task's hidden convention could also be read from an execution error. About a third of the tasks need no
-trial at all (the same expert with trial budget 0 solves 0.32-0.39 of every split, README scorecard): their
-quirk is a format, an id or a field name that a rejected execution call spells out. ``when_needed`` writes
-those tasks *without* trials: the teacher first plays the expert with trials refused in a scratch environment;
-if that episode solves the task, the episode kept is that one (execution call, the error read back, the
-corrected call, the answer), replayed through a fresh environment with the real trial budget so that its
-records and counters hold no refused trial; otherwise the expert's usual episode with trials. The prompt
-offers the same budget in both cases, so the student sees a policy that trials where only a trial can tell
-(silent units, scales and steps) and otherwise acts and corrects from the environment's errors.
+trial at all (the same expert with trial budget 0 solves 0.32-0.39 of every split, docs/toolworld.md
+scorecard): their quirk is a format, an id or a field name that a rejected execution call spells out.
+``when_needed`` writes those tasks *without* trials: the teacher first plays the expert with trials refused in
+a scratch environment; if that episode solves the task, the episode kept is that one (execution call, the
+error read back, the corrected call, the answer), replayed through a fresh environment with the real trial
+budget so that its records and counters hold no refused trial; otherwise the expert's usual episode with
+trials. The prompt offers the same budget in both cases, so the student sees a policy that trials where only a
+trial can tell (silent units, scales and steps) and otherwise acts and corrects from the environment's errors.
 
 The expert's "trials are refused" wording ("No trials; ...", "Trials are off, so ...") becomes "No trial
 needed" in the kept episodes, since there the trials were declined, not refused.
