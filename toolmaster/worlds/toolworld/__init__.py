@@ -14,6 +14,16 @@ Variants (``variants=``):
 Task records carry ``metadata["decoy"]``: the names of the task's decoy tools (related, documented, never the
 answer; ``toolmaster.analyze`` counts calls to them). Records built before this key existed lack it (unknown).
 
+Task records also carry ``metadata["feedback"]``, how much the task's tool feedback reveals (``feedback.py``):
+``names_fix`` (an error states the exact fix: the template, the accepted values, the value wanted),
+``example`` (an error quotes an example to adapt, e.g. an id of another number), ``silent`` (nothing is
+said; only a trial with a known input shows the convention), or ``none`` (no hidden convention on the
+task's gold path: the control). A task's level is its least revealing quirk's level;
+``metadata["feedback_quirks"]`` lists them all ({quirk: level}). Every level of ``LEVELS`` occurs in the
+seen and in the unseen families, so in every split (and in the first 60 tasks of each test split, for
+seeds 0-39); ``toolmaster.analyze`` reports success, repeated failure and trial use per level, split and
+arm. Records built before these keys existed lack them.
+
 Splits: ``train`` and ``test_seen`` use the seen families, ``test_unseen`` the held-out families,
 ``test_evolved`` the evolved variant space of the seen families (renamed tools and arguments, reworded
 docs, conventions that no non-evolved variant has). Under ``per_task`` the splits are disjoint by
@@ -41,6 +51,7 @@ from toolmaster.worlds.base import World
 from toolmaster.worlds.scripted import Policy
 from toolmaster.worlds.toolworld.common import FamilySpec, NameGen, PolicyGen, Variant, held_out
 from toolmaster.worlds.toolworld.families import ALL, BY_NAME
+from toolmaster.worlds.toolworld.feedback import ALL_LEVELS, LEVELS, task_level
 
 SPLITS = ("train", "test_seen", "test_unseen", "test_evolved")
 VARIANT_MODES = ("per_task", "per_family")
@@ -135,10 +146,12 @@ def build_toolworld(
             else:
                 variant = shared[family.name + (EVOLVED if evolved else "")]
             for _ in range(100):  # new tasks only: a query seen in an earlier split or task is redrawn
+                # (a draft's ``dedupe`` text, where set, stands for its query: see cityfacts' census kind)
                 draft = family.make_task(variant, rng)
-                if (family.name, draft.query) not in used:
+                if (family.name, draft.dedupe or draft.query) not in used:
                     break
-            used.add((family.name, draft.query))
+            used.add((family.name, draft.dedupe or draft.query))
+            quirks = family.feedback(variant, draft.kind)
             tool_names = variant.tool_names
             rng.shuffle(tool_names)
             tasks.append(
@@ -162,6 +175,8 @@ def build_toolworld(
                         "decoy": sorted(
                             name for role, name in variant.roles.items() if role.startswith("decoy")
                         ),
+                        "feedback": task_level(quirks),
+                        "feedback_quirks": quirks,
                     },
                 )
             )
@@ -218,8 +233,10 @@ def docs_only_policy(world: World, task: Task) -> Policy:
 
 
 __all__ = [
+    "ALL_LEVELS",
     "EVOLVED",
     "FAMILIES",
+    "LEVELS",
     "SEEN_FAMILIES",
     "SPLITS",
     "UNSEEN_FAMILIES",

@@ -1,5 +1,6 @@
 """Shared pieces of the toolworld families: seeded names and phrasing, the records a family builds
-(``Variant``, ``TaskDraft``, ``FamilySpec``), the convention keys that split a family's hidden conventions
+(``Variant``, ``TaskDraft``, ``FamilySpec``, whose ``feedback`` names the quirks a task depends on and how
+much their feedback reveals, see ``feedback.py``), the convention keys that split a family's hidden conventions
 between train and test, observation parsing, and the ``Play`` helper the scripted policies use to issue
 trial / execution / answer steps.
 
@@ -156,6 +157,7 @@ class TaskDraft:
     intent: dict[str, Any]
     convention: str
     initial_state: dict[str, Any] = field(default_factory=dict)
+    dedupe: str = ""  # what the builder compares to refuse a repeated draw; the query when empty
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ class FamilySpec:
     make_task: Callable[[Variant, random.Random], TaskDraft]
     expert: Callable[[Variant, Task, random.Random], PolicyGen]
     docs_only: Callable[[Variant, Task, random.Random], PolicyGen]
+    feedback: Callable[[Variant, str], dict[str, str]]
+    """{quirk: feedback level} of the quirks a task of (variant, kind) depends on (``feedback.py``)."""
 
 
 def gold(name: str, arguments: dict[str, Any]) -> dict[str, Any]:

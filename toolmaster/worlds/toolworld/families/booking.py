@@ -21,6 +21,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -206,4 +207,13 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if free is None else fmt_num(free))
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "book", False, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"day": fb.NAMES_FIX, "slot": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The day template (quoted by the error) always; the slot length unless a span is one hour."""
+    return fb.quirks(FEEDBACK, "day", *(() if variant.conv["slot"] == 60 else ("slot",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "book", False, make_variant, make_task, expert, docs_only, feedback)

@@ -19,6 +19,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -268,4 +269,15 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(_text(result.observation) if result.ok else None)
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "ciph", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"stride": fb.SILENT, "key": fb.NAMES_FIX}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The stride unless it is the documented 1 (evolved only); letter keys, whose error spells them out."""
+    stride = () if variant.conv["stride"] == 1 else ("stride",)
+    key = ("key",) if variant.conv["key"].startswith("letter") else ()
+    return fb.quirks(FEEDBACK, *stride, *key)
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "ciph", True, make_variant, make_task, expert, docs_only, feedback)

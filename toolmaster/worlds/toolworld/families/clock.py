@@ -17,6 +17,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -169,4 +170,14 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if seconds is None else render(seconds))
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "clk", False, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"step": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The silent step, unless it is the unit the question asks in (kind 'hours' / 'minutes')."""
+    natural = variant.conv["step_s"] == UNIT_SECONDS[kind.removesuffix("s")]
+    return fb.quirks(FEEDBACK, *(() if natural else ("step",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "clk", False, make_variant, make_task, expert, docs_only, feedback)

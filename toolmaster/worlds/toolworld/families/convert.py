@@ -21,6 +21,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -262,4 +263,13 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if number is None else fmt_num(number))
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "conv", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"spec": fb.EXAMPLE, "spec_template": fb.NAMES_FIX}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The spec format: an example spec (seen), a template with the target unit first (evolved)."""
+    return fb.quirks(FEEDBACK, "spec_template" if variant.conv["reverse"] else "spec")
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "conv", True, make_variant, make_task, expert, docs_only, feedback)

@@ -18,6 +18,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -254,4 +255,13 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if number is None else f"{number:.2f}")
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "fx", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"codes": fb.NAMES_FIX, "scale": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """Numeric codes, listed by the error (evolved); the silent cents / mills scale always."""
+    return fb.quirks(FEEDBACK, *(("codes",) if variant.conv["numeric"] else ()), "scale")
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "fx", True, make_variant, make_task, expert, docs_only, feedback)

@@ -20,6 +20,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -205,4 +206,14 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(_answer(result.observation, intent["format"]) if result.ok else None)
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "date", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"step": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The offset's silent step, unless it is the unit the question asks in ('shift_hours' and 1 h)."""
+    unit = kind.removeprefix("shift_").removesuffix("s")
+    return fb.quirks(FEEDBACK, *(() if variant.conv["step_s"] == UNIT_SECONDS[unit] else ("step",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "date", True, make_variant, make_task, expert, docs_only, feedback)

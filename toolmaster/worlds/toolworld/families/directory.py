@@ -1,10 +1,15 @@
 """Family ``directory`` (seen): an employee directory kept in the episode state (a small knowledge base).
 
-Tests reading an id format from an error. Questions name the employee either by staff number ("employee
+Tests taking an id format from an error. Questions name the employee either by staff number ("employee
 42") or by name. Hidden conventions (72 seen, 40 evolved):
-- the lookup wants ids in a seeded undocumented format; '42' raises ``no employee '42'; ids look like
-  'EMP-0007'`` (seen: one of 6 prefixes, padded to 4 or 5 digits or not at all) or ``unknown id '42'
-  (format: '00007-HQ')`` (evolved: one of 5 suffixes, 5 or 6 digits);
+- the lookup wants ids in a seeded undocumented format (seen: one of 6 prefixes, padded to 4 or 5 digits or
+  not at all; evolved: one of 5 suffixes, 5 or 6 digits). The seen directory suggests the id it would
+  match, so '42' raises ``no employee '42'; did you mean 'EMP-0042'?`` (the error names the fix: feedback
+  level ``names_fix``, see ``feedback.py``), and shows an example for a number it does not know (``no
+  employee '999'; ids look like 'EMP-0007'``); the evolved one only shows an example, ``unknown id '42'
+  (format: '00007-HQ')`` (level ``example``). Before feedback levels existed the seen directory showed the
+  example too; it suggests now so that ``names_fix`` occurs in train and test_seen, whose other families
+  never name a fix;
 - the record's field names vary (seen: dept / department, ext / extension; evolved: unit / team, tel /
   phone, full_name).
 - by-name questions go through the search tool first and work as documented (the natural reading is
@@ -15,12 +20,14 @@ Decoy: a tool taking the same id that returns the employee's manager, not the em
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Generator
 from typing import Any
 
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -101,6 +108,17 @@ _FIELDS = {
 }
 
 
+def _number(text: Any) -> int | None:
+    digits = re.findall(r"\d+", str(text))
+    return int(digits[0]) if len(digits) == 1 else None
+
+
+def suggest(staff: dict[str, Any], key: Any) -> str | None:
+    """The staff id with the same number as ``key`` ('42' -> 'EMP-0042'), or None."""
+    wanted = _number(key)
+    return next((k for k in staff if wanted is not None and _number(k) == wanted), None)
+
+
 def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
     roles, p = q.draw_names(rng, names, evolved, _TOOL_NAMES, _ARG_NAMES)
     if evolved:
@@ -116,6 +134,8 @@ def make_variant(rng: random.Random, names: NameGen, evolved: bool) -> Variant:
 
     def record(state: dict[str, Any], key: Any) -> dict[str, Any]:
         staff = state["staff"]
+        if key not in staff and not evolved and suggest(staff, key) is not None:
+            raise LookupError(f"no employee {key!r}; did you mean {suggest(staff, key)!r}?")
         if key not in staff:
             if evolved:
                 raise LookupError(f"unknown id {key!r} (format: {render(example)!r})")
@@ -261,6 +281,12 @@ def expert(variant: Variant, task: Task, rng: random.Random) -> Generator[Step, 
         key = infer_id(example, number) if example else None
         act = play.say(
             (
+                "The error suggests '{k}' for employee {n}; use it.",
+                "It asks 'did you mean {k}?'. That is the id.",
+                "The directory names the id: '{k}'.",
+            )
+            if "did you mean" in record.observation
+            else (
                 "Ids look like '{e}', so employee {n} is '{k}'.",
                 "The error shows the format '{e}'; use '{k}'.",
                 "Rewrite the id as '{k}' after the example '{e}'.",
@@ -304,4 +330,16 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(_field(result.observation, intent["field"]) if result.ok else None)
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "dir", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"id": fb.EXAMPLE, "id_suggested": fb.NAMES_FIX}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """By number: the id, which the seen directory suggests and the evolved one shows by example; by name:
+    none (the search returns the id, as documented)."""
+    if kind != "by_number":
+        return {}
+    return fb.quirks(FEEDBACK, "id" if variant.evolved else "id_suggested")
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "dir", True, make_variant, make_task, expert, docs_only, feedback)

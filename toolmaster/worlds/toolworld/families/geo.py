@@ -21,6 +21,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -182,4 +183,13 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if value is None else str(round(value)))
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "geo", False, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"point": fb.NAMES_FIX, "unit": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The point template (quoted by the error) always; the distance unit unless it is km."""
+    return fb.quirks(FEEDBACK, "point", *(() if variant.conv["unit"] == "km" else ("unit",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "geo", False, make_variant, make_task, expert, docs_only, feedback)

@@ -21,6 +21,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import FamilySpec, NameGen, Play, TaskDraft, Variant, say
 
@@ -169,4 +170,13 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if left is None else f"{left:g}")
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "inv", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"id": fb.EXAMPLE, "lot": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The id format (an example id) always; the lot size unless qty counts single units."""
+    return fb.quirks(FEEDBACK, "id", *(() if variant.conv["lot"] == 1 else ("lot",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "inv", True, make_variant, make_task, expert, docs_only, feedback)

@@ -21,6 +21,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -256,4 +257,15 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(_read(result.observation, intent["ask"], False) if result.ok else None)
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "ord", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"qty": fb.SILENT, "total": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """What qty counts, unless it is what the question counts in; the total's cents, for totals only."""
+    qty = () if (variant.conv["qty"] == "pack") == kind.startswith("packs") else ("qty",)
+    total = ("total",) if kind.endswith("_total") and variant.conv["total"] == "cents" else ()
+    return fb.quirks(FEEDBACK, *qty, *total)
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "ord", True, make_variant, make_task, expert, docs_only, feedback)

@@ -20,6 +20,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -182,4 +183,15 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(_left(result.observation, intent["food"]) if result.ok else None)
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "rec", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"id": fb.EXAMPLE, "batch": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """Recipe ids (an example id, evolved only); the batch size unless servings count single people."""
+    return fb.quirks(
+        FEEDBACK, *(("id",) if variant.evolved else ()), *(() if variant.conv["batch"] == 1 else ("batch",))
+    )
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "rec", True, make_variant, make_task, expert, docs_only, feedback)

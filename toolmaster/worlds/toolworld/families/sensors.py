@@ -19,6 +19,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -183,4 +184,14 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if value is None else fmt_num(value, 6))
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "sens", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"id": fb.EXAMPLE, "hour": fb.NAMES_FIX, "factor": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The id format (an example id); the hour template (evolved); the reading's scale unless x1."""
+    hour = () if variant.conv["hour"] == "HH:MM" else ("hour",)
+    return fb.quirks(FEEDBACK, "id", *hour, *(() if variant.conv["factor"] == 1 else ("factor",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "sens", True, make_variant, make_task, expert, docs_only, feedback)

@@ -20,6 +20,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -199,4 +200,13 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(_cost(result.observation) if result.ok else None)
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "ship", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"unit": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The weight's silent unit, unless it is the unit the question gives ('weight_kg' / 'weight_g')."""
+    return fb.quirks(FEEDBACK, *(() if variant.conv["unit"] == kind.removeprefix("weight_") else ("unit",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "ship", True, make_variant, make_task, expert, docs_only, feedback)

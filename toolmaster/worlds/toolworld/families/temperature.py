@@ -20,6 +20,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -213,4 +214,13 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if number is None else f"{number:.1f}")
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "temp", False, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"code": fb.NAMES_FIX, "factor": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The scale code (the error lists every code) and the result's silent tenths / hundredths, always."""
+    return fb.quirks(FEEDBACK, "code", "factor")
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "temp", False, make_variant, make_task, expert, docs_only, feedback)

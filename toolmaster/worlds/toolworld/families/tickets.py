@@ -20,6 +20,7 @@ from typing import Any
 from toolmaster.envs.environment import CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.worlds.scripted import Step
+from toolmaster.worlds.toolworld import feedback as fb
 from toolmaster.worlds.toolworld import quirks as q
 from toolmaster.worlds.toolworld.common import (
     FamilySpec,
@@ -199,4 +200,14 @@ def docs_only(variant: Variant, task: Task, rng: random.Random) -> Generator[Ste
     yield play.answer(None if left is None else fmt_num(left))
 
 
-FAMILY = FamilySpec(FAMILY_NAME, "tick", True, make_variant, make_task, expert, docs_only)
+# -------------------------------------------------------------- feedback levels (feedback.py)
+FEEDBACK = {"id": fb.EXAMPLE, "unit": fb.SILENT}
+
+
+def feedback(variant: Variant, kind: str) -> dict[str, str]:
+    """The id format (an example id) always; the time's unit unless it is the unit the question gives."""
+    natural = {"log_minutes": "min", "log_hours": "h"}[kind] == variant.conv["unit"]
+    return fb.quirks(FEEDBACK, "id", *(() if natural else ("unit",)))
+
+
+FAMILY = FamilySpec(FAMILY_NAME, "tick", True, make_variant, make_task, expert, docs_only, feedback)
