@@ -34,6 +34,16 @@ calls; they say what the episodes show, not why the model acted:
   Hydra config (``.hydra/config.yaml``, node ``tools.world``); where that fails or the tasks carry no
   ``decoy`` key (other worlds, older builds) decoy use is unknown and shown as ``n/a``.
 
+Per feedback level (``by_feedback`` in ``analysis.json``, a second table per split in ``analysis.md``): the
+episodes of each split and arm grouped by how much their task's tool feedback reveals
+(``Task.metadata["feedback"]`` of toolworld, looked up by task id in the same rebuilt tasks:
+``silent``, ``example``, ``names_fix``, ``none``; see ``toolmaster/worlds/toolworld/feedback.py``), each
+with its episodes and the counts of ``success`` (with its 95% Wilson interval), ``repeated_failure`` and
+``used_trial``. Episodes whose task has no recorded level (other worlds, older builds, tasks not rebuilt)
+are under ``n/a``; the table is left out of a split where no episode has a level. ``used_trial``'s branch (a)
+needs a token copied from a trial observation, so it undercounts at the ``example`` level, where the caller
+adapts what the error showed ('EMP-0007' -> 'EMP-0042') rather than copying it: read it beside ``success``.
+
 Writes ``<dir>/analysis.md`` and ``<dir>/analysis.json`` and prints the tables. Bad input (no trajectories,
 an unreadable line) prints one line and exits with code 2.
 """
@@ -53,6 +63,7 @@ from toolmaster.errors import DataError
 from toolmaster.io import read_jsonl, write_json_atomic, write_text_atomic
 from toolmaster.protocol.phases import Phase
 from toolmaster.trajectory import Call, Trajectory
+from toolmaster.worlds.toolworld.feedback import ALL_LEVELS
 
 METRICS = ("used_trial", "exec_after_trial", "repeated_failure", "answer_from_obs", "answer_not_from_obs")
 REASON_LABELS = {
@@ -65,6 +76,9 @@ REASON_LABELS = {
 CALL_KEYS = frozenset({"phase", "name", "arguments", "observation", "ok"})
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 Decoys = Mapping[str, frozenset[str]]  # task id -> decoy tool names (a task missing here: unknown)
+Levels = Mapping[str, str]  # task id -> feedback level (a task missing here: unknown, "n/a")
+UNKNOWN_LEVEL = "n/a"
+LEVEL_METRICS = ("success", "repeated_failure", "used_trial")  # counted per feedback level
 
 
 # ------------------------------------------------------------------------------------ per episode
@@ -185,8 +199,37 @@ def decoy_used(traj: Trajectory, decoys: Decoys) -> bool | None:
 
 
 # ------------------------------------------------------------------------------------ per arm
-def summarize(trajs: list[Trajectory], decoys: Decoys) -> dict[str, Any]:
-    """One row: episodes, success and every metric's count (rates are count / episodes)."""
+def by_feedback(trajs: list[Trajectory], levels: Levels) -> dict[str, dict[str, Any]]:
+    """Feedback level -> {episodes, success, success_ci95, repeated_failure, used_trial} (counts, and the
+    95% Wilson interval of the success rate, None when no task's level is known), in the order silent,
+    example, names_fix, none, n/a."""
+    groups: dict[str, list[Trajectory]] = {}
+    for traj in trajs:
+        groups.setdefault(levels.get(traj.task_id, UNKNOWN_LEVEL), []).append(traj)
+    order = [*ALL_LEVELS, UNKNOWN_LEVEL]
+    rows: dict[str, dict[str, Any]] = {}
+    for level in sorted(groups, key=lambda name: (order.index(name) if name in order else len(order), name)):
+        group = groups[level]
+        success = sum(t.correct for t in group)
+        rows[level] = {
+            "episodes": len(group),
+            "success": success,
+            "success_ci95": _wilson(success, len(group)) if levels else None,
+            "repeated_failure": sum(repeated_failure(t) for t in group),
+            "used_trial": sum(used_trial(t) for t in group),
+        }
+    return rows
+
+
+def _wilson(successes: int, episodes: int) -> list[float]:
+    from toolmaster.sweep import wilson_interval  # here: toolmaster.sweep imports torchmetrics (seconds)
+
+    return [round(bound, 4) for bound in wilson_interval(successes, episodes)]
+
+
+def summarize(trajs: list[Trajectory], decoys: Decoys, levels: Levels | None = None) -> dict[str, Any]:
+    """One row: episodes, success and every metric's count (rates are count / episodes), and the same per
+    feedback level of the tasks (``by_feedback``; every episode under ``n/a`` without ``levels``)."""
     row: dict[str, Any] = {
         "episodes": len(trajs),
         "success": sum(t.correct for t in trajs),
@@ -205,6 +248,7 @@ def summarize(trajs: list[Trajectory], decoys: Decoys) -> dict[str, Any]:
     known = [v for v in decoy if v is not None]
     row["decoy_use"] = sum(known) if known else None
     row["decoy_known"] = len(known)
+    row["by_feedback"] = by_feedback(trajs, levels or {})
     return row
 
 
@@ -212,6 +256,36 @@ def _rate(count: int | None, total: int) -> str:
     if count is None or total == 0:
         return "n/a"
     return f"{count / total:.2f} ({count})"
+
+
+def _success_cell(row: dict[str, Any]) -> str:
+    cell = _rate(row["success"], row["episodes"])
+    if row.get("success_ci95") is None:
+        return cell
+    low, high = row["success_ci95"]
+    return f"{cell} [{low:.2f}, {high:.2f}]"
+
+
+LEVEL_LEGEND = (
+    "Feedback level of the task (toolworld): silent = only a trial with a known input reveals the convention; "
+    "example = an error quotes an example to adapt; names_fix = an error states the fix; none = no hidden "
+    "convention; n/a = unknown. Success with its 95% Wilson interval."
+)
+
+
+def feedback_table(split: str, arms: dict[str, dict[str, Any]]) -> list[str]:
+    """The per-level lines of one split (none when no episode of it has a known level)."""
+    if all(set(row.get("by_feedback", {})) <= {UNKNOWN_LEVEL} for row in arms.values()):
+        return []
+    lines = [f"### {split} by feedback level", "", LEVEL_LEGEND, ""]
+    lines.append("| arm | level | episodes | " + " | ".join(LEVEL_METRICS) + " |")
+    lines.append("|---" * (len(LEVEL_METRICS) + 3) + "|")
+    for arm, row in arms.items():
+        for level, cell in row.get("by_feedback", {}).items():
+            n = cell["episodes"]
+            cells = [_success_cell(cell), *(_rate(cell[m], n) for m in LEVEL_METRICS[1:])]
+            lines.append(f"| {arm} | {level} | {n} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def markdown(report: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
@@ -231,6 +305,7 @@ def markdown(report: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
             cells.append(_rate(row["decoy_use"], row["decoy_known"]) if row["decoy_known"] else "n/a")
             lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += feedback_table(split, arms)
     return "\n".join(lines)
 
 
@@ -275,11 +350,15 @@ def load_trajectories(arm_dir: Path) -> dict[str, list[Trajectory]]:
     return out
 
 
-def load_decoys(arm_dir: Path, cache: dict[str, Decoys]) -> Decoys:
-    """Task id -> decoy names from the world the arm's Hydra config builds; empty when that is not possible."""
+TaskInfo = dict[str, tuple[Decoys, Levels]]  # world config (JSON) -> its tasks' decoys and feedback levels
+
+
+def load_task_info(arm_dir: Path, cache: TaskInfo) -> tuple[Decoys, Levels]:
+    """(task id -> decoy names, task id -> feedback level) from the world the arm's Hydra config builds;
+    both empty when that is not possible, and a task without the metadata key is missing from its map."""
     config = arm_dir / ".hydra" / "config.yaml"
     if not config.is_file():
-        return {}
+        return {}, {}
     try:
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
@@ -289,16 +368,16 @@ def load_decoys(arm_dir: Path, cache: dict[str, Decoys]) -> Decoys:
         key = json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True)
         if key not in cache:
             world = instantiate(node, _convert_="all")
-            cache[key] = {
-                task.id: frozenset(task.metadata["decoy"])
-                for tasks in world.splits.values()
-                for task in tasks
-                if "decoy" in task.metadata
-            }
+            tasks = [task for split_tasks in world.splits.values() for task in split_tasks]
+            cache[key] = (
+                {t.id: frozenset(t.metadata["decoy"]) for t in tasks if "decoy" in t.metadata},
+                {t.id: str(t.metadata["feedback"]) for t in tasks if "feedback" in t.metadata},
+            )
         return cache[key]
-    except Exception as exc:  # any failure to rebuild the world only makes decoy use unknown
-        print(f"note: {arm_dir.name}: decoy use unknown (tasks not rebuilt: {type(exc).__name__}: {exc})")
-        return {}
+    except Exception as exc:  # any failure to rebuild the world only makes decoys and levels unknown
+        problem = f"{type(exc).__name__}: {exc}"
+        print(f"note: {arm_dir.name}: decoy use and feedback levels unknown (tasks not rebuilt: {problem})")
+        return {}, {}
 
 
 def analyze(run_dir: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -307,12 +386,12 @@ def analyze(run_dir: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a directory")
     arms = find_arms(run_dir)
-    cache: dict[str, Decoys] = {}
+    cache: TaskInfo = {}
     report: dict[str, dict[str, dict[str, Any]]] = {}
     for arm, arm_dir in arms.items():
-        decoys = load_decoys(arm_dir, cache)
+        decoys, levels = load_task_info(arm_dir, cache)
         for split, trajs in load_trajectories(arm_dir).items():
-            report.setdefault(split, {})[arm] = summarize(trajs, decoys)
+            report.setdefault(split, {})[arm] = summarize(trajs, decoys, levels)
     if not report:
         raise DataError(f"{run_dir}: no trajectories/<split>.jsonl found (in it or in its subfolders)")
     write_json_atomic(run_dir / "analysis.json", report)

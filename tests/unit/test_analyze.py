@@ -1,7 +1,8 @@
 """toolmaster.analyze on real episodes: the scripted expert and the docs-only baseline play a small toolworld
 through a real ToolEnv, their trajectories are written as a pipeline run dir with two eval arms (each with the
 Hydra config that rebuilds its world), and the analysis must tell the arms apart; hand-made trajectories check
-the repeated-failure and decoy counts; bad input exits with code 2 and one line."""
+the repeated-failure and decoy counts; the per-feedback-level table groups the same episodes by their task's level
+(looked up in the rebuilt tasks, ``n/a`` without them); bad input exits with code 2 and one line."""
 
 from __future__ import annotations
 
@@ -14,12 +15,27 @@ from typing import Any
 
 import pytest
 
-from toolmaster.analyze import analyze, answer_from_obs, main, revealed_by_trial, used_trial
+from toolmaster.analyze import (
+    UNKNOWN_LEVEL,
+    analyze,
+    answer_from_obs,
+    by_feedback,
+    main,
+    revealed_by_trial,
+    used_trial,
+)
 from toolmaster.envs.environment import ToolEnv
 from toolmaster.io import write_jsonl_atomic, write_text_atomic
 from toolmaster.trajectory import Trajectory
 from toolmaster.worlds.scripted import run_policy
-from toolmaster.worlds.toolworld import ToolWorld, build_toolworld, docs_only_policy, expert_policy
+from toolmaster.worlds.toolworld import (
+    ALL_LEVELS,
+    LEVELS,
+    ToolWorld,
+    build_toolworld,
+    docs_only_policy,
+    expert_policy,
+)
 
 SEED, N_TRAIN, N_TEST = 3, 4, 8
 SPLITS = ("test_seen", "test_unseen")
@@ -157,6 +173,69 @@ def test_validated_grpo_run_is_an_arm_read_from_its_validation_episodes(run_dir:
     row, expert = report["test_seen"]["grpo_validated"], report["test_seen"]["eval_expert"]
     assert row["episodes"] == N_TEST  # the validation's episodes, not the one logged training rollout
     assert row["used_trial"] == expert["used_trial"] and row["success"] == expert["success"]
+
+
+def test_per_feedback_level_rows_split_each_arm_by_its_tasks_levels(world: ToolWorld, run_dir: Path) -> None:
+    report = analyze(run_dir)
+    for split in SPLITS:
+        levels = [task.metadata["feedback"] for task in world.tasks(split)]
+        assert set(levels) >= set(LEVELS), (split, levels)  # this small build has every level in both splits
+        for arm in ("eval_expert", "eval_docs"):
+            rows = report[split][arm]["by_feedback"]
+            assert list(rows) == [level for level in ALL_LEVELS if level in levels]  # fixed order, no n/a
+            assert {level: row["episodes"] for level, row in rows.items()} == {
+                level: levels.count(level) for level in rows
+            }
+            for metric in (
+                "success",
+                "repeated_failure",
+                "used_trial",
+            ):  # the levels partition the arm's counts
+                assert sum(row[metric] for row in rows.values()) == report[split][arm][metric], (split, arm)
+            for row in rows.values():
+                low, high = row["success_ci95"]
+                assert 0 <= low <= row["success"] / row["episodes"] <= high <= 1
+        expert, docs = report[split]["eval_expert"]["by_feedback"], report[split]["eval_docs"]["by_feedback"]
+        assert expert["silent"]["used_trial"] > 0 and all(row["used_trial"] == 0 for row in docs.values())
+        for level in LEVELS:  # the docs-only baseline fails wherever the docs leave something out
+            assert expert[level]["success"] == expert[level]["episodes"] and docs[level]["success"] == 0, (
+                level
+            )
+    none = report["test_unseen"]["eval_docs"]["by_feedback"]["none"]
+    assert none["success"] == none["episodes"] >= 1  # ... and solves the task whose docs suffice
+    # the hand-made arm: its repeated failure sits under its task's level
+    task_a, task_b = world.tasks("test_seen")[:2]
+    hand = report["test_seen"]["eval_hand"]["by_feedback"]
+    assert hand[task_a.metadata["feedback"]]["repeated_failure"] == 1
+    assert sum(row["episodes"] for row in hand.values()) == 2
+    saved = json.loads((run_dir / "analysis.json").read_text())
+    assert (
+        saved["test_unseen"]["eval_docs"]["by_feedback"] == report["test_unseen"]["eval_docs"]["by_feedback"]
+    )
+    table = (run_dir / "analysis.md").read_text()
+    assert "### test_unseen by feedback level" in table and "### test_seen by feedback level" in table
+    row = report["test_unseen"]["eval_expert"]["by_feedback"]["silent"]
+    low, high = row["success_ci95"]
+    n, k = row["episodes"], row["success"]
+    assert f"| eval_expert | silent | {n} | {k / n:.2f} ({k}) [{low:.2f}, {high:.2f}] |" in table
+
+
+def test_feedback_levels_unknown_without_the_world(world: ToolWorld, tmp_path: Path) -> None:
+    trajs = _play(world, docs_only_policy, "test_unseen")
+    rows = by_feedback(trajs, {})  # no task metadata: every episode is n/a (and no interval is computed)
+    assert list(rows) == [UNKNOWN_LEVEL] and rows[UNKNOWN_LEVEL]["episodes"] == N_TEST
+    assert rows[UNKNOWN_LEVEL]["success_ci95"] is None
+    levels = {trajs[0].task_id: "names_fix"}  # a level the lookup knows, the rest unknown
+    assert {k: r["episodes"] for k, r in by_feedback(trajs, levels).items()} == {
+        "names_fix": 1,
+        "n/a": N_TEST - 1,
+    }
+    arm = tmp_path / "eval_plain"  # an eval dir without its Hydra config: the tasks cannot be rebuilt
+    write_text_atomic(arm / "metrics.json", "{}")
+    write_jsonl_atomic(arm / "trajectories" / "test_unseen.jsonl", (t.to_dict() for t in trajs))
+    report = analyze(arm)
+    assert list(report["test_unseen"]["eval_plain"]["by_feedback"]) == [UNKNOWN_LEVEL]
+    assert "by feedback level" not in (arm / "analysis.md").read_text()  # no table of n/a alone
 
 
 def test_revealed_token_rules() -> None:
