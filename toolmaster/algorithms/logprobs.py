@@ -27,18 +27,32 @@ from toolmaster.algorithms.prefix_sharing import (
 IGNORE_INDEX = -100  # the label of a position that carries no loss
 
 
+def right_padded(attention_mask: Tensor) -> bool:
+    """Every row is real tokens then padding (``1 .. 1 0 .. 0``). Such a batch needs no attention mask in a
+    causal LM: a real position never attends to a later one, so padding is invisible to it, and positions count
+    from 0 either way; without the mask SDPA takes its causal path, which skips the masked half of the scores
+    (``token_losses``: the same loss, about a third less attention time on CPU)."""
+    if attention_mask.dim() != 2:
+        return False
+    lengths = attention_mask.sum(dim=1, keepdim=True)
+    columns = torch.arange(attention_mask.size(1), device=attention_mask.device).unsqueeze(0)
+    return bool(torch.equal(attention_mask.bool(), columns < lengths))
+
+
 def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token cross-entropies over labelled positions, number of labelled positions).
 
     Logits are computed only at positions whose next token is labelled in some row (``logits_to_keep``):
     prompts and observations are most of an episode's tokens, and the vocabulary projection over them is
     most of the cost for small models with large vocabularies (and most of the memory for large ones).
+    A right-padded batch (what ``stage=sft`` collates) runs without its attention mask (``right_padded``).
     """
     targets = batch["labels"][:, 1:]
     keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
     if keep.numel() == 0:
         keep = torch.zeros(1, dtype=torch.long, device=targets.device)
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    mask = batch["attention_mask"]
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": None if right_padded(mask) else mask}
     try:
         logits = model(**inputs, logits_to_keep=keep).logits
     except TypeError:  # a model without logits_to_keep: project every position, then select
