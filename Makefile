@@ -11,7 +11,7 @@ JOBS ?= 2
 VLLM_STAMP := $(VENV)/.installed-vllm
 BFCL_STAMP := $(VENV)/.installed-bfcl
 
-.PHONY: help setup vllm slurm bfcl demo test test-fast lint format bench bench-trl clean
+.PHONY: help setup vllm slurm bfcl demo test test-fast lint typecheck format bench bench-trl clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## / - /'
@@ -57,7 +57,9 @@ slurm:  ## install Debian's slurm-wlm + munge when missing (root + apt-get), for
 demo: setup  ## the quickstart pipeline: synthesize -> SFT -> GRPO -> eval, SmolLM2-135M on CPU, toolworld
 	$(PY) -m toolmaster +experiment=quickstart $(ARGS)
 
-test: setup vllm slurm bfcl  ## run the whole test suite (installs the vLLM extra, Slurm and bfcl-eval: their tests run too)
+test: setup vllm slurm bfcl  ## ruff, strict mypy, then the whole test suite (installs the vLLM extra, Slurm and bfcl-eval)
+	$(PY) -m ruff check toolmaster tests
+	$(PY) -m mypy
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
 
 # The pure tests: tests/unit, tests/config, the import rules and the docs links (no SmolLM2, no vLLM, no stage subprocesses;
@@ -67,9 +69,13 @@ FAST_TESTS := tests/unit tests/config tests/test_architecture.py tests/test_docs
 test-fast: setup bfcl  ## the pure tests (no real model weights, no subprocess pipelines), on JOBS workers
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow" $(FAST_TESTS) $(ARGS)
 
-lint: setup  ## ruff lint + format check
+lint: setup  ## ruff lint (docstring rules on the strictly typed packages) + format check + strict mypy
 	$(PY) -m ruff check toolmaster tests
 	$(PY) -m ruff format --check toolmaster tests
+	$(PY) -m mypy
+
+typecheck: setup  ## strict mypy on algorithms/, rewards/, envs/, samplers/base.py ([tool.mypy] in pyproject.toml)
+	$(PY) -m mypy
 
 format: setup  ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix toolmaster tests
@@ -83,4 +89,4 @@ bench-trl: setup  ## one GRPO step: this project vs TRL's GRPOTrainer (installs 
 	$(PY) -m toolmaster.bench.grpo_vs_trl $(ARGS)
 
 clean:  ## remove the venv and caches (not the model cache)
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -42,6 +42,8 @@ class Packable(Protocol):
 
 @dataclass
 class PackedBatch:
+    """Episodes as padded tensors for one update: ids, masks, old log-probs and advantages per row."""
+
     input_ids: Tensor  # [N, T] long
     attention_mask: Tensor  # [N, T] long
     loss_mask: Tensor  # [N, T - 1] bool, aligned with token_logprobs
@@ -55,6 +57,7 @@ class PackedBatch:
         return int(self.input_ids.shape[0])
 
     def to(self, device: torch.device | str) -> PackedBatch:
+        """The same batch with every tensor on ``device``."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return replace(self, **{k: v.to(device) for k, v in values.items() if isinstance(v, Tensor)})
 
@@ -62,17 +65,18 @@ class PackedBatch:
         """Rows ``start:stop``, with columns cut to the longest of them."""
         width = max(2, int(self.lengths[start:stop].max())) if stop > start else 2
         width = min(width, self.input_ids.shape[1])
-        cut = {
-            "input_ids": self.input_ids[start:stop, :width],
-            "attention_mask": self.attention_mask[start:stop, :width],
-            "loss_mask": self.loss_mask[start:stop, : width - 1],
-            "old_logprobs": self.old_logprobs[start:stop, : width - 1],
-            "advantages": self.advantages[start:stop],
-            "lengths": self.lengths[start:stop],
-            "index": self.index[start:stop],
-            "ref_logprobs": None if self.ref_logprobs is None else self.ref_logprobs[start:stop, : width - 1],
-        }
-        return replace(self, **cut)
+        ref = self.ref_logprobs
+        return replace(
+            self,
+            input_ids=self.input_ids[start:stop, :width],
+            attention_mask=self.attention_mask[start:stop, :width],
+            loss_mask=self.loss_mask[start:stop, : width - 1],
+            old_logprobs=self.old_logprobs[start:stop, : width - 1],
+            advantages=self.advantages[start:stop],
+            lengths=self.lengths[start:stop],
+            index=self.index[start:stop],
+            ref_logprobs=None if ref is None else ref[start:stop, : width - 1],
+        )
 
     def micro_batches(self, size: int) -> Iterator[PackedBatch]:
         """Consecutive slices of at most ``size`` rows (rows are sorted longest first by the packer)."""

@@ -121,6 +121,7 @@ class CallRecord:
     user_turn: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict (``Trajectory.calls`` holds these)."""
         return asdict(self)
 
 
@@ -154,6 +155,7 @@ class ToolEnv:
 
     # ----------------------------------------------------------------- episode
     def reset(self, task: Task) -> None:
+        """Start an episode of ``task``: offer its tools and open fresh trial and execution states."""
         self.task = task
         self.tools, self.keys = self._offered(task.tool_names)
         self.close()
@@ -203,24 +205,26 @@ class ToolEnv:
 
     @property
     def trials_used(self) -> int:
+        """Trial calls made so far in this episode (refused ones included)."""
         return self.counters[f"{TRIAL}_calls"]
 
     # ------------------------------------------------------------------- calls
-    def invalid(self, phase: str, raw: str, message: str) -> CallRecord:
+    def invalid(self, phase: Phase, raw: str, message: str) -> CallRecord:
         """Record a call the protocol parser could not read (bad JSON, no name, ...)."""
         return self._finish(
             CallRecord(phase, None, raw, f"Error ({PARSE_ERROR}): {message}", False, PARSE_ERROR)
         )
 
     def execute(self, name: Any, arguments: Any, phase: str) -> CallRecord:
+        """Run one call to the end and return its record (``start``, then wait for it)."""
         return self.start(name, arguments, phase)()
 
     def start(self, name: Any, arguments: Any, phase: str) -> Callable[[], CallRecord]:
         """Start a call and return what waits for its record, so a batch's calls run concurrently."""
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        phase = Phase(plain_phase(phase))
-        refusal = self._refusal(name, arguments, phase)
+        where = Phase(plain_phase(phase))
+        refusal = self._refusal(name, arguments, where)
         if refusal is not None:
             record = self._finish(refusal)
             return lambda: record
@@ -229,7 +233,7 @@ class ToolEnv:
         tool = self.tools[name]
         timeout = tool.timeout_s if tool.timeout_s is not None else self.timeout_s
         started = time.perf_counter()
-        wait = self.runner.start(tool, arguments, phase, timeout, self.keys.get(name, name))
+        wait = self.runner.start(tool, arguments, where, timeout, self.keys.get(name, name))
 
         def finish() -> CallRecord:
             outcome = wait()
@@ -237,16 +241,16 @@ class ToolEnv:
             if not outcome.ok:
                 text = f"Error ({outcome.error}): {' '.join(outcome.text.split())}"
                 return self._finish(
-                    CallRecord(phase, tool.name, arguments, text, False, outcome.error, duration_s=duration)
+                    CallRecord(where, tool.name, arguments, text, False, outcome.error, duration_s=duration)
                 )
             text, truncated = self._clip(outcome.text)
             return self._finish(
-                CallRecord(phase, tool.name, arguments, text, True, None, truncated, duration)
+                CallRecord(where, tool.name, arguments, text, True, None, truncated, duration)
             )
 
         return finish
 
-    def _refusal(self, name: Any, arguments: Any, phase: str) -> CallRecord | None:
+    def _refusal(self, name: Any, arguments: Any, phase: Phase) -> CallRecord | None:
         """The record of a call that must not run (over budget, unknown tool, bad arguments), else None."""
         if phase == TRIAL and self.trials_used >= self.trial_budget:
             msg = (

@@ -40,7 +40,7 @@ class ToolHost:
     def __init__(self, suite: ToolSuite) -> None:
         self.lock = threading.Lock()
         self.control, theirs = socket.socketpair()
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
         try:
             if suite.origin is not None:
@@ -99,6 +99,7 @@ class ToolHost:
         self.pid = pid
 
     def open_lineage(self, state: dict[str, Any]) -> socket.socket:
+        """Fork a lineage of ``state`` in the host; return the socket that talks to it."""
         mine, theirs = socket.socketpair()
         try:
             with self.lock:
@@ -108,6 +109,7 @@ class ToolHost:
         return mine
 
     def close(self) -> None:
+        """End the tool host: close its control socket and stop its process."""
         with contextlib.suppress(OSError):
             self.control.close()
         if self.process is not None:
@@ -198,7 +200,8 @@ class ProcessRunner:
         if answer is None:
             self._lose(phase)
             return None
-        return answer[0]
+        message: dict[str, Any] = answer[0]
+        return message
 
     def _lose(self, phase: str) -> None:
         line = self.lines.get(phase)
@@ -220,7 +223,7 @@ class ProcessRunner:
         self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float, key: str | None = None
     ) -> Callable[[], Outcome]:
         """Start ``tool`` (filed under ``key`` in the suite, default its name) in the phase's lineage."""
-        request = {
+        request: dict[str, Any] = {
             "op": "call",
             "tool": key or tool.name,
             "arguments": arguments,
@@ -249,9 +252,11 @@ class ProcessRunner:
         answer = self._receive(phase, line, GRACE_S)
         if answer is None or answer.get("state") is None:
             raise ToolHostError(f"cannot read the {phase} state from the tool host")
-        return answer["state"]
+        state: dict[str, Any] = answer["state"]
+        return state
 
     def close(self) -> None:
+        """Close the episode's lineages (their processes end with their sockets)."""
         for line in self.lines.values():
             if line is not None:
                 line.close()

@@ -63,10 +63,12 @@ class Task:
     scorer: str | None = None
 
     def check(self, predicted: str | None) -> bool:
+        """Whether ``predicted`` matches the task's answer (``answers_match``)."""
         return answers_match(predicted, self.answer)
 
     @property
     def num_user_turns(self) -> int:
+        """How many user turns the session has: the query plus each follow-up."""
         return 1 + len(self.follow_ups)
 
     def score(self, trajectory: Any, final_state: dict[str, Any] | None = None) -> bool:
@@ -76,10 +78,12 @@ class Task:
         return bool(resolve_scorer(self.scorer)(self, trajectory, final_state))
 
     def to_dict(self) -> dict[str, Any]:
+        """The task as a JSON-ready dict (what a tasks file holds)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Task:
+        """A task from a dict of its fields; an unknown field is a ``ValueError`` naming the known ones."""
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:

@@ -32,6 +32,7 @@ class ThreadRunner:
     def start(
         self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float, key: str | None = None
     ) -> Callable[[], Outcome]:
+        """Run ``tool`` in a thread on a copy of the phase's state, which replaces it if the call succeeds."""
         target = self.states[phase]
         working = copy.deepcopy(target) if tool.wants_state else {}
         box: dict[str, Outcome] = {}
@@ -57,7 +58,9 @@ class ThreadRunner:
         return wait
 
     def state(self, phase: str) -> dict[str, Any]:
+        """The phase's current state (no copy: the thread runner shares the process)."""
         return self.states[phase]
 
     def close(self) -> None:
+        """Nothing to release: calls run in threads of this process."""
         pass

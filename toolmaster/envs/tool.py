@@ -124,22 +124,26 @@ class ToolSuite:
 
     @classmethod
     def of(cls, tools: Iterable[Tool]) -> ToolSuite:
+        """A suite of ``tools`` (names must be distinct)."""
         suite = cls()
         for tool in tools:
             suite.add(tool)
         return suite
 
     def effective_isolation(self) -> Isolation:
+        """How its calls run: its ``isolation``, else processes when it can be rebuilt, else threads."""
         if self.isolation is not None:
             return self.isolation
         return Isolation("process" if self.origin is not None else "thread")
 
     def add(self, tool: Tool) -> None:
+        """Add ``tool``; a name already in the suite is a ``ValueError``."""
         if tool.name in self.tools:
             raise ValueError(f"duplicate tool name {tool.name!r}")
         self.tools[tool.name] = tool
 
     def subset(self, names: Iterable[str]) -> dict[str, Tool]:
+        """The tools named by a task, by name; an unknown name is a ``KeyError``."""
         out: dict[str, Tool] = {}
         for name in names:
             if name not in self.tools:

@@ -58,6 +58,7 @@ _HEADER = struct.Struct(">Q")
 
 # ------------------------------------------------------------------------------------------ wire
 def send_msg(sock: socket.socket, data: Any, fds: list[int] | None = None) -> None:
+    """Send one pickled message (length-prefixed), with ``fds`` passed along when given."""
     payload = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
     header = _HEADER.pack(len(payload))
     if fds:
@@ -201,13 +202,13 @@ class Lineage:
                 os.setpgid(0, 0)
                 os.chdir(self.workdir)  # every call starts in the episode's working directory
                 restore = _apply_limits(limits)
-                outcome = call_tool(
+                called = call_tool(
                     tool, request["arguments"], self.state, request["phase"], bool(limits.get("memory_mb"))
                 )
-                data = pickle.dumps(outcome.__dict__)
-                _write_all(result_w, _HEADER.pack(len(data)) + data)
+                payload = pickle.dumps(called.__dict__)
+                _write_all(result_w, _HEADER.pack(len(payload)) + payload)
                 os.close(result_w)
-                if not outcome.ok or os.read(verdict_r, 1) != b"c":
+                if not called.ok or os.read(verdict_r, 1) != b"c":
                     os._exit(0)
                 os.close(verdict_r)
                 _lift_limits(restore)
@@ -334,13 +335,16 @@ def serve_host(control: socket.socket, suite: ToolSuite) -> None:
 
 
 def build_suite(origin: dict[str, Any]) -> ToolSuite:
+    """Rebuild a world's suite from its ``origin`` node (how the host gets the trainer's tools)."""
     from hydra.utils import instantiate
 
     built = instantiate(origin, _convert_="all")
-    return getattr(built, "suite", built)
+    suite: ToolSuite = getattr(built, "suite", built)  # a World's suite, or a suite
+    return suite
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The tool host process: serve lineage requests on the control socket given in ``argv``."""
     # Ctrl-C reaches the whole process group: it is the trainer's to handle, and the host ends with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -57,9 +58,11 @@ class Outcome:
 
     @property
     def max_value(self) -> float:
+        """The most this component can add: its weight."""
         return _weighted_max(self.weight, 0.0, 1.0)
 
     def __call__(self, trajectory: Trajectory, task: Task) -> float:
+        """1 when the episode succeeds (``Task.score``), else 0."""
         return 1.0 if task.score(trajectory) else 0.0
 
 
@@ -107,9 +110,11 @@ class Format:
 
     @property
     def max_value(self) -> float:
+        """The most this component can add: its weight."""
         return _weighted_max(self.weight, 0.0, 1.0)
 
     def __call__(self, trajectory: Trajectory, task: Task) -> float:
+        """The format value of the episode (0 for a truncated or degenerate answer)."""
         if trajectory.truncated or degenerate_answer(trajectory.answer, task.query, self.max_answer_chars):
             return 0.0
         if trajectory.format_errors == 0:
@@ -146,9 +151,11 @@ class TrialCost:
 
     @property
     def max_value(self) -> float:
+        """A cost never adds: at most 0."""
         return _weighted_max(self.weight, -math.inf, 0.0)
 
     def counted_calls(self, trajectory: Trajectory) -> int:
+        """The trial calls this component charges for, under its ``mode`` and ``free_calls``."""
         trials = trajectory.calls_in(TRIAL)
         if self.mode == "per_call":
             count = len(trials)
@@ -158,6 +165,7 @@ class TrialCost:
         return max(0, count - self.free_calls)
 
     def __call__(self, trajectory: Trajectory, task: Task) -> float:
+        """``-per_call`` for each counted trial call."""
         return -self.per_call * self.counted_calls(trajectory)
 
 
@@ -179,10 +187,12 @@ class ExecError:
 
     @property
     def max_value(self) -> float:
+        """A penalty never adds: at most 0."""
         low = -math.inf if self.cap is None else -self.cap
         return _weighted_max(self.weight, low, 0.0)
 
     def __call__(self, trajectory: Trajectory, task: Task) -> float:
+        """``-per_error`` for each failed execution call, down to ``-cap`` when set."""
         failed = sum(1 for call in trajectory.calls_in(EXECUTION) if not call["ok"])
         penalty = self.per_error * failed
         if self.cap is not None:
@@ -221,7 +231,7 @@ def _same(a: Any, b: Any) -> bool:
         if len(a) != len(b):
             return False
         return all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+    return bool(a == b)
 
 
 def values_match(predicted: Any, gold: Any) -> bool:
@@ -229,14 +239,15 @@ def values_match(predicted: Any, gold: Any) -> bool:
     return _same(normalize_value(predicted), normalize_value(gold))
 
 
-def call_score(predicted: dict[str, Any], gold: dict[str, Any]) -> float:
+def call_score(predicted: Mapping[str, Any], gold: Mapping[str, Any]) -> float:
     """(name match + parameter-name Jaccard + fraction of gold parameter values matched) / 3, in [0, 1].
 
     Jaccard of two empty parameter sets is 1; with no gold parameters the value fraction is 1.
     """
     name = 1.0 if predicted.get("name") == gold.get("name") else 0.0
-    p_args = predicted.get("arguments") if isinstance(predicted.get("arguments"), dict) else {}
-    g_args = gold.get("arguments") if isinstance(gold.get("arguments"), dict) else {}
+    p_raw, g_raw = predicted.get("arguments"), gold.get("arguments")
+    p_args: dict[str, Any] = p_raw if isinstance(p_raw, dict) else {}
+    g_args: dict[str, Any] = g_raw if isinstance(g_raw, dict) else {}
     p_keys, g_keys = set(p_args), set(g_args)
     union = p_keys | g_keys
     jaccard = len(p_keys & g_keys) / len(union) if union else 1.0
@@ -308,9 +319,11 @@ class CallMatch:
 
     @property
     def max_value(self) -> float:
+        """The most this component can add: its weight."""
         return _weighted_max(self.weight, 0.0, 1.0)
 
     def __call__(self, trajectory: Trajectory, task: Task) -> float:
+        """How well the episode's successful execution calls match the task's gold calls, in [0, 1]."""
         gold = task.gold_calls
         if not gold:
             return 0.0

@@ -23,9 +23,12 @@ from toolmaster.trajectory import Trajectory
 
 @dataclass
 class RewardGroup:
+    """Named reward components; the reward is the weighted sum of their values."""
+
     components: dict[str, Any]
 
     def __call__(self, trajectory: Trajectory, task: Task) -> tuple[float, dict[str, float]]:
+        """The weighted total and each component's unweighted value."""
         parts = {name: float(fn(trajectory, task)) for name, fn in self.components.items()}
         total = sum(self.components[name].weight * value for name, value in parts.items())
         return total, parts
@@ -64,6 +67,8 @@ def build_reward_group(components: Mapping[str, Mapping[str, Any]]) -> RewardGro
     """Instantiate each ``_target_`` node of ``reward.components`` (keyed by name) and check the shape."""
     if not components:
         raise ConfigError("reward.components is empty; name at least one component")
-    built = {name: instantiate_node(dict(spec), f"reward.components.{name}") for name, spec in components.items()}
+    built = {
+        name: instantiate_node(dict(spec), f"reward.components.{name}") for name, spec in components.items()
+    }
     check_outcome_dominance(built)
     return RewardGroup(built)

@@ -13,6 +13,8 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How an engine samples one turn: temperature, nucleus (top-p), the longest turn and the seed."""
+
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
     max_new_tokens: int = 128
@@ -21,6 +23,8 @@ class SamplingParams:
 
 @dataclass
 class Generation:
+    """One sampled turn of one prompt: its token ids, their log-probs and the decoded text."""
+
     token_ids: list[int]  # sampled ids, including a stop token / stop string if one ended the turn
     logprobs: list[float]  # log-prob of each sampled id under the sampling distribution (logits / T)
     text: str  # decoded token_ids (without the end-of-turn token)
@@ -37,6 +41,8 @@ class TurnRequest:
 
 
 class GenerationEngine(Protocol):
+    """What generates one turn for a batch of prompts (the HF, vLLM, scripted and chat-API engines)."""
+
     def generate(
         self,
         prompts: list[list[int]],
