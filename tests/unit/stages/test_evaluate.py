@@ -12,7 +12,7 @@ from toolmaster.worlds.toolworld import build_toolworld
 SPLITS = ["test_seen", "test_unseen", "test_evolved"]
 
 
-def test_joint_rollout_matches_per_split_rollouts_and_keeps_the_batch_full(smollm2_tokenizer):
+def test_joint_rollout_matches_per_split_rollouts_and_keeps_the_batch_full(tiny_tokenizer):
     world = build_toolworld(seed=3, n_train=0, n_test=5)
     tasks = [t for split in SPLITS for t in world.tasks(split)]
     right = {t.id for t in tasks[::2]}  # every other task answered correctly, so the splits differ
@@ -23,9 +23,9 @@ def test_joint_rollout_matches_per_split_rollouts_and_keeps_the_batch_full(smoll
 
     fmt = get_chat_format("chatml")
     config = RolloutConfig(max_turns=2, max_new_tokens=32, temperature=0.0, n_samples=2, batch_size=4)
-    engine = ScriptedEngine(smollm2_tokenizer, respond)
+    engine = ScriptedEngine(tiny_tokenizer, respond)
     metrics, trajectories = evaluate_splits(
-        engine, smollm2_tokenizer, fmt, world, SPLITS, 5, config, pass_k=(1, 2), show_progress=False
+        engine, tiny_tokenizer, fmt, world, SPLITS, 5, config, pass_k=(1, 2), show_progress=False
     )
     assert list(metrics) == SPLITS == list(trajectories)
     # 30 episodes at most 4 at a time, one turn each: the engine sees full batches of 4 until the last 2,
@@ -33,8 +33,8 @@ def test_joint_rollout_matches_per_split_rollouts_and_keeps_the_batch_full(smoll
     assert engine.batch_sizes == [4] * 7 + [2]
     for split in SPLITS:
         alone = rollout(
-            ScriptedEngine(smollm2_tokenizer, respond),
-            smollm2_tokenizer,
+            ScriptedEngine(tiny_tokenizer, respond),
+            tiny_tokenizer,
             fmt,
             world.suite,
             world.tasks(split, 5),

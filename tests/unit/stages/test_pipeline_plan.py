@@ -252,12 +252,12 @@ def _eval_metrics(tokenizer, run_dir: Path, step: str, right: set[str]) -> dict:
     return metrics
 
 
-def test_comparison_reads_eval_metrics_and_sums_wall_times(smollm2_tokenizer, tmp_path):
+def test_comparison_reads_eval_metrics_and_sums_wall_times(tiny_tokenizer, tmp_path):
     world = build_toolworld(seed=0, n_train=0, n_test=4)
     seen = {t.id for t in world.tasks("test_seen")}
     half_unseen = {t.id for t in world.tasks("test_unseen")[:2]}
-    _eval_metrics(smollm2_tokenizer, tmp_path, "eval_base", set())
-    _eval_metrics(smollm2_tokenizer, tmp_path, "eval_sft", seen | half_unseen)
+    _eval_metrics(tiny_tokenizer, tmp_path, "eval_base", set())
+    _eval_metrics(tiny_tokenizer, tmp_path, "eval_sft", seen | half_unseen)
     walls = {"eval_base": 3.0, "synthesize": 10.0, "sft": 100.0, "eval_sft": 4.0}
     spec = {"base": "eval_base", "sft": ["synthesize", "sft", "eval_sft"]}
 

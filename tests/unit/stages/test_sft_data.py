@@ -47,9 +47,9 @@ def _labelled_spans(labels: list[int]) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("format_name", ["chatml", "qwen2.5"])
-def test_labels_cover_exactly_the_assistant_turns(smollm2_tokenizer, format_name):
+def test_labels_cover_exactly_the_assistant_turns(tiny_tokenizer, format_name):
     fmt = get_chat_format(format_name)
-    tok = smollm2_tokenizer
+    tok = tiny_tokenizer
     for i in range(4):
         record = _record(i)
         example = encode_record(record, tok, fmt, max_length=100_000)
@@ -105,19 +105,19 @@ class _FakeTokenizer:
         return {"input_ids": [1 + (ord(c) % 1000) for c in text]}
 
 
-def test_truncation_is_counted_and_label_free_examples_are_dropped(smollm2_tokenizer):
+def test_truncation_is_counted_and_label_free_examples_are_dropped(tiny_tokenizer):
     fmt = get_chat_format("chatml")
     records = [_record(i) for i in range(6)]
-    full, _ = encode_records(records, smollm2_tokenizer, fmt, 100_000)
+    full, _ = encode_records(records, tiny_tokenizer, fmt, 100_000)
     longest = max(len(e) for e in full)
     prompt_len = min(e.labels.index(next(t for t in e.labels if t != IGNORE_INDEX)) for e in full)
     cut = (prompt_len + longest) // 2
-    examples, stats = encode_records(records, smollm2_tokenizer, fmt, cut)
+    examples, stats = encode_records(records, tiny_tokenizer, fmt, cut)
     assert stats.truncated == sum(len(e) > cut for e in full) > 0
     assert all(len(e) <= cut for e in examples) and stats.dropped == 0
     assert all(e.truncated == (len(f) > cut) for e, f in zip(examples, full, strict=True))
     # a cut inside the prompt leaves nothing to train on: counted as dropped
-    examples, stats = encode_records(records, smollm2_tokenizer, fmt, prompt_len)
+    examples, stats = encode_records(records, tiny_tokenizer, fmt, prompt_len)
     assert examples == [] and stats.dropped == 6 and stats.truncated == 6
 
 
@@ -213,10 +213,10 @@ def test_split_keeps_tasks_together_and_is_seeded():
     assert split_records(records, 0.0, seed=1) == (records, [])
 
 
-def test_datamodule_reads_the_documented_format(tmp_path, smollm2_tokenizer):
+def test_datamodule_reads_the_documented_format(tmp_path, tiny_tokenizer):
     path = write_dataset(tmp_path / "data.jsonl", 10)
     dm = SFTDataModule(
-        path, smollm2_tokenizer, get_chat_format("chatml"), batch_size=3, val_fraction=0.2, seed=0
+        path, tiny_tokenizer, get_chat_format("chatml"), batch_size=3, val_fraction=0.2, seed=0
     )
     dm.setup()
     assert dm.stats["records"] == 10 and dm.stats["train_examples"] == 8 and dm.stats["val_examples"] == 2
