@@ -1,5 +1,6 @@
-"""``toolmaster.bench.gpu_check``: its plan, its CPU run (tiny model, 1-process FSDP, HF engine), and on a GPU
-the full run (random qwen2.5-0.5b shape, fsdp_gpu, vLLM sync and rollout benchmark), skipped without one."""
+"""``toolmaster.bench.gpu_check`` in processes of its own: its CPU run (tiny model, 1-process FSDP, HF engine), and
+on a GPU the full run (random qwen2.5-0.5b shape, fsdp_gpu, vLLM sync and rollout benchmark), skipped without
+one. Its plan and dry run: ``tests/unit/test_bench_gpu_check.py``."""
 
 from __future__ import annotations
 
@@ -12,41 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolmaster.bench.gpu_check import main, plan
-from toolmaster.cli import precheck
-
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _figures(output: str) -> dict[str, str]:
     return dict(re.findall(r"^figure (\S+) = (.+)$", output, flags=re.MULTILINE))
-
-
-@pytest.mark.parametrize("device", ["cuda", "cpu"])
-def test_plan_steps_pass_the_entry_points_check(device, tmp_path):
-    steps = plan(tmp_path, device, "qwen2.5-0.5b", use_vllm=device == "cuda")
-    assert [s.name for s in steps] == [
-        "synthesize",
-        "sft",
-        "grpo",
-        *(["rollout"] if device == "cuda" else []),
-    ]
-    for step in steps:
-        if step.command[2] == "toolmaster":
-            assert precheck(step.command[3:]) is None, (step.name, precheck(step.command[3:]))
-    sharded = "trainer=fsdp_gpu" if device == "cuda" else "trainer=fsdp_cpu"
-    assert all(
-        sharded in s.command and "trainer.devices=1" in s.command for s in steps if s.name in ("sft", "grpo")
-    )
-    if device == "cuda":
-        grpo = next(s for s in steps if s.name == "grpo")
-        assert "sampler=vllm" in grpo.command and "sampler.engine.enable_sleep_mode=true" in grpo.command
-
-
-def test_dry_run_prints_every_command(capsys, tmp_path):
-    assert main(["--dry-run", "--device", "cpu", "--workdir", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
-    assert [line.split("]")[0] + "]" for line in printed.splitlines()] == ["[synthesize]", "[sft]", "[grpo]"]
 
 
 def test_cpu_run_trains_one_sharded_sft_and_grpo_step_and_prints_figures(tmp_path):
