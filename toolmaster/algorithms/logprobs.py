@@ -39,20 +39,26 @@ def right_padded(attention_mask: Tensor) -> bool:
     return bool(torch.equal(attention_mask.bool(), columns < lengths))
 
 
-def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def token_losses(
+    model: Any, batch: dict[str, torch.Tensor], causal_shortcut: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token cross-entropies over labelled positions, number of labelled positions).
 
     Logits are computed only at positions whose next token is labelled in some row (``logits_to_keep``):
     prompts and observations are most of an episode's tokens, and the vocabulary projection over them is
     most of the cost for small models with large vocabularies (and most of the memory for large ones).
-    A right-padded batch (what ``stage=sft`` collates) runs without its attention mask (``right_padded``).
+    A right-padded batch (what ``stage=sft`` collates) runs without its attention mask (``right_padded``)
+    unless ``causal_shortcut=False`` (``toolmaster.bench.sft_step``'s reference).
     """
     targets = batch["labels"][:, 1:]
     keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
     if keep.numel() == 0:
         keep = torch.zeros(1, dtype=torch.long, device=targets.device)
     mask = batch["attention_mask"]
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": None if right_padded(mask) else mask}
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": None if causal_shortcut and right_padded(mask) else mask,
+    }
     try:
         logits = model(**inputs, logits_to_keep=keep).logits
     except TypeError:  # a model without logits_to_keep: project every position, then select

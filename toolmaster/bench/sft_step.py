@@ -12,11 +12,13 @@ episodes per hour) and the loss of its last step. A variant is ``<precision>[+to
 - ``bf16``: bf16 weights, gradients and optimizer updates (``32-true`` on a bf16 model). Small updates are
   rounded away in bf16 weights; listed to show what that precision costs in loss, not as a recommendation;
 - ``+top<N>``: ``model.train_top_layers=N`` (embeddings and lower layers frozen, no backward through them);
+- ``+mask``: the attention mask passed to the model as before ``token_losses`` learnt to drop it for
+  right-padded batches (SDPA's causal path; the same loss): the reference for that lever;
 - ``+compact``: the episodes written with ``model.chat_format=chatml_compact`` (one signature line per tool
   and terse protocol rules, ``toolmaster.protocol.tool_rendering``) instead of ``chatml`` (JSON schemas).
 
-The default list starts with ``paper_small``'s SFT step on a CPU with native bf16 (``bf16-mixed``: every
-layer, JSON tools) and ends with ``paper_cpu``'s (``bf16-mixed+top10+compact``). ``--profile`` adds, per
+The default list starts with ``paper_small``'s SFT step on a CPU with native bf16 (``bf16-mixed+mask``: every
+layer, JSON tools, the padding mask) and ends with ``paper_cpu``'s (``bf16-mixed+top10+compact``). ``--profile`` adds, per
 variant, where one step's time goes (forward / backward / optimizer; matmul / attention / the rest, from
 ``torch.profiler``) and the tokens of an episode by role.
 
@@ -28,38 +30,51 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-DEFAULT_VARIANTS = "bf16-mixed,bf16-mixed+compact,bf16-mixed+top10,bf16-mixed+top10+compact"
+DEFAULT_VARIANTS = (
+    "bf16-mixed+mask,bf16-mixed+mask+compact,bf16-mixed+mask+top10,bf16-mixed,bf16-mixed+top10+compact"
+)
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 CHAT_FORMATS = {False: "chatml", True: "chatml_compact"}  # +compact -> the episodes' chat format
 
 
-def parse_variant(variant: str) -> tuple[str, int | None, bool]:
-    """``bf16-mixed+top15+compact`` -> (``bf16-mixed``, 15, True); ``fp32`` -> (``fp32``, None, False)."""
+class Levers(NamedTuple):
+    """What a variant name says: ``<precision>[+top<N>][+compact][+mask]``."""
+
+    precision: str
+    top: int | None
+    compact: bool
+    mask: bool
+
+
+def parse_variant(variant: str) -> Levers:
+    """``bf16-mixed+top15+compact`` -> (``bf16-mixed``, 15, True, False); ``fp32`` -> (``fp32``, None, False,
+    False). Each lever at most once, in any order."""
     precision, *levers = variant.split("+")
     top: int | None = None
-    compact = False
+    flags = {"compact": False, "mask": False}
     for lever in levers:
-        if lever == "compact" and not compact:
-            compact = True
+        if lever in flags and not flags[lever]:
+            flags[lever] = True
         elif lever.startswith("top") and lever[3:].isdigit() and top is None:
             top = int(lever[3:])
         else:
             precision = ""  # an unknown or repeated lever
     if precision not in PRECISIONS:
         raise SystemExit(
-            f"sft_step: bad variant {variant!r}: <precision>[+top<N>][+compact], precision one of "
+            f"sft_step: bad variant {variant!r}: <precision>[+top<N>][+compact][+mask], precision one of "
             f"{', '.join(PRECISIONS)}"
         )
-    return precision, top, compact
+    return Levers(precision, top, flags["compact"], flags["mask"])
 
 
 def synthesize(out_dir: Path, tasks: int, chat_format: str = "chatml") -> Path:
@@ -73,7 +88,7 @@ def synthesize(out_dir: Path, tasks: int, chat_format: str = "chatml") -> Path:
 
 
 def train_step(
-    model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str
+    model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str, mask: bool = False
 ) -> tuple[float, ...]:
     """One AdamW step; (forward, backward, optimizer) seconds and the loss."""
     from toolmaster.algorithms.logprobs import token_losses
@@ -83,7 +98,7 @@ def train_step(
     )
     started = time.perf_counter()
     with autocast:
-        total, count = token_losses(model, batch)
+        total, count = token_losses(model, batch, causal_shortcut=not mask)
         step_loss = total / count.clamp(min=1)
     forward = time.perf_counter()
     step_loss.backward()
@@ -94,10 +109,12 @@ def train_step(
     return forward - started, backward - forward, done - backward, float(step_loss.detach())
 
 
-def op_shares(model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str) -> dict[str, float]:
+def op_shares(
+    model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str, mask: bool = False
+) -> dict[str, float]:
     """Shares of one profiled step's CPU time: matmul, attention and the rest."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        train_step(model, optimizer, batch, precision)
+        train_step(model, optimizer, batch, precision, mask)
     shares = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
     for event in prof.key_averages():
         name = event.key
@@ -111,32 +128,56 @@ def op_shares(model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precis
     return {key: value / total for key, value in shares.items()}
 
 
-def time_variant(
-    variant: str,
-    batches: list[dict[str, torch.Tensor]],
+class Variant:
+    """One variant's model and optimizer, stepped by ``time_variants``."""
+
+    def __init__(self, variant: str, lr: float, seed: int, source: str) -> None:
+        from toolmaster.models import load_model
+
+        self.name = variant
+        self.precision, top, self.compact, self.mask = parse_variant(variant)
+        dtype = "bfloat16" if self.precision == "bf16" else "float32"
+        self.model = load_model(
+            source=source, dtype=dtype, device="cpu", seed=seed, train_top_layers=top
+        ).model
+        self.model.train()
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=lr)
+        self.parts: list[tuple[float, ...]] = []
+
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
+        self.parts.append(train_step(self.model, self.optimizer, batch, self.precision, self.mask))
+
+
+def time_variants(
+    variants: list[str],
+    batches: dict[bool, list[dict[str, torch.Tensor]]],
     lr: float,
     seed: int,
     source: str = "smollm2",
     profile: bool = False,
-) -> dict[str, Any]:
-    """Seconds per step over all but the warm-up step (and its forward / backward / optimizer parts), the
-    loss of the last step and, with ``profile``, the op shares of one more step."""
-    from toolmaster.models import load_model
+) -> list[dict[str, Any]]:
+    """Per variant: median seconds per step over all but the warm-up step (and the median forward / backward /
+    optimizer parts), the loss of the last step and, with ``profile``, the op shares of one more step.
 
-    precision, top, _ = parse_variant(variant)
-    dtype = "bfloat16" if precision == "bf16" else "float32"
-    model = load_model(source=source, dtype=dtype, device="cpu", seed=seed, train_top_layers=top).model
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    parts = []
-    for batch in batches:
-        parts.append(train_step(model, optimizer, batch, precision))
-    timed = parts[1:] or parts
-    mean = [sum(p[k] for p in timed) / len(timed) for k in range(3)]
-    result: dict[str, Any] = {"seconds": sum(mean), "parts": mean, "loss": parts[-1][3]}
-    if profile:
-        result["ops"] = op_shares(model, optimizer, batches[-1], precision)
-    return result
+    The variants take turns, one step each, so a change in the machine's load (another process starting)
+    slows every variant alike instead of the one that happened to be running: the ratios stay comparable.
+    """
+    runs = [Variant(variant, lr, seed, source) for variant in variants]
+    for index in range(len(batches[False] if False in batches else batches[True])):
+        for run in runs:
+            run.step(batches[run.compact][index])
+    results = []
+    for run in runs:
+        timed = run.parts[1:] or run.parts
+        parts = [statistics.median(p[k] for p in timed) for k in range(3)]
+        seconds = statistics.median(sum(p[:3]) for p in timed)
+        result: dict[str, Any] = {"seconds": seconds, "parts": parts, "loss": run.parts[-1][3]}
+        if profile:
+            result["ops"] = op_shares(
+                run.model, run.optimizer, batches[run.compact][-1], run.precision, run.mask
+            )
+        results.append(result)
+    return results
 
 
 def same_episode_batches(
@@ -204,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     batches: dict[bool, list[dict[str, Any]]] = {}
     roles: dict[bool, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for compact in sorted({compact for _, _, compact in parsed}):
+        for compact in sorted({levers.compact for levers in parsed}):
             given = args.compact_data if compact else args.data
             data = given or synthesize(
                 Path(tmp) / CHAT_FORMATS[compact], max(64, episodes), CHAT_FORMATS[compact]
@@ -227,10 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(header + ("   fwd/bwd/opt s   matmul/attn/other" if args.profile else ""))
     baseline = None
-    for variant, (_, _, compact) in zip(variants, parsed):
-        timed = batches[compact][1:] or batches[compact]
+    results = time_variants(variants, batches, args.lr, args.seed, args.source, args.profile)
+    for variant, levers, result in zip(variants, parsed, results):
+        timed = batches[levers.compact][1:] or batches[levers.compact]
         tokens = sum(int(b["attention_mask"].sum()) for b in timed) / len(timed)
-        result = time_variant(variant, batches[compact], args.lr, args.seed, args.source, args.profile)
         per_hour = args.batch * 3600 / result["seconds"]
         baseline = baseline or per_hour
         line = (
