@@ -91,8 +91,13 @@ def cycle_replies(*kinds: str) -> Callable[[str], Any]:
 
 
 def scripted_module(
-    loaded: Any, respond: Callable[[str], Any], settings: GRPOSettings, **kwargs: Any
+    loaded: Any,
+    respond: Callable[[str], Any] | None,
+    settings: GRPOSettings,
+    engine: Any = None,
+    **kwargs: Any,
 ) -> GRPOModule:
+    """A GRPO module on the one-tool suite, rolling out with ``engine`` (default: scripted ``respond``)."""
     return GRPOModule(
         loaded.model,
         loaded.tokenizer,
@@ -101,7 +106,7 @@ def scripted_module(
         build_reward_group(OUTCOME),
         RolloutConfig(max_turns=3, max_new_tokens=48, temperature=1.0),
         settings,
-        engine=ScriptedEngine(loaded.tokenizer, respond),
+        engine=engine if engine is not None else ScriptedEngine(loaded.tokenizer, respond),
         max_grad_norm=1.0,
         **kwargs,
     )

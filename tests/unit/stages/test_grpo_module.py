@@ -18,9 +18,7 @@ from typing import Any
 import pytest
 import torch
 from helpers.grpo_scripted import (
-    FMT,
     LORA,
-    OUTCOME,
     TINY_RUN,
     TRAIN_METRICS,
     compose_run,
@@ -32,7 +30,6 @@ from helpers.grpo_scripted import (
     models_alive,
     record_steps,
     scripted_module,
-    scripted_suite,
     snapshot_weights,
 )
 from helpers.lookups import num_loss_tokens
@@ -40,10 +37,7 @@ from helpers.lookups import num_loss_tokens
 from toolmaster.algorithms.logprobs import policy_logprobs
 from toolmaster.analyze import analyze
 from toolmaster.models import load_model
-from toolmaster.rewards import build_reward_group
-from toolmaster.samplers.loop import RolloutConfig
 from toolmaster.samplers.scripted import ScriptedEngine
-from toolmaster.stages.grpo.module import GRPOModule
 from toolmaster.trajectory import Trajectory
 
 
@@ -132,17 +126,7 @@ def test_engine_syncs_after_updates_and_sleeps_through_them(mu):
     loaded = load_model(source="tiny", dtype="float32", device="cpu")
     engine = RecordingEngine(loaded.tokenizer, cycle_replies("right", "wrong"), loaded.model)
     settings = grpo_settings(mu=mu)
-    module = GRPOModule(
-        loaded.model,
-        loaded.tokenizer,
-        FMT,
-        scripted_suite(),
-        build_reward_group(OUTCOME),
-        RolloutConfig(max_turns=3, max_new_tokens=48, temperature=1.0),
-        settings,
-        engine=engine,
-        max_grad_norm=1.0,
-    )
+    module = scripted_module(loaded, None, settings, engine=engine)
     fit_module(module, steps=2)
     events = [e for i, e in enumerate(engine.events) if e != "generate" or engine.events[i - 1] != "generate"]
     # per GRPO step: sync (weights changed: fit start, then the previous update), rollout, sleep, update, wake
