@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.lookups import task_by_id
 
 from toolmaster.envs.environment import EXECUTION, TRIAL, ToolEnv
 from toolmaster.envs.task import Task
@@ -120,7 +121,7 @@ def test_same_seed_same_world_and_bad_classes_are_one_line_errors(world):
 
 
 def test_tasks_carry_follow_ups_gold_calls_and_the_checker(world):
-    task = world.task_by_id("multi_turn_miss_func_0")
+    task = task_by_id(world, "multi_turn_miss_func_0")
     assert task.scorer == "toolmaster.worlds.bfcl.scorer:score"
     assert task.num_user_turns == 5 and "sort" not in task.tool_names and "cp" not in task.tool_names
     assert task.follow_ups[2] == {
@@ -130,7 +131,7 @@ def test_tasks_carry_follow_ups_gold_calls_and_the_checker(world):
     # a positional ground-truth argument is named from the method's signature
     assert {"name": "sort", "arguments": {"file_name": "final_report.pdf"}, "user_turn": 3} in task.gold_calls
     assert task.initial_state["bfcl"]["long_context"] is False
-    assert world.task_by_id("multi_turn_long_context_0").initial_state["bfcl"]["long_context"] is True
+    assert task_by_id(world, "multi_turn_long_context_0").initial_state["bfcl"]["long_context"] is True
     assert call_string("mv", {"source": "a b", "n": [1, 2]}) == "mv(source='a b', n=[1, 2])"
 
 
@@ -172,7 +173,7 @@ def _public(instance) -> dict:
     "task_id", ["multi_turn_base_0", "multi_turn_base_110", "multi_turn_long_context_150"]
 )
 def test_a_trial_never_changes_the_real_state(world, task_id):
-    task = world.task_by_id(task_id)
+    task = task_by_id(world, task_id)
     env = ToolEnv(world.suite, 100, 10.0, 100_000, strict_types=False)
     env.reset(task)
     real = instances(env.state)  # the real instances exist before the trials (they are made on first use)
@@ -192,7 +193,7 @@ def test_checker_instances_are_dropped_and_nothing_is_written_into_the_package(w
     import importlib
 
     before = sorted(str(p) for p in package_dir().rglob("*") if "__pycache__" not in p.parts)
-    task = world.task_by_id("multi_turn_base_3")
+    task = task_by_id(world, "multi_turn_base_3")
     assert replay(world, task, task.gold_calls)[0]
     utils = importlib.import_module(UTILS)
     assert not [k for k in vars(utils) if k.startswith("toolmaster_")]
@@ -206,7 +207,7 @@ def test_world_data_is_read_from_the_installed_package_not_copied(world):
     for part in ("toolmaster", "tests", "experiments", "examples"):
         assert not list((repo / part).glob("**/BFCL_v4_*.json")), part
     entry = json.loads((package_dir() / "data" / "BFCL_v4_multi_turn_base.json").open().readline())
-    assert world.task_by_id(entry["id"]).query == entry["question"][0][0]["content"]
+    assert task_by_id(world, entry["id"]).query == entry["question"][0][0]["content"]
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,7 @@ def hosted_world():
 
 
 def test_process_isolation_rebuilds_the_world_and_keeps_trials_and_episodes_apart(hosted_world):
-    task = hosted_world.task_by_id("multi_turn_base_0")
+    task = task_by_id(hosted_world, "multi_turn_base_0")
     spec = task.initial_state["bfcl"]
     fresh = {name: new_instance(name, spec["config"], spec["long_context"]) for name in spec["classes"]}
     with ToolEnv(hosted_world.suite, 100, 10.0, 100_000, strict_types=False) as env:

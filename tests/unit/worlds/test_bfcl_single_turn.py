@@ -12,6 +12,7 @@ import copy
 import sys
 
 import pytest
+from helpers.lookups import task_by_id
 
 from toolmaster.envs.environment import EXECUTION, ToolEnv
 from toolmaster.errors import ConfigError
@@ -55,7 +56,7 @@ def test_categories_and_tools_per_entry(world):
         "live_parallel": 16,
         "live_parallel_multiple": 24,
     }
-    task = world.task_by_id("parallel_0")
+    task = task_by_id(world, "parallel_0")
     env = ToolEnv(world.suite, 0)
     env.reset(task)
     assert list(env.tools) == ["spotify.play"]  # the model calls the function's own name
@@ -78,7 +79,7 @@ def test_gold_replays_score_valid_unless_the_schema_rejects_them(world):
 
 @pytest.mark.parametrize("task_id", ["simple_python_0", "parallel_0", "multiple_5", "live_simple_0-0-0"])
 def test_perturbed_replays_score_invalid(world, task_id):
-    task = world.task_by_id(task_id)
+    task = task_by_id(world, task_id)
     assert replay(world, task, task.gold_calls)[0]
     assert not replay(world, task, task.gold_calls[:-1])[0]  # a call dropped
     changed = copy.deepcopy(task.gold_calls)

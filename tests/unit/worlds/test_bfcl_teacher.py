@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.lookups import task_by_id
 
 from toolmaster.errors import ConfigError
 from toolmaster.protocol import get_chat_format
@@ -88,7 +89,7 @@ def test_the_loop_replays_teacher_episodes_identically(episodes, smollm2_tokeniz
         max_observation_chars=1200,
         strict_types=False,
     )
-    task = world.task_by_id(task_id)
+    task = task_by_id(world, task_id)
     (traj,) = rollout(
         ScriptedEngine(smollm2_tokenizer, respond), smollm2_tokenizer, FMT, world.suite, [task], config
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers.benchmark_servers import JudgeServer, RestServer
+from helpers.lookups import task_by_id
 from helpers.restbench_fixtures import ANSWERS, FACTS, GOLD, TABLE, write_recording, write_restbench
 from helpers.scripted_replay import call_turns, replay
 
@@ -60,7 +61,7 @@ def test_spec_becomes_get_tools(files, api) -> None:
     assert search.parameters["properties"]["page"]["type"] == "integer"  # a $ref into components
     credits = world.suite.tools["get_person_person_id_movie_credits"].parameters  # a path-level parameter
     assert credits["required"] == ["person_id"] and credits["properties"]["person_id"]["type"] == "integer"
-    task = world.task_by_id("tmdb-3")
+    task = task_by_id(world, "tmdb-3")
     assert task.metadata["solution"] == ["GET /movie/top_rated", "GET /movie/{movie_id}/credits"]
     assert task.metadata["solution_tools"] == ["get_movie_top_rated", "get_movie_movie_id_credits"]
     assert task.tool_names == list(world.suite.tools) and task.split == "test"
@@ -73,7 +74,7 @@ def test_spec_becomes_get_tools(files, api) -> None:
 def test_live_calls_send_the_token_and_fail_as_observations(files, api) -> None:
     world = live(files, api)
     env = ToolEnv(world.suite, 2, 10.0, 2000, strict_types=False)
-    env.reset(world.task_by_id("tmdb-1"))
+    env.reset(task_by_id(world, "tmdb-1"))
     try:
         ok = env.execute("get_search_person", {"query": "Sofia Coppola"}, EXECUTION)
         missing = env.execute("get_movie_movie_id_credits", {"movie_id": 1}, EXECUTION)

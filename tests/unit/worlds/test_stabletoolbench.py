@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers.benchmark_servers import JudgeServer, VirtualApiServer
+from helpers.lookups import task_by_id
 from helpers.scripted_replay import call_turns, replay
 from helpers.stabletoolbench_fixtures import ANSWERS, FACTS, GOLD, RESPONSES, write_stabletoolbench
 
@@ -56,7 +57,7 @@ def test_tools_and_tasks_from_the_files(files, server) -> None:
         ],  # query 999's tool is missing: skipped
         "G1_tool": ["G1_tool-1073"],
     }
-    task = world.task_by_id("G1_instruction-588")
+    task = task_by_id(world, "G1_instruction-588")
     tools = [world.suite.tools[k] for k in task.tool_names]
     assert [t.name for t in tools] == [
         "search_movie_for_movie_facts_hub",
@@ -84,7 +85,7 @@ def test_tools_and_tasks_from_the_files(files, server) -> None:
 def test_requests_follow_the_virtual_protocol(files, server) -> None:
     world = build(files, server)
     env = ToolEnv(world.suite, 2, 10.0, 1024, strict_types=False)
-    env.reset(world.task_by_id("G1_instruction-588"))
+    env.reset(task_by_id(world, "G1_instruction-588"))
     try:
         record = env.execute("search_movie_for_movie_facts_hub", {"title": "Moon Harbor"}, EXECUTION)
     finally:
@@ -142,7 +143,7 @@ def test_a_judge_decides_answered_episodes(files, server, tiny_tokenizer, monkey
 def test_server_errors_and_timeouts_become_error_observations(files, server) -> None:
     world = build(files, server, request_timeout_s=0.5)
     env = ToolEnv(world.suite, 2, 5.0, 1024, strict_types=False)
-    env.reset(world.task_by_id("G1_instruction-608"))
+    env.reset(task_by_id(world, "G1_instruction-608"))
     server.faults.extend(["500", "garbage", "error", "slow"])
     try:
         records = [env.execute("trending_now_for_movie_facts_hub", {}, EXECUTION) for _ in range(4)]
@@ -165,7 +166,7 @@ def test_a_server_that_goes_away_is_an_error_observation(files, monkeypatch) -> 
     with VirtualApiServer(RESPONSES, key=KEY) as srv:
         world = build(files, srv)
     env = ToolEnv(world.suite, 2, 5.0, 1024, strict_types=False)
-    env.reset(world.task_by_id("G1_instruction-608"))
+    env.reset(task_by_id(world, "G1_instruction-608"))
     try:
         record = env.execute("trending_now_for_movie_facts_hub", {}, EXECUTION)
     finally:
@@ -175,7 +176,7 @@ def test_a_server_that_goes_away_is_an_error_observation(files, monkeypatch) -> 
 
 def test_the_key_is_redacted_from_what_comes_back(files, server, tiny_tokenizer) -> None:
     world = build(files, server)
-    task = world.task_by_id("G1_instruction-608")
+    task = task_by_id(world, "G1_instruction-608")
     server.faults.append("echo")  # a server that sends the whole request back, key included
     (trajectory,) = replay(world, [task], _gold([task.id]), tiny_tokenizer)
     dumped = json.dumps(trajectory.to_dict())

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.lookups import task_by_id
 from helpers.scripted_replay import call_turns, replay
 from helpers.toolhop_fixtures import GOLD, RECORDS, hostile_record, write_hostile_toolhop, write_toolhop
 
@@ -33,7 +34,7 @@ def world(data: Path):
 
 
 def test_records_become_tasks_with_their_own_tools(world) -> None:
-    task = world.task_by_id("toolhop-0")
+    task = task_by_id(world, "toolhop-0")
     assert task.answer == "3" and task.scorer == "toolmaster.worlds.toolhop.scorer:score"
     assert task.tool_names == ["0/architect_finder", "0/first_name_extractor", "0/letter_counter"]
     assert task.query.endswith("Question: " + RECORDS[0]["question"])
@@ -44,10 +45,10 @@ def test_records_become_tasks_with_their_own_tools(world) -> None:
     # one name, two records: two tools (each record's own function)
     assert world.suite.tools["0/letter_counter"] is not world.suite.tools["5/letter_counter"]
     assert world.suite.origin["_target_"] == "toolmaster.worlds.toolhop.build_toolhop_world"
-    free = build_toolhop_world(world.suite.origin["path"], prompt="free").task_by_id("toolhop-0")
+    free = task_by_id(build_toolhop_world(world.suite.origin["path"], prompt="free"), "toolhop-0")
     assert free.query == PROMPTS["free"].replace("{question}", RECORDS[0]["question"])
     mine = build_toolhop_world(world.suite.origin["path"], instructions="Q: {question} {not a field}")
-    assert mine.task_by_id("toolhop-1").query == "Q: " + RECORDS[1]["question"] + " {not a field}"
+    assert task_by_id(mine, "toolhop-1").query == "Q: " + RECORDS[1]["question"] + " {not a field}"
 
 
 def test_splits_are_by_query_and_stable(world, data: Path) -> None:
@@ -84,7 +85,7 @@ def test_answer_check_is_toolhops_containment(gold, text, official, strict) -> N
 
 
 def test_scorer_reads_the_last_reply_or_the_tool_result_before_it(world) -> None:
-    task = world.task_by_id("toolhop-2")
+    task = task_by_id(world, "toolhop-2")
 
     def trajectory(*messages: tuple[str, str]) -> Trajectory:
         return Trajectory(task.id, task.split, [{"role": r, "content": c} for r, c in messages])
@@ -126,7 +127,7 @@ def test_hostile_functions_are_contained(tmp_path: Path, tiny_tokenizer) -> None
     marker = tmp_path / "marker"
     world = build_toolhop_world(str(write_hostile_toolhop(tmp_path / "ToolHop.json", marker)))
     assert not marker.exists(), "building the world ran a function's source"
-    task = world.task_by_id("toolhop-99")
+    task = task_by_id(world, "toolhop-99")
     env = ToolEnv(world.suite, 2, timeout_s=1.0, max_observation_chars=500)
     env.reset(task)
     try:
@@ -144,14 +145,14 @@ def test_hostile_functions_are_contained(tmp_path: Path, tiny_tokenizer) -> None
     assert shout.ok and shout.observation == "quiet now"  # megabytes printed, none of it kept
     assert marked.ok and marked.observation == "marked" and marker.read_text() == "ran"
     # the episode goes on after every failure: a normal record in the same file still replays correct
-    normal = world.task_by_id("toolhop-2")
+    normal = task_by_id(world, "toolhop-2")
     (trajectory,) = replay(world, [normal], {normal.id: call_turns(GOLD["2"], "Velia")}, tiny_tokenizer)
     assert trajectory.correct
 
 
 def test_a_function_never_runs_in_the_process_that_built_it(world) -> None:
     env = ToolEnv(world.suite, 2, 2.0, 500, isolation=Isolation("thread"))
-    env.reset(world.task_by_id("toolhop-2"))
+    env.reset(task_by_id(world, "toolhop-2"))
     record = env.execute("mountain_country_locator", {"mountain": "Mount Orel"}, EXECUTION)
     assert not record.ok and "RefusedInTrainer" in record.observation
     assert "tools.isolation=process" in record.observation
