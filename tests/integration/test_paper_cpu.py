@@ -33,7 +33,13 @@ def test_paper_cpu_runs_end_to_end_and_resumes(tmp_path):
     summary = json.loads((run_dir / "pipeline_summary.json").read_text())
     assert all(step["status"] == "done" for step in summary["steps"].values()), summary
     comparison = json.loads((run_dir / "comparison.json").read_text())
-    assert set(comparison["rows"]) >= {"base", "direct_sft", "toolmaster_sft", "direct_grpo", "toolmaster_grpo"}
+    assert {row["label"] for row in comparison["rows"]} == {
+        "base",
+        "direct_sft",
+        "toolmaster_sft",
+        "direct_grpo",
+        "toolmaster_grpo",
+    }
     system = json.loads((run_dir / "toolmaster_synthesize" / "data.jsonl").read_text().splitlines()[0])
     assert '{"name": "' not in system["messages"][0]["content"]  # compact rendering: no JSON schema lines
     grpo = (run_dir / "toolmaster_grpo" / "logs" / "metrics.csv").read_text()
