@@ -74,7 +74,7 @@ lint: setup  ## ruff lint (docstring rules on the strictly typed packages) + for
 	$(PY) -m ruff format --check toolmaster tests
 	$(PY) -m mypy
 
-typecheck: setup  ## strict mypy on algorithms/, rewards/, envs/, samplers/base.py ([tool.mypy] in pyproject.toml)
+typecheck: setup  ## strict mypy on algorithms/, rewards/, envs/, protocol/, samplers/base.py ([tool.mypy] in pyproject.toml)
 	$(PY) -m mypy
 
 format: setup  ## apply ruff fixes and formatting

@@ -68,7 +68,7 @@ def _hint(tags: ProtocolTags) -> str:
     )
 
 
-def _parse_call(kind: str, body: str, tags: ProtocolTags, thought: str | None) -> Action:
+def _parse_call(kind: ActionKind, body: str, tags: ProtocolTags, thought: str | None) -> Action:
     text = body.strip()
     try:
         obj = json.loads(text)
