@@ -143,8 +143,8 @@ def test_grpo_step_through_hostile_tools(spec: Path) -> None:
     seen: list[list[Trajectory]] = []
     rollout_tasks = module.rollout_tasks
 
-    def recording(batch: list, step: int) -> list[Trajectory]:
-        seen.append(rollout_tasks(batch, step))
+    def recording(batch: list, step: int, round_: int = 0) -> list[Trajectory]:
+        seen.append(rollout_tasks(batch, step, round_))
         return seen[-1]
 
     module.rollout_tasks = recording  # type: ignore[method-assign]

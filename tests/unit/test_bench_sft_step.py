@@ -12,10 +12,11 @@ from toolmaster.bench.sft_step import main, parse_variant
 
 
 def test_variants_parse_and_typos_fail_with_one_line():
-    assert parse_variant("fp32") == ("fp32", None, False, False)
-    assert parse_variant("bf16-mixed+top15") == ("bf16-mixed", 15, False, False)
-    assert parse_variant("bf16-mixed+top10+compact") == ("bf16-mixed", 10, True, False)
-    assert parse_variant("fp32+compact+top2+mask") == ("fp32", 2, True, True)
+    assert parse_variant("fp32") == ("fp32", None, False, False, None)
+    assert parse_variant("bf16-mixed+top15") == ("bf16-mixed", 15, False, False, None)
+    assert parse_variant("bf16-mixed+top10+compact") == ("bf16-mixed", 10, True, False, None)
+    assert parse_variant("fp32+compact+top2+mask") == ("fp32", 2, True, True, None)
+    assert parse_variant("fp32+batch8").batch == 8
     for bad in (
         "fp16",
         "fp32+top",
@@ -54,7 +55,7 @@ def test_compact_variants_train_on_the_same_episodes_in_fewer_tokens(tmp_path, c
     """+compact reads the episodes written with chatml_compact (synthesized here by the real stage=synthesize
     in both renderings): the same tasks, fewer prompt tokens; --profile adds the time split."""
     main(["--source", "tiny", "--steps", "1", "--batch", "2", "--max-length", "1536", "--profile",
-          "--variants", "fp32,fp32+compact"])  # fmt: skip
+          "--variants", "fp32,fp32+compact,fp32+compact+batch1"])  # fmt: skip
     out = capsys.readouterr().out
     system = {
         match.group(1): float(match.group(2))
@@ -62,7 +63,8 @@ def test_compact_variants_train_on_the_same_episodes_in_fewer_tokens(tmp_path, c
     }
     assert system["chatml_compact"] < 0.75 * system["chatml"]
     rows = _rows(out)
-    assert [row[0] for row in rows] == ["fp32", "fp32+compact"]
+    assert [row[0] for row in rows] == ["fp32", "fp32+compact", "fp32+compact+batch1"]
+    assert float(rows[2][2]) < float(rows[1][2])  # batches of one episode: fewer tokens per step
     assert float(rows[1][2]) < float(rows[0][2])  # fewer tokens per step
     shares = [float(x) for x in rows[0][-1].split("/")]
     assert sum(shares) == pytest.approx(1.0, abs=0.01) and shares[0] > 0

@@ -4,7 +4,8 @@ Every variant trains a fresh copy of the same model for ``--steps`` AdamW steps 
 episodes* (the first ``(steps + 1) x batch`` oracle trial-and-execution episodes, sorted by length and cut
 into batches as ``stage=sft``'s bucketing does), after one warm-up step that is not timed, and reports
 seconds per step, tokens per step, SFT episodes per CPU-hour, the speed-up over the first variant (in
-episodes per hour) and the loss of its last step. A variant is ``<precision>[+top<N>][+compact]``:
+episodes per hour) and the loss of its last step. A variant is
+``<precision>[+top<N>][+compact][+mask][+batch<N>]``:
 
 - ``fp32``: fp32 weights and compute (``trainer.precision=32-true`` with ``model.dtype=float32``);
 - ``bf16-mixed``: fp32 master weights, forward under ``torch.autocast(cpu, bfloat16)``, what Lightning's
@@ -15,10 +16,11 @@ episodes per hour) and the loss of its last step. A variant is ``<precision>[+to
 - ``+mask``: the attention mask passed to the model as before ``token_losses`` learnt to drop it for
   right-padded batches (SDPA's causal path; the same loss): the reference for that lever;
 - ``+compact``: the episodes written with ``model.chat_format=chatml_compact`` (one signature line per tool
-  and terse protocol rules, ``toolmaster.protocol.tool_rendering``) instead of ``chatml`` (JSON schemas).
+  and terse protocol rules, ``toolmaster.protocol.tool_rendering``) instead of ``chatml`` (JSON schemas);
+- ``+batch<N>``: batches of N episodes instead of ``--batch`` (the first ``(steps + 1) x N`` episodes).
 
 The default list starts with ``paper_small``'s SFT step on a CPU with native bf16 (``bf16-mixed+mask``: every
-layer, JSON tools, the padding mask) and ends with ``paper_cpu``'s (``bf16-mixed+top10+compact``). ``--profile`` adds, per
+layer, JSON tools, the padding mask) and ends with ``paper_cpu``'s (``bf16-mixed+top10+compact+batch8``). ``--profile`` adds, per
 variant, where one step's time goes (forward / backward / optimizer; matmul / attention / the rest, from
 ``torch.profiler``) and the tokens of an episode by role.
 
@@ -41,40 +43,48 @@ from typing import Any, NamedTuple
 import torch
 
 DEFAULT_VARIANTS = (
-    "bf16-mixed+mask,bf16-mixed+mask+compact,bf16-mixed+mask+top10,bf16-mixed,bf16-mixed+top10+compact"
+    "bf16-mixed+mask,bf16-mixed+mask+compact,bf16-mixed+mask+top10,bf16-mixed,bf16-mixed+top10+compact+batch8"
 )
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 CHAT_FORMATS = {False: "chatml", True: "chatml_compact"}  # +compact -> the episodes' chat format
 
 
 class Levers(NamedTuple):
-    """What a variant name says: ``<precision>[+top<N>][+compact][+mask]``."""
+    """What a variant name says: ``<precision>[+top<N>][+compact][+mask][+batch<N>]``."""
 
     precision: str
     top: int | None
     compact: bool
     mask: bool
+    batch: int | None = None  # +batch<N>: this variant's batch size (default: --batch)
+
+    def key(self, default_batch: int) -> tuple[bool, int]:
+        """Which batches the variant trains on: (compact rendering, batch size)."""
+        return self.compact, self.batch or default_batch
 
 
 def parse_variant(variant: str) -> Levers:
-    """``bf16-mixed+top15+compact`` -> (``bf16-mixed``, 15, True, False); ``fp32`` -> (``fp32``, None, False,
-    False). Each lever at most once, in any order."""
+    """``bf16-mixed+top15+compact`` -> (``bf16-mixed``, 15, True, False, None); ``fp32`` -> (``fp32``, None,
+    False, False, None). Each lever at most once, in any order."""
     precision, *levers = variant.split("+")
-    top: int | None = None
+    numbers: dict[str, int | None] = {"top": None, "batch": None}
     flags = {"compact": False, "mask": False}
     for lever in levers:
+        name = lever.rstrip("0123456789")
         if lever in flags and not flags[lever]:
             flags[lever] = True
-        elif lever.startswith("top") and lever[3:].isdigit() and top is None:
-            top = int(lever[3:])
+        elif name in numbers and lever[len(name) :].isdigit() and numbers[name] is None:
+            numbers[name] = int(lever[len(name) :])
         else:
             precision = ""  # an unknown or repeated lever
+    if numbers["batch"] == 0 or numbers["top"] == 0:
+        precision = ""
     if precision not in PRECISIONS:
         raise SystemExit(
-            f"sft_step: bad variant {variant!r}: <precision>[+top<N>][+compact][+mask], precision one of "
-            f"{', '.join(PRECISIONS)}"
+            f"sft_step: bad variant {variant!r}: <precision>[+top<N>][+compact][+mask][+batch<N>], precision one "
+            f"of {', '.join(PRECISIONS)}"
         )
-    return Levers(precision, top, flags["compact"], flags["mask"])
+    return Levers(precision, numbers["top"], flags["compact"], flags["mask"], numbers["batch"])
 
 
 def synthesize(out_dir: Path, tasks: int, chat_format: str = "chatml") -> Path:
@@ -131,11 +141,13 @@ def op_shares(
 class Variant:
     """One variant's model and optimizer, stepped by ``time_variants``."""
 
-    def __init__(self, variant: str, lr: float, seed: int, source: str) -> None:
+    def __init__(self, variant: str, lr: float, seed: int, source: str, default_batch: int) -> None:
         from toolmaster.models import load_model
 
         self.name = variant
-        self.precision, top, self.compact, self.mask = parse_variant(variant)
+        levers = parse_variant(variant)
+        self.precision, top, self.mask = levers.precision, levers.top, levers.mask
+        self.key = levers.key(default_batch)
         dtype = "bfloat16" if self.precision == "bf16" else "float32"
         self.model = load_model(
             source=source, dtype=dtype, device="cpu", seed=seed, train_top_layers=top
@@ -150,11 +162,12 @@ class Variant:
 
 def time_variants(
     variants: list[str],
-    batches: dict[bool, list[dict[str, torch.Tensor]]],
+    batches: dict[tuple[bool, int], list[dict[str, torch.Tensor]]],
     lr: float,
     seed: int,
     source: str = "smollm2",
     profile: bool = False,
+    default_batch: int = 4,
 ) -> list[dict[str, Any]]:
     """Per variant: median seconds per step over all but the warm-up step (and the median forward / backward /
     optimizer parts), the loss of the last step and, with ``profile``, the op shares of one more step.
@@ -162,10 +175,10 @@ def time_variants(
     The variants take turns, one step each, so a change in the machine's load (another process starting)
     slows every variant alike instead of the one that happened to be running: the ratios stay comparable.
     """
-    runs = [Variant(variant, lr, seed, source) for variant in variants]
-    for index in range(len(batches[False] if False in batches else batches[True])):
+    runs = [Variant(variant, lr, seed, source, default_batch) for variant in variants]
+    for index in range(min(len(b) for b in batches.values())):
         for run in runs:
-            run.step(batches[run.compact][index])
+            run.step(batches[run.key][index])
     results = []
     for run in runs:
         timed = run.parts[1:] or run.parts
@@ -173,9 +186,7 @@ def time_variants(
         seconds = statistics.median(sum(p[:3]) for p in timed)
         result: dict[str, Any] = {"seconds": seconds, "parts": parts, "loss": run.parts[-1][3]}
         if profile:
-            result["ops"] = op_shares(
-                run.model, run.optimizer, batches[run.compact][-1], run.precision, run.mask
-            )
+            result["ops"] = op_shares(run.model, run.optimizer, batches[run.key][-1], run.precision, run.mask)
         results.append(result)
     return results
 
@@ -241,22 +252,26 @@ def main(argv: list[str] | None = None) -> None:
 
     from toolmaster.models.loading import cpu_has_fast_bf16
 
-    episodes = (args.steps + 1) * args.batch
-    batches: dict[bool, list[dict[str, Any]]] = {}
+    keys = sorted({levers.key(args.batch) for levers in parsed})
+    most = (args.steps + 1) * max(batch for _, batch in keys)
+    batches: dict[tuple[bool, int], list[dict[str, Any]]] = {}
     roles: dict[bool, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for compact in sorted({levers.compact for levers in parsed}):
+        files: dict[bool, Path] = {}
+        for compact in sorted({compact for compact, _ in keys}):
             given = args.compact_data if compact else args.data
-            data = given or synthesize(
-                Path(tmp) / CHAT_FORMATS[compact], max(64, episodes), CHAT_FORMATS[compact]
+            files[compact] = given or synthesize(
+                Path(tmp) / CHAT_FORMATS[compact], max(64, most), CHAT_FORMATS[compact]
             )
-            batches[compact] = same_episode_batches(
-                data, args.steps + 1, args.batch, args.max_length, args.source
+            roles[compact] = role_tokens(files[compact], args.source, most)
+        for compact, batch in keys:
+            batches[(compact, batch)] = same_episode_batches(
+                files[compact], args.steps + 1, batch, args.max_length, args.source
             )
-            roles[compact] = role_tokens(data, args.source, episodes)
     print(
-        f"{args.source}, {args.steps} timed steps of batch {args.batch} (the same {episodes} episodes in every "
-        f"variant), {torch.get_num_threads()} threads, native CPU bf16: {'yes' if cpu_has_fast_bf16() else 'no'}"
+        f"{args.source}, {args.steps} timed steps per variant (+1 warm-up) on the file's first episodes (the same "
+        f"episodes for the same batch size), {torch.get_num_threads()} threads, native CPU bf16: "
+        f"{'yes' if cpu_has_fast_bf16() else 'no'}"
     )
     for compact, counts in roles.items():
         print(
@@ -268,11 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(header + ("   fwd/bwd/opt s   matmul/attn/other" if args.profile else ""))
     baseline = None
-    results = time_variants(variants, batches, args.lr, args.seed, args.source, args.profile)
+    results = time_variants(variants, batches, args.lr, args.seed, args.source, args.profile, args.batch)
     for variant, levers, result in zip(variants, parsed, results):
-        timed = batches[levers.compact][1:] or batches[levers.compact]
+        compact, batch = levers.key(args.batch)
+        timed = batches[(compact, batch)][1:] or batches[(compact, batch)]
         tokens = sum(int(b["attention_mask"].sum()) for b in timed) / len(timed)
-        per_hour = args.batch * 3600 / result["seconds"]
+        per_hour = batch * 3600 / result["seconds"]
         baseline = baseline or per_hour
         line = (
             f"{variant:<28} {result['seconds']:>7.2f} {tokens:>8.0f} {per_hour:>10.0f} "
