@@ -60,6 +60,13 @@ GRPO step. Multi-device: every process rolls out its own tasks (a ``DistributedS
 shuffled per epoch); only the last micro-batch of each inner update synchronises gradients; episode metrics
 (torchmetrics) and loss statistics are reduced across processes before they are logged.
 
+Configs: the module takes the one sampling config (``RolloutConfig``: the ``sampler`` and ``tools`` limits, at
+``sampler.temperature``) and owns what GRPO fixes in it, in one place (``__init__``): the temperature must be
+> 0 (a ``ConfigError`` otherwise: greedy groups carry no signal), training rollouts draw ``n_samples =
+stage.group_size`` episodes per task, and validation rollouts are greedy, one episode per task (the same
+config at ``temperature=0``, ``n_samples=1``). Callers (``stages/grpo/run.py``, the tests) pass the sampling
+config as the settings give it and set none of these.
+
 Departures from the paper: its RL recipe is given at the level of "GRPO on multi-turn trial-and-execution
 episodes"; the details here (token-level loss over the model's own tokens only, population std in the
 advantage, optional Dr. GRPO estimator and constant normaliser, KL off by default, dropping truncated
@@ -145,7 +152,6 @@ class GRPOModule(pl.LightningModule):
         rollout_config: RolloutConfig,
         settings: GRPOSettings,
         engine: GenerationEngine | None = None,
-        val_config: RolloutConfig | None = None,
         val_splits: Sequence[str] = (),
         max_grad_norm: float | None = None,
         output_dir: str | Path | None = None,
@@ -162,8 +168,9 @@ class GRPOModule(pl.LightningModule):
         self.suite = suite
         self.rewards = rewards
         self.settings = settings
+        # the module derives both episode configs from the one it is given (module docstring, "Configs")
         self.rollout_config = replace(rollout_config, n_samples=settings.group_size)
-        self.val_config = replace(val_config or rollout_config, temperature=0.0, n_samples=1)
+        self.val_config = replace(rollout_config, temperature=0.0, n_samples=1)
         self.temperature = float(rollout_config.temperature)
         self.max_grad_norm = max_grad_norm
         self.output_dir = Path(output_dir) if output_dir is not None else None

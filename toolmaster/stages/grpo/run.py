@@ -118,8 +118,6 @@ def run(cfg: DictConfig) -> float | None:
     stage: GRPOSettings = settings(cfg.stage)
     data: DataSettings = settings(cfg.data)
     sampler: SamplerSettings = settings(cfg.sampler)
-    if sampler.temperature <= 0:
-        raise ConfigError("stage=grpo samples groups of episodes: sampler.temperature must be > 0")
     trainer_kwargs, max_grad_norm = grpo_trainer_kwargs(plain(cfg.trainer), stage.mu)
     output_dir = Path(cfg.output_dir)
     fingerprint = config_fingerprint(cfg)
@@ -148,10 +146,9 @@ def run(cfg: DictConfig) -> float | None:
         fmt,
         world.suite,
         rewards,
-        rollout_config(sampler, env, n_samples=stage.group_size),
+        rollout_config(sampler, env),  # the module sets group_size samples, greedy validation, checks T > 0
         stage,
         engine=build_engine(sampler, loaded, fmt),
-        val_config=rollout_config(sampler, env, temperature=0.0, n_samples=1),
         val_splits=list(val_tasks),
         max_grad_norm=max_grad_norm,
         output_dir=output_dir,
