@@ -118,7 +118,7 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
         "enable_checkpointing": False,
         "gradient_clip_val": 1.0,
     }
-    sft_module = SFTModule(loaded.model, lr=sft.lr, warmup_steps=sft.warmup_steps, schedule=sft.schedule)
+    sft_module = SFTModule(loaded.model, sft)
     cadence = Cadence(sft.checkpoint_every_n_steps, sft.val_every_n_steps)
     build_trainer(trainer_cfg, tmp_path / "sft", cadence, logger=False, has_val=False).fit(
         sft_module, datamodule

@@ -99,7 +99,7 @@ def _fit(
         seed=stage.seed,
     )
     dm.setup()
-    module = SFTModule(model, lr=stage.lr, warmup_steps=stage.warmup_steps, schedule=stage.schedule)
+    module = SFTModule(model, stage)
     recorder = Recorder()
     config = {**CPU_TRAINER, "max_steps": max_steps, "enable_checkpointing": checkpointing}
     callbacks: list[pl.Callback] = [recorder] + ([StopAt(stop_at)] if stop_at else [])

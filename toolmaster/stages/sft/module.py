@@ -42,6 +42,7 @@ from toolmaster.algorithms.logprobs import token_losses
 from toolmaster.evaluation import evaluate_splits
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.samplers.engines import make_engine
+from toolmaster.settings import SFTSettings
 from toolmaster.training.checkpoints import TrainableWeights
 from toolmaster.training.optim import adamw_with_schedule
 
@@ -80,26 +81,21 @@ class SuccessEval:
 
 # ---------------------------------------------------------------------------------------------- module
 class SFTModule(pl.LightningModule):
-    """Wraps a causal LM (plain or peft): masked cross-entropy, AdamW, warmup + decay schedule."""
+    """Wraps a causal LM (plain or peft): masked cross-entropy, AdamW, warmup + decay schedule.
+
+    Takes the ``SFTSettings`` the runner builds (``stage.lr``, ``weight_decay``, ``schedule``, ``warmup_steps``,
+    ``min_lr_ratio``), as ``GRPOModule`` takes ``GRPOSettings``."""
 
     def __init__(
         self,
         model: Any,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        schedule: str = "cosine",
-        min_lr_ratio: float = 0.0,
+        settings: SFTSettings,
         success_eval: SuccessEval | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.model.train()  # load_model returns eval mode; Lightning keeps the mode it finds
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.schedule = schedule
-        self.min_lr_ratio = min_lr_ratio
+        self.settings = settings  # the optimizer and schedule: lr, weight_decay, schedule, warmup_steps ...
         self.success_eval = success_eval
         self.trainable = TrainableWeights(model)
         self.strict_loading = not self.trainable.partial  # LoRA: checkpoints hold only the adapter
@@ -159,14 +155,15 @@ class SFTModule(pl.LightningModule):
         self.log("val/valid_format", values[1], sync_dist=True)
 
     def configure_optimizers(self) -> Any:
+        settings = self.settings
         return adamw_with_schedule(
             self.model,
-            self.lr,
-            self.weight_decay,
-            self.schedule,
-            self.warmup_steps,
+            settings.lr,
+            settings.weight_decay,
+            settings.schedule,
+            settings.warmup_steps,
             int(self.trainer.estimated_stepping_batches),
-            self.min_lr_ratio,
+            settings.min_lr_ratio,
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

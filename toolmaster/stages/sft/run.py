@@ -79,15 +79,7 @@ def run(cfg: DictConfig) -> float | None:
             fmt,
             engine=build_engine(sampler, loaded, fmt),
         )
-    module = SFTModule(
-        loaded.model,
-        lr=stage.lr,
-        weight_decay=stage.weight_decay,
-        warmup_steps=stage.warmup_steps,
-        schedule=stage.schedule,
-        min_lr_ratio=stage.min_lr_ratio,
-        success_eval=success_eval,
-    )
+    module = SFTModule(loaded.model, stage, success_eval=success_eval)
 
     # 4. run
     has_val = bool(datamodule.val_set)
