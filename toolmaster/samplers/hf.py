@@ -292,17 +292,7 @@ class HFEngine:
                 cache.batch_select_indices(keep)
                 tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
                 rows = [rows[j] for j in keep_idx]
-            attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention,
-                position_ids=next_pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits = out.logits[:, -1, :]
-            next_pos = next_pos + 1
-            self.decode_steps += 1
+            logits, attention, next_pos = self._decode_step(tokens, cache, attention, next_pos)
 
         if was_training:
             self.model.train()
@@ -312,6 +302,22 @@ class HFEngine:
             text = self.tokenizer.decode(text_ids, skip_special_tokens=False)
             results.append(Generation(ids[row], lps[row], text, reasons[row]))
         return results
+
+    def _decode_step(
+        self, tokens: torch.Tensor, cache: DynamicCache, attention: torch.Tensor, next_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feed each live row its sampled token (``tokens``, one per row) through the KV cache: returns the
+        next-token logits, the attention mask grown by one column and the next positions."""
+        attention = torch.cat([attention, attention.new_ones((len(tokens), 1))], dim=1)
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=attention,
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        self.decode_steps += 1
+        return out.logits[:, -1, :], attention, next_pos + 1
 
     def _finish_row(self, row: _LiveRow) -> Generation:
         text_ids = row.ids[:-1] if row.reason == "eos" else row.ids
@@ -391,16 +397,6 @@ class HFEngine:
                     attention = trim_left(cache, attention)
                 pending = on_finish([(row.request.key, self._finish_row(row)) for row in done])
             if rows:
-                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
-                out = self.model(
-                    input_ids=tokens[:, None],
-                    attention_mask=attention,
-                    position_ids=next_pos[:, None],
-                    past_key_values=cache,
-                    use_cache=True,
-                )
-                logits = out.logits[:, -1, :]
-                next_pos = next_pos + 1
-                self.decode_steps += 1
+                logits, attention, next_pos = self._decode_step(tokens, cache, attention, next_pos)
         if was_training:
             self.model.train()
