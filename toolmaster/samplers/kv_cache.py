@@ -1,4 +1,4 @@
-"""The HF sampler's KV cache: per-layer buffers with spare positions, written in place.
+"""The HF engine's KV cache: per-layer buffers with spare positions, written in place.
 
 transformers' ``DynamicCache`` appends by concatenation, so every decode step copies every layer's keys
 and values (12% of a batch-8 decode step of SmolLM2 at 700 cached positions on this CPU, profiled with
@@ -6,7 +6,7 @@ and values (12% of a batch-8 decode step of SmolLM2 at 700 cached positions on t
 end; appending writes into them, and ``keys``/``values`` are views of the used part, which is what the
 attention reads. The buffer grows (one copy) only when the spare room runs out.
 
-The layout helpers of the continuous-batching sampler work on these buffers too: ``merge`` stacks two
+The layout helpers of the HF engine's continuous batching work on these buffers too: ``merge`` stacks two
 batches with one copy into a fresh buffer (rows right-aligned, the narrower batch left-padded with masked
 zeros), ``trim_left`` drops leading positions that every row masks without copying (the buffers become
 views that start later), ``row_kv`` copies one row's unmasked positions out for reuse in a later turn.
@@ -86,10 +86,6 @@ class BufferedLayer(DynamicLayer):
         self.key_buffer = self.key_buffer[:, :, start:]  # type: ignore[index]
         self.value_buffer = self.value_buffer[:, :, start:]  # type: ignore[index]
         self.length -= start
-        self._expose()
-
-    def crop(self, tokens_to_remove: int) -> None:
-        self.length -= abs(tokens_to_remove)
         self._expose()
 
 

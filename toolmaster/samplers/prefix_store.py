@@ -1,4 +1,4 @@
-"""Shared-prefix KV reuse between episodes of one rollout (the HF sampler's prefix cache).
+"""Shared-prefix KV reuse between episodes of one rollout (the HF engine's prefix cache).
 
 Episodes of a rollout often open with the same tokens: the ``n_samples`` episodes of a task (a GRPO
 group) have identical prompts, and toolworld tasks that offer the same tools share ~300 of their ~345
