@@ -18,10 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from toolmaster.envs.tool import Tool
 
-TRIAL = "trial"
-EXECUTION = "execution"
-PHASES = (TRIAL, EXECUTION)
-
 # error kinds, used as counter keys and in CallRecord.error
 PARSE_ERROR = "parse_error"
 UNKNOWN_TOOL = "unknown_tool"

@@ -22,9 +22,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from toolmaster.envs.calls import EXECUTION, TOOL_CRASHED, TRIAL, Isolation, Outcome, plain_phase
+from toolmaster.envs.calls import TOOL_CRASHED, Isolation, Outcome, plain_phase
 from toolmaster.envs.tool import Tool, ToolSuite
 from toolmaster.envs.toolhost import recv_msg, send_msg, serve_host
+from toolmaster.protocol.phases import Phase
 
 HOST_START_TIMEOUT_S = 300.0
 GRACE_S = 30.0  # how much longer than the call's timeout the trainer waits for its lineage
@@ -211,13 +212,13 @@ class ProcessRunner:
 
     def fork_sandbox(self) -> None:
         """Replace the trial lineage by a new one started from a copy of the execution state (a new user turn)."""
-        state = self.state(EXECUTION)
-        was_open = TRIAL in self.lines
-        self._lose(TRIAL)
-        del self.lines[TRIAL]
-        self.starts[TRIAL] = state
+        state = self.state(Phase.EXECUTION)
+        was_open = Phase.TRIAL in self.lines
+        self._lose(Phase.TRIAL)
+        del self.lines[Phase.TRIAL]
+        self.starts[Phase.TRIAL] = state
         if was_open:
-            self._line(TRIAL)
+            self._line(Phase.TRIAL)
 
     def start(
         self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float, key: str | None = None
@@ -266,4 +267,4 @@ class ProcessRunner:
         self.close()
 
 
-__all__ = ["EXECUTION", "ProcessRunner", "ToolHost", "ToolHostError", "host_for"]
+__all__ = ["ProcessRunner", "ToolHost", "ToolHostError", "host_for"]

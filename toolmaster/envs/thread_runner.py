@@ -15,19 +15,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from toolmaster.envs.calls import TIMEOUT, TRIAL, Outcome, call_tool
+from toolmaster.envs.calls import TIMEOUT, Outcome, call_tool
 from toolmaster.envs.tool import Tool
+from toolmaster.protocol.phases import Phase
 
 
 class ThreadRunner:
     """One episode's two states (trial sandbox and real state), each call run in a daemon thread."""
 
     def __init__(self, initial_state: dict[str, Any]) -> None:
-        self.states = {"execution": copy.deepcopy(initial_state), TRIAL: copy.deepcopy(initial_state)}
+        self.states: dict[str, dict[str, Any]] = {
+            Phase.EXECUTION: copy.deepcopy(initial_state),
+            Phase.TRIAL: copy.deepcopy(initial_state),
+        }
 
     def fork_sandbox(self) -> None:
         """A new trial sandbox: a copy of the real state (a new user turn)."""
-        self.states[TRIAL] = copy.deepcopy(self.states["execution"])
+        self.states[Phase.TRIAL] = copy.deepcopy(self.states[Phase.EXECUTION])
 
     def start(
         self, tool: Tool, arguments: dict[str, Any], phase: str, timeout: float, key: str | None = None

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from toolmaster.envs.environment import EXECUTION, TRIAL, ToolEnv
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import ToolSuite
-from toolmaster.protocol.actions import ANSWER, CALL, parse_action
-from toolmaster.protocol.actions import TRIAL as TRIAL_ACTION
+from toolmaster.protocol.actions import parse_action
 from toolmaster.protocol.chat_format import ChatFormat
+from toolmaster.protocol.phases import ActionKind
 from toolmaster.protocol.prompt import build_messages, observation_text, user_turn_message
 from toolmaster.protocol.tokenize import SegmentTokenizer, tokenize_conversation, tokenize_segments
 from toolmaster.samplers.base import Generation, GenerationEngine, SamplingParams, TurnRequest
@@ -197,7 +197,7 @@ class RolloutRunner:
             ep.truncate("max_total_tokens" if limited_by_episode else "max_new_tokens")
             return None
         action = parse_action(gen.text, self.fmt.tags)
-        if action.kind == ANSWER:
+        if action.kind == ActionKind.ANSWER:
             ep.extra.setdefault("answers", []).append(action.answer)
             if not self.next_user_turn(ep):
                 ep.answer = action.answer
@@ -205,13 +205,13 @@ class RolloutRunner:
                 return None
             self._continue(ep)
             return None
-        if action.kind in (TRIAL_ACTION, CALL):
-            phase = TRIAL if action.kind == TRIAL_ACTION else EXECUTION
+        if action.kind in (ActionKind.TRIAL, ActionKind.CALL):
+            phase = TRIAL if action.kind == ActionKind.TRIAL else EXECUTION
             wait = ep.env.start(action.name, action.arguments, phase)
             return lambda: self._observe(ep, wait().observation, phase)
         ep.format_errors += 1
         if action.intended is not None:
-            phase = TRIAL if action.intended == TRIAL_ACTION else EXECUTION
+            phase = TRIAL if action.intended == ActionKind.TRIAL else EXECUTION
             record = ep.env.invalid(phase, gen.text, action.error or "unreadable call")
             return lambda: self._observe(ep, record.observation, phase)
         return lambda: self._observe(ep, f"Format error: {action.error}", None)

@@ -30,6 +30,7 @@ from toolmaster.envs.environment import TRIAL, CallRecord, ToolEnv
 from toolmaster.envs.task import Task
 from toolmaster.errors import ConfigError
 from toolmaster.protocol.chat_format import ChatFormat
+from toolmaster.protocol.phases import ActionKind
 from toolmaster.protocol.prompt import build_messages, observation_text
 from toolmaster.teachers.base import PlayRequest, Progress
 from toolmaster.teachers.slips import with_slips
@@ -58,8 +59,8 @@ def direct_policy(task: Task, rng: random.Random) -> Generator[Step, CallRecord,
     for call in task.gold_calls:
         args_text = ", ".join(f"{k}={v!r}" for k, v in call["arguments"].items()) or "no arguments"
         thought = rng.choice(DIRECT_THOUGHTS).format(name=call["name"], args_text=args_text)
-        yield Step("call", call["name"], dict(call["arguments"]), thought=thought)
-    yield Step("answer", answer=task.answer, thought=rng.choice(DIRECT_ANSWER_THOUGHTS))
+        yield Step(ActionKind.CALL, call["name"], dict(call["arguments"]), thought=thought)
+    yield Step(ActionKind.ANSWER, answer=task.answer, thought=rng.choice(DIRECT_ANSWER_THOUGHTS))
 
 
 def episode_messages(
@@ -73,10 +74,10 @@ def episode_messages(
     trials = 0
     for step, record in zip(episode.steps, episode.records):
         think = tags.wrap_think(step.thought) if step.thought else ""
-        if step.kind == "answer":
+        if step.kind == ActionKind.ANSWER:
             messages.append({"role": "assistant", "content": think + tags.wrap_answer(str(step.answer))})
             break
-        kind = "trial" if step.kind == "trial" else "call"
+        kind = ActionKind.TRIAL if step.kind == ActionKind.TRIAL else ActionKind.CALL
         message = {
             "role": "assistant",
             "content": think + tags.wrap_call(kind, step.name or "", step.arguments or {}),

@@ -31,6 +31,7 @@ from toolmaster.envs.environment import EXECUTION, TRIAL, CallRecord, ToolEnv
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool
 from toolmaster.protocol.chat_format import ChatFormat
+from toolmaster.protocol.phases import ActionKind
 from toolmaster.protocol.prompt import build_messages, observation_text, user_turn_message
 from toolmaster.teachers.base import PlayRequest, Progress
 from toolmaster.trajectory import Trajectory
@@ -150,12 +151,12 @@ class _Episode:
         self.tested: set[str] = set()
         self.answer: str | None = None
 
-    def act(self, kind: str, name: str, arguments: dict[str, Any], thought: str) -> CallRecord:
+    def act(self, kind: ActionKind, name: str, arguments: dict[str, Any], thought: str) -> CallRecord:
         tags = self.fmt.tags
         self.messages.append(
             {"role": "assistant", "content": tags.wrap_think(thought) + tags.wrap_call(kind, name, arguments)}
         )
-        phase = TRIAL if kind == "trial" else EXECUTION
+        phase = TRIAL if kind == ActionKind.TRIAL else EXECUTION
         record = self.env.execute(name, arguments, phase)
         text = observation_text(
             record.observation, phase == TRIAL, self.env.trials_used, self.env.trial_budget
@@ -182,7 +183,10 @@ class _Episode:
             name, arguments = call["name"], dict(call["arguments"])
             if name in self.tested:
                 self.act(
-                    "trial", name, arguments, self.say(REPLAY_TRIAL, name=name, args=args_text(arguments))
+                    ActionKind.TRIAL,
+                    name,
+                    arguments,
+                    self.say(REPLAY_TRIAL, name=name, args=args_text(arguments)),
                 )
                 continue
             self.tested.add(name)
@@ -190,7 +194,7 @@ class _Episode:
             wrong = wrong_arguments(call, tool) if tool is not None else None
             if wrong is not None and left >= 2 and self.rng.random() < self.teacher.wrong_first_p:
                 record = self.act(
-                    "trial", name, wrong, self.say(WRONG_TRIAL, name=name, args=args_text(wrong))
+                    ActionKind.TRIAL, name, wrong, self.say(WRONG_TRIAL, name=name, args=args_text(wrong))
                 )
                 if not record.ok:
                     thought = self.say(
@@ -199,9 +203,11 @@ class _Episode:
                         name=name,
                         args=args_text(arguments),
                     )
-                    self.act("trial", name, arguments, thought)
+                    self.act(ActionKind.TRIAL, name, arguments, thought)
                     continue
-            self.act("trial", name, arguments, self.say(FIRST_TRIAL, name=name, args=args_text(arguments)))
+            self.act(
+                ActionKind.TRIAL, name, arguments, self.say(FIRST_TRIAL, name=name, args=args_text(arguments))
+            )
 
     def user_turn(self, turn: int) -> None:
         task = self.task
@@ -227,7 +233,7 @@ class _Episode:
                 )
             else:
                 thought = self.say(EXECUTE, name=name, args=args_text(arguments))
-            last = self.act("call", name, arguments, thought)
+            last = self.act(ActionKind.CALL, name, arguments, thought)
         if not gold:
             answer = self.say(CANNOT)
         elif turn == task.num_user_turns - 1 and task.answer:

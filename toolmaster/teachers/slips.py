@@ -31,6 +31,7 @@ from typing import Any
 
 from toolmaster.envs.environment import INVALID_ARGUMENTS, CallRecord
 from toolmaster.envs.task import Task
+from toolmaster.protocol.phases import ActionKind
 from toolmaster.worlds.scripted import Policy, Step
 
 COMMON_NAMES = ("unit", "format", "mode", "id", "value", "query", "type", "scale")
@@ -89,7 +90,7 @@ def with_slips(policy: Policy, schemas: dict[str, dict[str, Any]], rate: float, 
         try:
             step = next(inner)
             while True:
-                if pending and step.kind == "call" and step.name in schemas:
+                if pending and step.kind == ActionKind.CALL and step.name in schemas:
                     pending = False
                     others = [
                         name

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from toolmaster.errors import ConfigError, ToolMasterError
+from toolmaster.protocol.phases import Phase
 
 Judge = Callable[[str, str, Sequence[dict[str, Any]]], float]
 VERDICT_SCORES = {"solved": 1.0, "unsure": 0.5, "unsolved": 0.0}
@@ -166,7 +167,7 @@ def execution_steps(trajectory: Any) -> list[dict[str, Any]]:
     return [
         {"name": c["name"], "arguments": c["arguments"], "observation": c["observation"]}
         for c in trajectory.calls
-        if c["phase"] == "execution"
+        if c["phase"] == Phase.EXECUTION
     ]
 
 

@@ -55,7 +55,7 @@ def run_policy(
         step = next(gen)
         for _ in range(max_steps):
             episode.steps.append(step)
-            if step.kind == "answer":
+            if step.kind == ActionKind.ANSWER:
                 episode.answer = step.answer
                 episode.records.append(None)
                 break

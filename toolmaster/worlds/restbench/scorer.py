@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from toolmaster.envs.task import Task
+from toolmaster.protocol.phases import Phase
 from toolmaster.worlds.judge import judged
 
 
 def path_of(trajectory: Any) -> list[str]:
     """The tool names of the episode's successful execution calls, in order."""
-    return [c["name"] for c in trajectory.calls if c["phase"] == "execution" and c["ok"]]
+    return [c["name"] for c in trajectory.calls if c["phase"] == Phase.EXECUTION and c["ok"]]
 
 
 def is_subsequence(gold: list[str], path: list[str]) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from toolmaster.envs.task import Task
+from toolmaster.protocol.phases import Phase
 from toolmaster.worlds.judge import judged
 
 RULES = ("answered", "relevant_apis")
@@ -27,7 +28,7 @@ def answered(trajectory: Any) -> bool:
 
 
 def called_relevant(task: Task, trajectory: Any) -> bool:
-    done = {c["name"] for c in trajectory.calls if c["phase"] == "execution" and c["ok"]}
+    done = {c["name"] for c in trajectory.calls if c["phase"] == Phase.EXECUTION and c["ok"]}
     return all(name in done for name in task.metadata.get("relevant_functions", []))
 
 

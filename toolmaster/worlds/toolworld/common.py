@@ -31,6 +31,7 @@ from typing import Any
 from toolmaster.envs.environment import OVER_BUDGET, CallRecord
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool
+from toolmaster.protocol.phases import ActionKind
 from toolmaster.worlds.scripted import Step
 
 PolicyGen = Generator[Step, CallRecord, None]
@@ -249,7 +250,7 @@ class Play:
     ) -> Generator[Step, CallRecord, CallRecord | None]:
         if not self.trials_ok:
             return None
-        record = yield Step("trial", name, dict(arguments), thought=thought)
+        record = yield Step(ActionKind.TRIAL, name, dict(arguments), thought=thought)
         if refused(record):
             self.trials_ok = False
             return None
@@ -258,7 +259,7 @@ class Play:
     def call(
         self, name: str, arguments: dict[str, Any], thought: str
     ) -> Generator[Step, CallRecord, CallRecord]:
-        record = yield Step("call", name, dict(arguments), thought=thought)
+        record = yield Step(ActionKind.CALL, name, dict(arguments), thought=thought)
         return record
 
     def call_as_documented(
@@ -274,7 +275,7 @@ class Play:
         if text is None:
             text = "unknown"
             thought = thought or self.say(NO_ANSWER)
-        return Step("answer", answer=text, thought=thought or self.say(ANSWER_THOUGHTS, answer=text))
+        return Step(ActionKind.ANSWER, answer=text, thought=thought or self.say(ANSWER_THOUGHTS, answer=text))
 
 
 ANSWER_THOUGHTS = (
