@@ -32,7 +32,7 @@ from helpers.grpo_scripted import (
     scripted_module,
     snapshot_weights,
 )
-from helpers.lookups import num_loss_tokens
+from helpers.lookups import num_loss_tokens, reference_model
 
 from toolmaster.algorithms.logprobs import policy_logprobs
 from toolmaster.analyze import analyze
@@ -146,7 +146,7 @@ def test_no_reference_without_kl():
     before = models_alive()
     module = scripted_module(loaded, cycle_replies("right"), grpo_settings(kl_coef=0.0))
     assert models_alive() == before
-    assert module.reference_model is None and module._reference is None and not module.has_reference
+    assert reference_model(module) is None and module._reference is None and not module.has_reference
 
 
 def test_kl_with_lora_uses_the_base_with_the_adapter_disabled(tmp_path):
@@ -155,7 +155,7 @@ def test_kl_with_lora_uses_the_base_with_the_adapter_disabled(tmp_path):
     before = models_alive()
     module = scripted_module(loaded, cycle_replies("right", "wrong"), grpo_settings(kl_coef=0.1, mu=2))
     assert models_alive() == before  # no second copy of the model
-    assert module.reference_model is module.model and module._reference is None
+    assert reference_model(module) is module.model and module._reference is None
     assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in loaded.model.parameters())
     seen = record_steps(module)
     trainer = fit_module(module, steps=1)
@@ -176,7 +176,7 @@ def test_kl_without_lora_uses_a_frozen_copy_outside_the_module_state():
     before = models_alive()
     module = scripted_module(loaded, cycle_replies("right", "wrong"), grpo_settings(kl_coef=0.1))
     assert models_alive() == before + 1
-    reference = module.reference_model
+    reference = reference_model(module)
     assert reference is not None and reference is not module.model
     assert not any(p.requires_grad for p in reference.parameters())
     assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in loaded.model.parameters())

@@ -235,14 +235,6 @@ class GRPOModule(pl.LightningModule):
         return self.settings.kl_coef > 0
 
     @property
-    def reference_model(self) -> Any | None:
-        """The module computing reference log-probs: the frozen copy, the policy itself (LoRA, adapter off
-        while it runs) or None without a KL term."""
-        if not self.has_reference:
-            return None
-        return self.model if self._reference is None else self._reference.model
-
-    @property
     def grpo_step(self) -> int:
         return self.trainer.global_step // self.settings.mu
 
