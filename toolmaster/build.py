@@ -35,10 +35,6 @@ def build_settings(node: DictConfig) -> Any:
     return instantiate_node(node, "settings", recursive=False)
 
 
-# The old name, which shadowed the ``toolmaster.settings`` module; stages/sft and stages/grpo still import it.
-settings = build_settings
-
-
 def build_model(cfg: DictConfig, **overrides: Any) -> LoadedModel:
     """The ``model`` node's model, with ``overrides`` in place of its keys (the config is not changed)."""
     return instantiate(cfg.model, _convert_="all", **overrides)

@@ -52,10 +52,10 @@ from toolmaster.build import (
     build_logger,
     build_policy,
     build_rewards,
+    build_settings,
     build_world,
     plain,
     rollout_config,
-    settings,
 )
 from toolmaster.errors import ConfigError
 from toolmaster.io import write_json_atomic
@@ -115,9 +115,9 @@ def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str,
 
 
 def run(cfg: DictConfig) -> float | None:
-    stage: GRPOSettings = settings(cfg.stage)
-    data: DataSettings = settings(cfg.data)
-    sampler: SamplerSettings = settings(cfg.sampler)
+    stage: GRPOSettings = build_settings(cfg.stage)
+    data: DataSettings = build_settings(cfg.data)
+    sampler: SamplerSettings = build_settings(cfg.sampler)
     trainer_kwargs, max_grad_norm = grpo_trainer_kwargs(plain(cfg.trainer), stage.mu)
     output_dir = Path(cfg.output_dir)
     fingerprint = config_fingerprint(cfg)

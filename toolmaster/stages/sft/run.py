@@ -18,10 +18,10 @@ from toolmaster.build import (
     build_engine,
     build_logger,
     build_policy,
+    build_settings,
     build_world,
     plain,
     rollout_config,
-    settings,
 )
 from toolmaster.errors import ConfigError
 from toolmaster.io import write_json_atomic
@@ -37,8 +37,8 @@ SUMMARY = "sft_summary.json"
 
 
 def run(cfg: DictConfig) -> float | None:
-    stage: SFTSettings = settings(cfg.stage)
-    data: DataSettings = settings(cfg.data)
+    stage: SFTSettings = build_settings(cfg.stage)
+    data: DataSettings = build_settings(cfg.data)
     if not data.sft_path:
         raise ConfigError(
             "stage=sft needs data.sft_path=<trajectories.jsonl> (e.g. the data.jsonl of stage=synthesize)"
@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> float | None:
     if stage.val_success_split:
         world, env = build_world(cfg)
         world.tasks(stage.val_success_split)  # fail fast on an unknown split
-        sampler: SamplerSettings = settings(cfg.sampler)
+        sampler: SamplerSettings = build_settings(cfg.sampler)
         success_eval = SuccessEval(
             world,
             stage.val_success_split,
