@@ -36,22 +36,28 @@ class ProtocolTags:
     answer: str = "answer"
 
     def closing_tags(self) -> tuple[str, ...]:
+        """The closing tags of the three actions: the stop strings for generation."""
         return (f"</{self.trial}>", f"</{self.call}>", f"</{self.answer}>")
 
     def wrap_call(self, kind: str, name: str, arguments: dict[str, Any]) -> str:
+        """A call as markup: in the trial tag when ``kind`` is ``trial``, else in the call tag."""
         tag = self.trial if kind == TRIAL else self.call
         body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
         return f"<{tag}>{body}</{tag}>"
 
     def wrap_answer(self, answer: str) -> str:
+        """``answer`` inside the answer tag."""
         return f"<{self.answer}>{answer}</{self.answer}>"
 
     def wrap_think(self, thought: str) -> str:
+        """``thought`` inside the think tag."""
         return f"<{self.think}>{thought}</{self.think}>"
 
 
 @dataclass
 class Action:
+    """One parsed assistant turn: the action, its call or answer, or the error that made it invalid."""
+
     kind: ActionKind  # trial | call | answer | invalid (compares equal to those strings)
     name: str | None = None
     arguments: Any = None

@@ -1,10 +1,10 @@
-"""Chat formats: how messages become text segments, each marked trainable or not.
+r"""Chat formats: how messages become text segments, each marked trainable or not.
 
 A format renders every message on its own (no look-back), which is what makes token ids prefix-preserving:
 the ids of a conversation are the concatenation of the ids of its messages' segments, so appending turns
 never changes the ids of earlier ones. Three formats ship:
 
-- ``chatml``: SmolLM2's template (``<|im_start|>{role}\\n{content}<|im_end|>\\n``). It ignores ``tools=``,
+- ``chatml``: SmolLM2's template (``<|im_start|>{role}\n{content}<|im_end|>\n``). It ignores ``tools=``,
   so the protocol lists the tools in the system prompt (one JSON schema per line). Observations are
   ``tool`` turns.
 - ``chatml_compact``: ``chatml`` with the tools listed as one signature line each instead of one JSON schema
@@ -42,6 +42,8 @@ QWEN_TOOLS_FOOTER = (
 
 @dataclass(frozen=True)
 class ChatFormat:
+    """A chat format: its markup tags, turn delimiters and whether it renders the tool schemas itself."""
+
     name: str
     tags: ProtocolTags
     native_tools: bool  # tools rendered by the format itself (not by the protocol's system prompt)
@@ -52,6 +54,7 @@ class ChatFormat:
     def message_segments(
         self, message: dict[str, Any], tool_schemas: list[dict[str, Any]] | None = None
     ) -> list[Segment]:
+        """The segments of one message (``tool_schemas`` only matter for a system message in ``qwen2.5``)."""
         role, content = message["role"], message["content"]
         if role == "assistant":
             trained = message.get("train", True) is not False  # a teacher's slip: context without loss
@@ -80,6 +83,7 @@ class ChatFormat:
         return [(f"{self.start}{role}\n{content}{self.end}\n", False)]
 
     def generation_prompt(self) -> str:
+        """The header that opens an assistant turn, after which the model generates."""
         return f"{self.start}assistant\n"
 
     def segments(
@@ -88,6 +92,7 @@ class ChatFormat:
         tool_schemas: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = False,
     ) -> list[Segment]:
+        """The segments of a conversation, optionally followed by the generation prompt."""
         out: list[Segment] = []
         for message in messages:
             out.extend(self.message_segments(message, tool_schemas if message["role"] == "system" else None))
@@ -101,6 +106,7 @@ class ChatFormat:
         tool_schemas: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = False,
     ) -> str:
+        """The conversation as one text (its segments joined)."""
         return "".join(text for text, _ in self.segments(messages, tool_schemas, add_generation_prompt))
 
 
@@ -114,6 +120,7 @@ CHAT_FORMATS: dict[str, ChatFormat] = {
 
 
 def get_chat_format(name: str) -> ChatFormat:
+    """The chat format called ``name``; ``ValueError`` for an unknown name."""
     try:
         return CHAT_FORMATS[name]
     except KeyError:

@@ -13,11 +13,15 @@ from enum import StrEnum
 
 
 class Phase(StrEnum):
+    """Where a tool call runs: ``trial`` (sandbox copy of the state) or ``execution`` (the real state)."""
+
     TRIAL = "trial"
     EXECUTION = "execution"
 
 
 class ActionKind(StrEnum):
+    """What one model turn is: a ``trial`` call, an execution ``call``, an ``answer`` or invalid markup."""
+
     TRIAL = "trial"
     CALL = "call"
     ANSWER = "answer"

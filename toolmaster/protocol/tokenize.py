@@ -28,12 +28,14 @@ class SegmentTokenizer:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens added (cached; ``[]`` for empty text)."""
         return list(self._encode(text)) if text else []
 
 
 def tokenize_segments(
     segments: list[tuple[str, bool]], encoder: SegmentTokenizer
 ) -> tuple[list[int], list[int]]:
+    """Return ``(input_ids, loss_mask)`` for ``(text, trainable)`` segments, each tokenized on its own."""
     ids: list[int] = []
     mask: list[int] = []
     for text, trainable in segments:
