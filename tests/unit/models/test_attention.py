@@ -86,3 +86,62 @@ def test_exported_checkpoints_do_not_record_the_attention_choice(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert not any(NAME in str(value) for value in config.values())
     assert load_model(source="hf", path=str(tmp_path)).model.config._attn_implementation == NAME
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_decode_attention_matches_fp32_sdpa_for_grouped_heads(mask_kind):
+    from toolmaster.models.attention import decode_attention
+
+    gen = torch.Generator().manual_seed(0)
+    batch, heads, kv_heads, length, dim = 3, 6, 2, 20, 16
+    query = torch.randn(batch, heads, 1, dim, generator=gen)
+    buffer = torch.randn(2, batch, kv_heads, length + 5, dim, generator=gen)
+    key, value = buffer[0][:, :, :length], buffer[1][:, :, :length]  # strided views, like the KV buffers
+    keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+    keep[0, ..., :7] = False  # left padding
+    keep[2, ..., 3:5] = False
+    mask = {
+        "none": None,
+        "bool": keep,
+        "additive": torch.zeros(keep.shape).masked_fill(~keep, float("-inf")),
+    }[mask_kind]
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=None if mask is None else keep, scale=0.3, enable_gqa=True
+    ).transpose(1, 2)
+    ours = decode_attention(query.bfloat16(), key.bfloat16(), value.bfloat16(), mask, 0.3)
+    assert ours.dtype == torch.bfloat16 and ours.shape == (batch, 1, heads, dim)
+    exact_inputs = decode_attention(query, key, value, mask, 0.3)
+    assert torch.allclose(exact_inputs, reference, atol=1e-6)
+    assert torch.allclose(ours.float(), reference, atol=3e-2)  # bf16 inputs and output
+
+
+def test_bf16_decode_steps_take_the_decode_path_and_match_flash():
+    """A bf16 model's one-token steps run decode_attention; the logits match the flash kernel's."""
+    import toolmaster.models.attention as attention_module
+
+    model = load_model(source="tiny", tiny_hidden_size=128, seed=1, dtype="bfloat16").model.eval()
+    ids, mask = _padded_batch(model.config.vocab_size)
+    calls = []
+    original = attention_module.decode_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    def last_step() -> torch.Tensor:
+        with torch.inference_mode():
+            prefix = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+            return model(
+                input_ids=ids[:, -1:], attention_mask=mask, past_key_values=prefix.past_key_values
+            ).logits[:, -1]
+
+    attention_module.decode_attention = counting
+    try:
+        ours = last_step()
+    finally:
+        attention_module.decode_attention = original
+    assert calls and all(shape[2] == 1 for shape in calls)  # only one-token queries, every layer
+    assert len(calls) == model.config.num_hidden_layers
+    with attention(model, "sdpa"):
+        reference = last_step()
+    assert torch.allclose(ours.float(), reference.float(), atol=5e-2, rtol=0)
