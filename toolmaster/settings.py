@@ -211,6 +211,7 @@ class GRPOSettings:
     share_prompts: bool = True
     filter_groups: Literal["reward", "success"] | None = None
     max_refill_rounds: int = 2
+    async_rollout: bool = False
     log_trajectories_every: int = 10
     val_every_n_steps: int | None = None
     resume: str | None = "auto"
@@ -254,6 +255,11 @@ class GRPOSettings:
         _check(
             self.old_logprobs in ("recompute", "sampler"),
             f"stage.old_logprobs must be recompute or sampler, got {self.old_logprobs!r}",
+        )
+        _check(
+            not self.async_rollout or self.old_logprobs == "sampler",
+            "stage.async_rollout=true trains on episodes sampled one step earlier: set stage.old_logprobs=sampler"
+            " so that the clipped ratio corrects for the lag",
         )
         _check(
             self.log_trajectories_every >= 0,

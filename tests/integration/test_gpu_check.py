@@ -34,6 +34,8 @@ def test_cpu_run_trains_one_sharded_sft_and_grpo_step_and_prints_figures(tmp_pat
     assert int(figures["synthesize.episodes"]) > 0
     assert figures["sft.global_step"] == "1" and float(figures["sft.train_loss"]) > 0
     assert figures["grpo.grpo_steps"] == "1" and float(figures["grpo.rollout_s"]) > 0
+    assert float(figures["grpo_sync.step_s"]) > 0 and float(figures["grpo_async.step_s"]) > 0
+    assert float(figures["overlap.async_over_sync_step_time"]) > 0
     assert float(figures["total.wall_s"]) > 0
 
 

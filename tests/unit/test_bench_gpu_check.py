@@ -18,7 +18,15 @@ def test_plan_steps_pass_the_entry_points_check(device, tmp_path):
         "synthesize",
         "sft",
         "grpo",
+        "grpo_sync",
+        "grpo_async",
         *(["rollout"] if device == "cuda" else []),
+    ]
+    sync, overlapped = (next(s for s in steps if s.name == name) for name in ("grpo_sync", "grpo_async"))
+    assert "stage.async_rollout=false" in sync.command and "stage.async_rollout=true" in overlapped.command
+    # the two paths differ in that one override only
+    assert [a for a in sync.command if "async_rollout" not in a and "run.dir" not in a] == [
+        a for a in overlapped.command if "async_rollout" not in a and "run.dir" not in a
     ]
     for step in steps:
         if step.command[2] == "toolmaster":
@@ -35,4 +43,10 @@ def test_plan_steps_pass_the_entry_points_check(device, tmp_path):
 def test_dry_run_prints_every_command(capsys, tmp_path):
     assert main(["--dry-run", "--device", "cpu", "--workdir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert [line.split("]")[0] + "]" for line in printed.splitlines()] == ["[synthesize]", "[sft]", "[grpo]"]
+    assert [line.split("]")[0] + "]" for line in printed.splitlines()] == [
+        "[synthesize]",
+        "[sft]",
+        "[grpo]",
+        "[grpo_sync]",
+        "[grpo_async]",
+    ]

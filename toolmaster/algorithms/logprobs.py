@@ -92,7 +92,8 @@ def policy_logprobs(
     of computed columns hold real values that the loss masks out.
 
     ``share_prompts``: rows that start from the same prompt (a GRPO group) run it once
-    (``toolmaster.algorithms.prefix_sharing``); same values, less compute.
+    (``toolmaster.algorithms.prefix_sharing``); same values, less compute. A right-padded batch (what packing
+    builds) runs without its attention mask, on SDPA's causal path (``right_padded``).
     """
     mask = batch.loss_mask
     if share_prompts:
@@ -104,7 +105,8 @@ def policy_logprobs(
     columns = mask.any(dim=0).nonzero().squeeze(-1)
     if columns.numel() == 0:
         columns = torch.zeros(1, dtype=torch.long, device=mask.device)
-    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    attention = batch.attention_mask
+    inputs = {"input_ids": batch.input_ids, "attention_mask": None if right_padded(attention) else attention}
     try:
         logits = model(**inputs, logits_to_keep=columns).logits
     except TypeError:  # a model without logits_to_keep

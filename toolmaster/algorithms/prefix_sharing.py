@@ -121,7 +121,8 @@ def shared_prefix_logprobs(
     for c, (row, length) in enumerate(zip(plan.prefix_rows, plan.prefix_lengths)):
         prefix_ids[c, :length] = input_ids[row, :length]
         prefix_att[c, :length] = 1
-    prefix_out = model(input_ids=prefix_ids, attention_mask=prefix_att, use_cache=True, logits_to_keep=1)
+    # right-padded: no mask needed, SDPA's causal path (see logprobs.right_padded)
+    prefix_out = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1)
     prefix_cache = prefix_out.past_key_values
 
     # 2. every row's suffix on top of its prompt's cache

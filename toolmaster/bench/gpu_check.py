@@ -17,6 +17,9 @@ Steps, each printed with its figures (``figure <name> = <value>`` lines, easy to
 5. sync: in this process, the model sharded with FSDP2 (world size 1) and streamed bucket by bucket into a
    colocated vLLM engine (``VLLMEngine.sync_weights``) after every weight was changed: the sync time, the peak
    gathered elements, and how many of 16 greedy tokens of vLLM agree with the changed HF model before and after;
+5b. grpo_sync / grpo_async: four GRPO steps with the HF engine on one device, ``stage.async_rollout`` off and
+   on (the overlapped path, ``toolmaster.stages.grpo.async_rollout``): mean step time after the first, and
+   ``figure overlap.async_over_sync_step_time``;
 6. rollout: ``toolmaster.bench.rollout --vllm`` (this project's HF sampler, ``model.generate`` and vLLM on the
    same episodes).
 
@@ -93,6 +96,28 @@ def plan(work: Path, device: str, shape: str, use_vllm: bool) -> list[Step]:
         f"hydra.run.dir={work / 'grpo'}",
     )
     steps = [Step("synthesize", synth, 120), Step("sft", sft, 150), Step("grpo", grpo, 180)]
+    # the same GRPO steps with the HF engine, synchronous then overlapped (stage.async_rollout): both paths timed
+    for name, overlapped in (("grpo_sync", "false"), ("grpo_async", "true")):
+        run = cli(
+            "stage=grpo",
+            "model=hf",
+            f"model.path={work / 'sft' / 'hf'}",
+            "trainer.devices=1",
+            *quiet,
+            "sampler=hf",
+            "reward=shaped",
+            "sampler.max_turns=2",
+            "sampler.max_new_tokens=32",
+            "sampler.max_total_tokens=1024",
+            "stage.tasks_per_step=2",
+            "stage.group_size=4",
+            "stage.micro_batch_size=8",
+            "stage.old_logprobs=sampler",
+            f"stage.async_rollout={overlapped}",
+            f"trainer.max_steps={OVERLAP_STEPS}",
+            f"hydra.run.dir={work / name}",
+        )
+        steps.append(Step(name, run, 180))
     if gpu or use_vllm:
         bench = [sys.executable, "-m", "toolmaster.bench.rollout", "--vllm", "--repeats", "1"]
         bench += ["--random-shape", shape, "--batch", "32"] if gpu else ["--source", "tiny", "--batch", "4"]
@@ -126,6 +151,24 @@ def run_step(step: Step) -> tuple[bool, str]:
     return result.returncode == 0, (result.stdout + result.stderr)
 
 
+OVERLAP_STEPS = 4  # GRPO steps of each path in grpo_sync / grpo_async (the first is not overlapped)
+
+
+def mean_step_seconds(run_dir: Path, first: int = 1) -> float | None:
+    """Mean over logged GRPO steps (from the ``first``-th on) of rollout (or the wait for it) + score + update."""
+    import csv
+
+    totals = []
+    for path in run_dir.rglob("metrics.csv"):
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                parts = [row.get(f"train/time/{k}") for k in ("rollout", "score", "update")]
+                if all(parts):
+                    totals.append(sum(float(v) for v in parts))  # type: ignore[arg-type]
+    totals = totals[first:] or totals
+    return round(sum(totals) / len(totals), 3) if totals else None
+
+
 def read_figures(step: Step, work: Path, output: str) -> None:
     """The numbers worth printing from a finished step's run directory or output."""
     if step.name == "synthesize":
@@ -138,6 +181,8 @@ def read_figures(step: Step, work: Path, output: str) -> None:
         summary = json.loads((work / "grpo" / "grpo_summary.json").read_text())
         step.figures.update(grpo_steps=summary["grpo_steps"], train_reward=summary["train_reward"])
         step.figures.update(last_csv_values(work / "grpo", "train/time/"))
+    elif step.name in ("grpo_sync", "grpo_async"):
+        step.figures["step_s"] = mean_step_seconds(work / step.name)
     elif step.name == "rollout":
         for line in output.splitlines():
             match = re.match(
@@ -263,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             report(step.name, step.figures)
             if not success and step.name in ("synthesize", "sft"):
                 break  # later steps need this one's output
+        timed = {step.name: step.figures.get("step_s") for step in steps}
+        if timed.get("grpo_sync") and timed.get("grpo_async"):
+            report(
+                "overlap", {"async_over_sync_step_time": round(timed["grpo_async"] / timed["grpo_sync"], 3)}
+            )
         if use_vllm and ok:
             try:
                 report("sync", weight_sync(work / "model" if device == "cuda" else None, device))

@@ -110,6 +110,19 @@ class HFEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def for_model(self, model: Any) -> HFEngine:
+        """A fresh engine with this one's settings over another model (no saved caches carried over)."""
+        return HFEngine(
+            model,
+            self.tokenizer,
+            self.stop_strings,
+            tuple(self.eos_ids),
+            reuse_cache=self.reuse_cache,
+            share_prefixes=self.share_prefixes,
+            prefix_entries=self._prefixes.capacity,
+            min_shared_tokens=self.min_shared_tokens,
+        )
+
     def release(self, keys: Sequence[Hashable]) -> None:
         """Finished episodes: their saved caches move to the prefix store (when sharing) for later episodes."""
         for key in keys:

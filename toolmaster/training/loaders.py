@@ -34,6 +34,12 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> ResumableBatchSampler:
+        """Lightning calls ``set_epoch`` on a loader's ``sampler`` and ``batch_sampler.sampler``, never on the
+        batch sampler itself: this makes it reach this one (without it every epoch replayed epoch 0's order)."""
+        return self
+
     def resume_at(self, epoch: int, batches: int) -> None:
         """Skip the first ``batches`` batches of ``epoch`` (once): where an interrupted run stopped."""
         self._resume = (epoch, batches)

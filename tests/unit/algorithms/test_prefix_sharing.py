@@ -188,3 +188,29 @@ def test_benchmark_command_runs_both_sides_on_the_tiny_model(capsys):
     plain, shared = (int(x) for x in re.search(r"plain (\d+), shared (\d+)", out).groups())
     assert 0 < shared < plain  # three rows per prompt: the prompt runs once instead of three times
     assert float(re.search(r"difference\| ([0-9.e+-]+)", out).group(1)) < 1e-4
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_right_padded_passes_without_a_mask_match_the_masked_forward(tiny, packed, share):
+    """Packed batches are right-padded, so the plain pass and the prompt pass run without an attention mask
+    (SDPA's causal path); the log-probs equal a forward pass given the mask explicitly."""
+    model = tiny.model.eval()
+    masks = []
+    original = model.forward
+
+    def recording(*args, **kwargs):
+        masks.append(kwargs.get("attention_mask"))
+        return original(*args, **kwargs)
+
+    with torch.no_grad():
+        logits = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask).logits[:, :-1]
+        reference = torch.log_softmax(logits.float(), -1).gather(-1, packed.input_ids[:, 1:, None])[..., 0]
+        model.forward = recording
+        try:
+            ours, _ = policy_logprobs(model, packed, 1.0, share_prompts=share)
+        finally:
+            del model.forward
+    mask = packed.loss_mask
+    torch.testing.assert_close(ours[mask], reference[mask], atol=2e-5, rtol=1e-5)
+    assert masks[0] is None  # the plain pass, or the shared prompts' pass
+    assert len(masks) == (2 if share else 1)

@@ -80,6 +80,7 @@ class GRPODataModule(pl.LightningDataModule):
         self.tasks_per_step = tasks_per_step
         self.seed = seed
         self.val_tasks = dict(val_tasks or {})
+        self._order: TaskOrder | None = None  # the train plan, once train_dataloader made it
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -88,9 +89,19 @@ class GRPODataModule(pl.LightningDataModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # tasks, not tensors: the module moves what it packs
 
+    def next_batch(self, epoch: int, index: int) -> list[Task] | None:
+        """The batch the plan serves after batch ``index`` of ``epoch`` (the next epoch's first after the last):
+        what ``stage.async_rollout`` rolls out ahead. None before ``train_dataloader`` made the plan."""
+        if self._order is None:
+            return None
+        batches = self._order.batches(epoch)
+        following = batches[index + 1] if index + 1 < len(batches) else self._order.batches(epoch + 1)[0]
+        return [self.train_tasks[i] for i in following]
+
     def train_dataloader(self) -> ResumableDataLoader:
         world, rank = self._world()
         order = TaskOrder(len(self.train_tasks), self.tasks_per_step, self.seed, world, rank)
+        self._order = order
         return ResumableDataLoader(
             Items(self.train_tasks),
             batch_sampler=ResumableBatchSampler(order),

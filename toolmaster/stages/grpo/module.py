@@ -104,6 +104,7 @@ from toolmaster.samplers.base import GenerationEngine
 from toolmaster.samplers.engines import make_engine
 from toolmaster.samplers.loop import RolloutConfig, rollout
 from toolmaster.settings import GRPOSettings
+from toolmaster.stages.grpo.async_rollout import RolloutPrefetcher
 from toolmaster.training.checkpoints import TrainableWeights
 from toolmaster.training.export import is_peft_model
 from toolmaster.training.optim import adamw_with_schedule
@@ -199,6 +200,11 @@ class GRPOModule(pl.LightningModule):
         self.last_validation: tuple[int, float] | None = None  # (global step, mean val success)
         self._val_episodes: dict[str, list[Trajectory]] = {}  # this process's share of the running validation
         self.forward_passes = 0  # update-phase forward passes (policy, old and reference), for tests
+        self._prefetcher: RolloutPrefetcher | None = None  # stage.async_rollout (on_fit_start makes it)
+        # (GRPO step, weights version that played its first round, version it was trained at), for logs and tests
+        self.behaviour_versions: list[tuple[int, int, int]] = []
+        self._behaviour_version = 0  # weights version that played the current step's first round
+        self._background_seconds = 0.0  # that rollout's own wall time when it ran in the background
 
     # ---------------------------------------------------------------------------------- helpers
     @property
@@ -240,10 +246,33 @@ class GRPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._engine_stale = True  # a restored checkpoint replaced the weights the engine started from
+        if self.settings.async_rollout and self._prefetcher is None:
+            self._prefetcher = self._make_prefetcher()
         if self._reference is not None:
             self._reference.model.to(self.device)
         if self.output_dir is not None and self.trainer.is_global_zero:
             repair_jsonl(self.output_dir / TRAJECTORY_LOG)  # a killed run may have torn the last line
+
+    def _make_prefetcher(self) -> RolloutPrefetcher:
+        """The background rollout of ``stage.async_rollout`` (``toolmaster.stages.grpo.async_rollout``)."""
+        for_model = getattr(self.engine, "for_model", None)
+        if for_model is None:
+            raise ConfigError(
+                f"stage.async_rollout=true needs the HF engine (sampler=hf); {type(self.engine).__name__} keeps"
+                " its own weights"
+            )
+        if self.trainer.world_size > 1:
+            raise ConfigError("stage.async_rollout=true runs on one process (its policy copy is not sharded)")
+        return RolloutPrefetcher(self.model, for_model)
+
+    def on_fit_end(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+
+    def on_validation_start(self) -> None:
+        if self._prefetcher is not None:  # tool hosts are not shared between threads
+            self._prefetcher.wait()
 
     def _rollout_seed(self, step: int) -> int:
         return ((self.settings.seed * 1_000_003 + step) * 4_099 + self.global_rank) % (2**31)
@@ -288,12 +317,19 @@ class GRPOModule(pl.LightningModule):
             return policy_logprobs(self.model, batch, self.temperature, share_prompts=share)[0]
 
     # --------------------------------------------------------------------------------- the step
-    def rollout_tasks(self, tasks: list[Task], step: int, round_: int = 0) -> list[Trajectory]:
-        """G episodes per task, contiguous in task order; ``round_`` > 0: a refill round of the step."""
+    def rollout_tasks(
+        self, tasks: list[Task], step: int, round_: int = 0, engine: GenerationEngine | None = None
+    ) -> list[Trajectory]:
+        """G episodes per task, contiguous in task order; ``round_`` > 0: a refill round of the step;
+        ``engine``: another engine than the policy's (the background rollout's copy)."""
         config = replace(self.rollout_config, seed=(self._rollout_seed(step) + 7_919 * round_) % (2**31))
-        engine = self.synced_engine()
-        with self._generating():
+        if engine is not None:
             trajectories = rollout(engine, self.tokenizer, self.fmt, self.suite, tasks, config)
+        else:
+            with self._generating():
+                trajectories = rollout(
+                    self.synced_engine(), self.tokenizer, self.fmt, self.suite, tasks, config
+                )
         group = self.settings.group_size
         for i, task in enumerate(tasks):  # the advantages assume contiguous groups, in task order
             ids = {t.task_id for t in trajectories[i * group : (i + 1) * group]}
@@ -317,8 +353,19 @@ class GRPOModule(pl.LightningModule):
         self, tasks: list[Task], step: int, round_: int
     ) -> tuple[list[Trajectory], float, float]:
         started = time.perf_counter()
-        trajectories = self.rollout_tasks(tasks, step, round_)
-        time_rollout = time.perf_counter() - started
+        prefetched = None
+        if round_ == 0 and self._prefetcher is not None:
+            prefetched = self._prefetcher.take([task.id for task in tasks])
+        if prefetched is not None:  # played in the background during the previous step's update
+            trajectories = prefetched.trajectories
+            self._behaviour_version = prefetched.version
+            self._background_seconds = prefetched.seconds
+        else:
+            trajectories = self.rollout_tasks(tasks, step, round_)
+            if round_ == 0:
+                self._behaviour_version = self.trainer.global_step if self._trainer is not None else 0
+                self._background_seconds = 0.0
+        time_rollout = time.perf_counter() - started  # with a prefetch: the wait for it
         started = time.perf_counter()
         self.rewards.score(trajectories, {task.id: task for task in tasks})
         return trajectories, time_rollout, time.perf_counter() - started
@@ -387,12 +434,28 @@ class GRPOModule(pl.LightningModule):
         started = time.perf_counter()
         packed = self.pack(trajectories, advantages)
 
-        # 5. mu inner updates (a vLLM engine sleeps meanwhile where it can)
+        # 5. mu inner updates (a vLLM engine sleeps meanwhile where it can); with stage.async_rollout the
+        # next step's batch is rolled out meanwhile, by a copy holding the weights this update starts from
+        self.behaviour_versions.append((step, self._behaviour_version, self.trainer.global_step))
+        self._prefetch_next(step, batch_idx)
         with self.engine_asleep():
             stats = self.update(packed, episodes=len(trajectories))
         time_update = time.perf_counter() - started
 
         self._log_step(rolled_out, stats, (time_rollout, time_score, time_update), group_stats)
+        if self._prefetcher is not None:
+            _, played_at, trained_at = self.behaviour_versions[-1]
+            staleness = (trained_at - played_at) // self.settings.mu
+            self.log_dict(
+                {
+                    "train/async/staleness": float(
+                        staleness
+                    ),  # GRPO steps between behaviour and trained policy
+                    "train/time/rollout_background": self._background_seconds,
+                },
+                on_step=True,
+                on_epoch=False,
+            )
         every = self.settings.log_trajectories_every
         if every and step % every == 0 and self.output_dir is not None and self.trainer.is_global_zero:
             sample = [
@@ -400,6 +463,26 @@ class GRPOModule(pl.LightningModule):
                 for t, a in zip(trajectories[:group], advantages[:group].tolist())
             ]
             append_jsonl(self.output_dir / TRAJECTORY_LOG, sample)
+
+    def _prefetch_next(self, step: int, batch_idx: int) -> None:
+        """``stage.async_rollout``: refresh the copy to the current weights and start rolling out the batch
+        the data module serves next, unless this is the last step."""
+        if self._prefetcher is None:
+            return
+        max_steps = self.trainer.max_steps
+        if max_steps >= 0 and (step + 1) * self.settings.mu >= max_steps:
+            return
+        next_batch = getattr(self.trainer.datamodule, "next_batch", None)
+        tasks = next_batch(self.current_epoch, batch_idx) if next_batch is not None else None
+        if not tasks:
+            return
+        version = self.trainer.global_step
+        self._prefetcher.refresh(self.model, version)
+        self._prefetcher.submit(
+            [task.id for task in tasks],
+            version,
+            lambda engine: self.rollout_tasks(tasks, step + 1, engine=engine),
+        )
 
     def update(self, packed: PackedBatch, episodes: int) -> dict[str, float]:
         """``mu`` optimizer updates on one packed batch; returns this process's summed statistics."""
