@@ -9,6 +9,9 @@ the same number of new tokens for the same opening prompts in batches of ``--bat
 the sampler to turn-level batching (one engine call per turn for all live episodes) for comparison. Each side runs ``--repeats`` times, alternating, after a warm-up; the best
 time of each is reported.
 
+``--stock-generate`` adds ``model.generate`` with transformers' own ``sdpa`` attention (what a plain
+transformers user runs) beside the default, which uses this project's ``toolmaster_sdpa`` like the sampler.
+
 ``--vllm`` adds a third side: the same episodes through the same rollout loop with ``sampler=vllm``'s engine
 (a colocated ``vllm.LLM`` serving the same weights; ``make vllm`` installs it), reported as tokens/s and as
 its ratio to this project's HF sampler.
@@ -48,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stock-generate",
+        action="store_true",
+        help="also time model.generate with transformers' own sdpa attention (not toolmaster_sdpa)",
+    )
     parser.add_argument("--vllm", action="store_true", help="also time the vLLM engine on the same episodes")
     parser.add_argument(
         "--random-shape",
@@ -160,13 +168,21 @@ def main(argv: list[str] | None = None) -> None:
 
     rollout(engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
     generate_batch(*batches[0], 8)
-    sampler_times, generate_times, vllm_runs = [], [], []
+    sampler_times, generate_times, vllm_runs, stock_times = [], [], [], []
     tokens = turns = 0
     for _ in range(args.repeats):
         elapsed, tokens, turns = run_sampler()
         sampler_times.append(elapsed)
         per_row = max(1, math.ceil(tokens / len(tasks)))
         generate_times.append(run_generate(per_row))
+        if args.stock_generate:
+            base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
+            ours = base.config._attn_implementation
+            base.set_attn_implementation("sdpa")
+            try:
+                stock_times.append(run_generate(per_row))
+            finally:
+                base.set_attn_implementation(ours)
         if vllm_engine is not None:
             vllm_runs.append(run_vllm())
     sampler_tps = tokens / min(sampler_times)
@@ -186,6 +202,12 @@ def main(argv: list[str] | None = None) -> None:
         f"model.generate     : {per_row * len(tasks)} tokens in {min(generate_times):.2f} s -> {generate_tps:.1f} tokens/s"
     )
     print(f"ratio (sampler / generate): {sampler_tps / generate_tps:.2f}")
+    if stock_times:
+        stock_tps = per_row * len(tasks) / min(stock_times)
+        print(
+            f"model.generate, transformers sdpa: {per_row * len(tasks)} tokens in {min(stock_times):.2f} s -> {stock_tps:.1f} tokens/s"
+        )
+        print(f"ratio (sampler / generate with transformers sdpa): {sampler_tps / stock_tps:.2f}")
     if vllm_runs:
         vllm_time, vllm_tokens = min(vllm_runs)
         vllm_tps = vllm_tokens / vllm_time

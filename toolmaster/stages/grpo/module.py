@@ -37,6 +37,11 @@ log-probs are under ``logits / T`` (T the sampling temperature), so every policy
 log-prob here is computed from ``logits / T`` as well; the two then differ only by numerics (KV-cache
 decoding vs one full forward, batch padding), and the clipped ratio corrects for that gap.
 
+Overlapped rollouts (``stage.async_rollout=true``, ``toolmaster.stages.grpo.async_rollout``): just before the
+update, a copy of the policy takes the current weights and a background thread rolls out the batch the data
+module serves next; the next step trains on it (one step stale, ``train/async/staleness``) with the clipped
+ratio against the sampler's log-probs (``stage.old_logprobs=sampler``). HF engine and one process only.
+
 Engines that keep their own copy of the weights (``sampler=vllm``) are synced lazily: every optimizer step
 (and a restored checkpoint) marks them stale, and the next rollout, training or validation, first calls
 their ``sync_weights``; during the update they sleep where they support it (vLLM on CUDA). The HF engine
