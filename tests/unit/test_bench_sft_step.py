@@ -67,4 +67,4 @@ def test_compact_variants_train_on_the_same_episodes_in_fewer_tokens(tmp_path, c
     assert float(rows[2][2]) < float(rows[1][2])  # batches of one episode: fewer tokens per step
     assert float(rows[1][2]) < float(rows[0][2])  # fewer tokens per step
     shares = [float(x) for x in rows[0][-1].split("/")]
-    assert sum(shares) == pytest.approx(1.0, abs=0.01) and shares[0] > 0
+    assert sum(shares) == pytest.approx(1.0, abs=0.02) and shares[0] > 0  # three shares rounded to 0.01 each
