@@ -123,7 +123,12 @@ def grpo_settings(**overrides: Any) -> GRPOSettings:
     return GRPOSettings(**{**base, **overrides})
 
 
-def fit_module(module: GRPOModule, steps: int = 1, precision: str = "32-true") -> pl.Trainer:
+def fit_module(
+    module: GRPOModule,
+    steps: int = 1,
+    precision: str = "32-true",
+    datamodule: GRPODataModule | None = None,
+) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -136,7 +141,8 @@ def fit_module(module: GRPOModule, steps: int = 1, precision: str = "32-true") -
         enable_model_summary=False,
         limit_val_batches=0,
     )
-    datamodule = GRPODataModule(add_tasks(), module.settings.tasks_per_step, module.settings.seed)
+    if datamodule is None:
+        datamodule = GRPODataModule(add_tasks(), module.settings.tasks_per_step, module.settings.seed)
     trainer.fit(module, datamodule=datamodule)
     return trainer
 

@@ -78,19 +78,22 @@ def plan(work: Path, device: str, shape: str, use_vllm: bool) -> list[Step]:
         "trainer.max_steps=1",
         f"hydra.run.dir={work / 'sft'}",
     )
-    grpo = cli(
-        "stage=grpo",
-        "model=hf",
-        f"model.path={work / 'sft' / 'hf'}",
-        *trainer,
-        *quiet,
-        *sampler,
+    # one GRPO step's size, shared by the sharded step and the sync / async pair below
+    grpo_size = [
         "reward=shaped",
         "sampler.max_turns=2",
         "sampler.max_new_tokens=32",
         "sampler.max_total_tokens=1024",
         "stage.tasks_per_step=2",
         "stage.group_size=4",
+    ]
+    sft_export = ["stage=grpo", "model=hf", f"model.path={work / 'sft' / 'hf'}"]
+    grpo = cli(
+        *sft_export,
+        *trainer,
+        *quiet,
+        *sampler,
+        *grpo_size,
         "stage.micro_batch_size=4",
         "trainer.max_steps=1",
         f"hydra.run.dir={work / 'grpo'}",
@@ -99,18 +102,11 @@ def plan(work: Path, device: str, shape: str, use_vllm: bool) -> list[Step]:
     # the same GRPO steps with the HF engine, synchronous then overlapped (stage.async_rollout): both paths timed
     for name, overlapped in (("grpo_sync", "false"), ("grpo_async", "true")):
         run = cli(
-            "stage=grpo",
-            "model=hf",
-            f"model.path={work / 'sft' / 'hf'}",
+            *sft_export,
             "trainer.devices=1",
             *quiet,
             "sampler=hf",
-            "reward=shaped",
-            "sampler.max_turns=2",
-            "sampler.max_new_tokens=32",
-            "sampler.max_total_tokens=1024",
-            "stage.tasks_per_step=2",
-            "stage.group_size=4",
+            *grpo_size,
             "stage.micro_batch_size=8",
             "stage.old_logprobs=sampler",
             f"stage.async_rollout={overlapped}",

@@ -118,19 +118,7 @@ def test_a_mispredicted_batch_is_dropped_and_played_synchronously():
         return trajectories
 
     module.rollout_tasks = recording  # type: ignore[method-assign]
-    import pytorch_lightning as pl
-
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=datamodule)
+    trainer = fit_module(module, steps=2, datamodule=datamodule)
     # both steps trained on what they were played with at their own weights (staleness 0)
     assert [(played_at, trained_at) for _, played_at, trained_at in module.behaviour_versions] == [
         (0, 0),
