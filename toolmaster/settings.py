@@ -212,6 +212,7 @@ class GRPOSettings:
     filter_groups: Literal["reward", "success"] | None = None
     max_refill_rounds: int = 2
     async_rollout: bool = False
+    rollout_dtype: str | None = "auto"
     log_trajectories_every: int = 10
     val_every_n_steps: int | None = None
     resume: str | None = "auto"
@@ -260,6 +261,10 @@ class GRPOSettings:
             not self.async_rollout or self.old_logprobs == "sampler",
             "stage.async_rollout=true trains on episodes sampled one step earlier: set stage.old_logprobs=sampler"
             " so that the clipped ratio corrects for the lag",
+        )
+        _check(
+            self.rollout_dtype in (None, "auto", "bfloat16", "float16"),
+            f"stage.rollout_dtype must be auto, bfloat16, float16 or null, got {self.rollout_dtype!r}",
         )
         _check(
             self.log_trajectories_every >= 0,

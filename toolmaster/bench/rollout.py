@@ -12,6 +12,10 @@ time of each is reported.
 ``--stock-generate`` adds ``model.generate`` with transformers' own ``sdpa`` attention (what a plain
 transformers user runs) beside the default, which uses this project's ``toolmaster_sdpa`` like the sampler.
 
+``--mixed-policy`` adds the sampler over an fp32 copy of the model under bf16 autocast: what a GRPO step under
+``trainer.precision=bf16-mixed`` rolled out with before ``stage.rollout_dtype`` (the default now decodes with a
+bf16 copy, which is what the main side runs when ``--dtype`` is bf16).
+
 ``--vllm`` adds a third side: the same episodes through the same rollout loop with ``sampler=vllm``'s engine
 (a colocated ``vllm.LLM`` serving the same weights; ``make vllm`` installs it), reported as tokens/s and as
 its ratio to this project's HF sampler.
@@ -55,6 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         "--stock-generate",
         action="store_true",
         help="also time model.generate with transformers' own sdpa attention (not toolmaster_sdpa)",
+    )
+    parser.add_argument(
+        "--mixed-policy",
+        action="store_true",
+        help="also time the sampler over an fp32 copy of the model under bf16 autocast (bf16-mixed training)",
     )
     parser.add_argument("--vllm", action="store_true", help="also time the vLLM engine on the same episodes")
     parser.add_argument(
@@ -166,9 +175,24 @@ def main(argv: list[str] | None = None) -> None:
         trajs = rollout(vllm_engine, lm.tokenizer, fmt, world.suite, tasks, config)
         return time.perf_counter() - start, sum(t.num_generated_tokens for t in trajs)
 
+    mixed_engine = None
+    if args.mixed_policy:
+        import copy
+
+        mixed_model = copy.deepcopy(lm.model).float()
+        mixed_engine = make_engine(None, mixed_model, lm.tokenizer, fmt)
+        with torch.autocast(lm.device.type, dtype=torch.bfloat16):
+            rollout(mixed_engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
+
+    def run_mixed() -> tuple[float, int]:
+        start = time.perf_counter()
+        with torch.autocast(lm.device.type, dtype=torch.bfloat16):
+            trajs = rollout(mixed_engine, lm.tokenizer, fmt, world.suite, tasks, config)
+        return time.perf_counter() - start, sum(t.num_generated_tokens for t in trajs)
+
     rollout(engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
     generate_batch(*batches[0], 8)
-    sampler_times, generate_times, vllm_runs, stock_times = [], [], [], []
+    sampler_times, generate_times, vllm_runs, stock_times, mixed_runs = [], [], [], [], []
     tokens = turns = 0
     for _ in range(args.repeats):
         elapsed, tokens, turns = run_sampler()
@@ -183,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
                 stock_times.append(run_generate(per_row))
             finally:
                 base.set_attn_implementation(ours)
+        if mixed_engine is not None:
+            mixed_runs.append(run_mixed())
         if vllm_engine is not None:
             vllm_runs.append(run_vllm())
     sampler_tps = tokens / min(sampler_times)
@@ -208,6 +234,15 @@ def main(argv: list[str] | None = None) -> None:
             f"model.generate, transformers sdpa: {per_row * len(tasks)} tokens in {min(stock_times):.2f} s -> {stock_tps:.1f} tokens/s"
         )
         print(f"ratio (sampler / generate with transformers sdpa): {sampler_tps / stock_tps:.2f}")
+    if mixed_runs:
+        mixed_time, mixed_tokens = min(mixed_runs)
+        mixed_tps = mixed_tokens / mixed_time
+        print(
+            f"sampler, fp32 policy under bf16 autocast: {mixed_tokens} tokens in {mixed_time:.2f} s -> {mixed_tps:.1f} tokens/s"
+        )
+        print(
+            f"ratio (sampler on this dtype's weights / fp32 policy under autocast): {sampler_tps / mixed_tps:.2f}"
+        )
     if vllm_runs:
         vllm_time, vllm_tokens = min(vllm_runs)
         vllm_tps = vllm_tokens / vllm_time

@@ -18,14 +18,15 @@ policy (staleness 0); validation first waits for an in-flight rollout (tool host
 
 Limits: the HF engine only (vLLM keeps its own weights and would need its own overlap), one process (the copy
 is not sharded), the copy costs one more set of weights in memory, and a resumed run cannot resume the
-in-flight rollout (its first step rolls out synchronously). On CPU the two threads share the cores, so the
+in-flight rollout (its first step rolls out synchronously). With ``stage.rollout_dtype`` the copy is made in that
+dtype and decodes without autocast (``toolmaster.samplers.rollout_copy``), and the synchronous rollouts use the
+module's own half-precision copy. On CPU the two threads share the cores, so the
 overlap gains little or nothing (measured in docs/performance.md); on a GPU the decode of one thread fills
 the gaps of the other's update (``python -m toolmaster.bench.gpu_check`` times both paths).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 
 from toolmaster.samplers.base import GenerationEngine
+from toolmaster.samplers.rollout_copy import cast_copy
 from toolmaster.trajectory import Trajectory
 
 Play = Callable[[GenerationEngine], list[Trajectory]]
@@ -64,9 +66,16 @@ def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
 class RolloutPrefetcher:
     """One background rollout at a time, played by an engine over a private copy of the policy."""
 
-    def __init__(self, policy: torch.nn.Module, make_engine: Callable[[Any], GenerationEngine]) -> None:
-        self.copy = copy.deepcopy(policy).eval()
-        self.copy.requires_grad_(False)
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        make_engine: Callable[[Any], GenerationEngine],
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """``dtype``: the copy's parameters in this dtype (``stage.rollout_dtype``), decoded without autocast;
+        None: the policy's dtype, under the caller's autocast setting."""
+        self.copy = cast_copy(policy, dtype)
+        self.cast = dtype is not None
         self.engine = make_engine(self.copy)
         self.device_type = next(self.copy.parameters()).device.type
         self.copy_version = -1  # weights version the copy holds (-1: none yet)
@@ -95,6 +104,7 @@ class RolloutPrefetcher:
         if version != self.copy_version:
             raise RuntimeError(f"the rollout copy holds version {self.copy_version}, not {version}")
         enabled, dtype = _autocast_state(self.device_type)  # the thread does not inherit it
+        enabled = enabled and not self.cast  # a cast copy computes in its own dtype
 
         def run() -> tuple[list[Trajectory], float]:
             started = time.perf_counter()

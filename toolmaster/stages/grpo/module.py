@@ -108,6 +108,7 @@ from toolmaster.rewards import RewardGroup
 from toolmaster.samplers.base import GenerationEngine
 from toolmaster.samplers.engines import make_engine
 from toolmaster.samplers.loop import RolloutConfig, rollout
+from toolmaster.samplers.rollout_copy import CastCopyEngine, resolve_rollout_dtype
 from toolmaster.settings import GRPOSettings
 from toolmaster.stages.grpo.async_rollout import RolloutPrefetcher
 from toolmaster.training.checkpoints import TrainableWeights
@@ -206,6 +207,7 @@ class GRPOModule(pl.LightningModule):
         self._val_episodes: dict[str, list[Trajectory]] = {}  # this process's share of the running validation
         self.forward_passes = 0  # update-phase forward passes (policy, old and reference), for tests
         self._prefetcher: RolloutPrefetcher | None = None  # stage.async_rollout (on_fit_start makes it)
+        self.rollout_dtype: torch.dtype | None = None  # stage.rollout_dtype, resolved in on_fit_start
         # (GRPO step, weights version that played its first round, version it was trained at), for logs and tests
         self.behaviour_versions: list[tuple[int, int, int]] = []
         self._behaviour_version = 0  # weights version that played the current step's first round
@@ -251,12 +253,32 @@ class GRPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._engine_stale = True  # a restored checkpoint replaced the weights the engine started from
+        self._use_rollout_copy()
         if self.settings.async_rollout and self._prefetcher is None:
             self._prefetcher = self._make_prefetcher()
         if self._reference is not None:
             self._reference.model.to(self.device)
         if self.output_dir is not None and self.trainer.is_global_zero:
             repair_jsonl(self.output_dir / TRAJECTORY_LOG)  # a killed run may have torn the last line
+
+    def _use_rollout_copy(self) -> None:
+        """``stage.rollout_dtype``: wrap the engine around a half-precision copy of the policy
+        (``toolmaster.samplers.rollout_copy``), once; a later fit (a restored checkpoint) re-syncs all of it."""
+        if isinstance(self.engine, CastCopyEngine):
+            self.engine.mark_restored()
+            return
+        strategy = type(self.trainer.strategy).__name__
+        dtype = resolve_rollout_dtype(
+            self.settings.rollout_dtype, str(self.trainer.precision), self.engine, strategy
+        )
+        self.rollout_dtype = dtype
+        if dtype is not None:
+            self._engine = CastCopyEngine(self.engine.for_model, dtype)  # type: ignore[attr-defined]
+            log.info(
+                "stage.rollout_dtype=%s: rolling out with a %s copy of the policy",
+                self.settings.rollout_dtype,
+                dtype,
+            )
 
     def _make_prefetcher(self) -> RolloutPrefetcher:
         """The background rollout of ``stage.async_rollout`` (``toolmaster.stages.grpo.async_rollout``)."""
@@ -268,7 +290,7 @@ class GRPOModule(pl.LightningModule):
             )
         if self.trainer.world_size > 1:
             raise ConfigError("stage.async_rollout=true runs on one process (its policy copy is not sharded)")
-        return RolloutPrefetcher(self.model, for_model)
+        return RolloutPrefetcher(self.model, for_model, dtype=self.rollout_dtype)
 
     def on_fit_end(self) -> None:
         if self._prefetcher is not None:
