@@ -39,3 +39,12 @@ def test_pick_tasks_rejects_stateful_families_and_too_many(world):
     with pytest.raises(ToolMasterError, match="asked for 100000"):
         pick_tasks(world, "convert", 100000)
     assert step_times([9.0]) == 9.0 and step_times([9.0, 2.0, 4.0]) == 3.0
+
+
+def test_an_unknown_rollout_dtype_is_a_usage_error(capsys):
+    from toolmaster.bench.grpo_vs_trl import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--rollout-dtypes", "auto,int8"])
+    assert exit_info.value.code == 2
+    assert "'int8' is not one of auto, bfloat16, float16, null" in capsys.readouterr().err

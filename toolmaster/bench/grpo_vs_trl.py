@@ -28,6 +28,12 @@ Both models run the same attention (``toolmaster_sdpa``, which ``load_model`` se
 SDPA without copying key/value heads); TRL's model is switched to it explicitly, so the comparison is about the
 frameworks, not the kernel.
 
+Precision (``--precision``): ``32-true`` (default) trains both sides in fp32; ``bf16-mixed`` trains both under
+bf16 autocast (Lightning's ``precision=bf16-mixed``, TRL's ``bf16=True``), fp32 master weights. Our side runs once
+per entry of ``--rollout-dtypes`` (``stage.rollout_dtype``: ``auto``, the default, decodes with a bf16 copy under
+``bf16-mixed`` and with the policy itself in fp32; ``bfloat16`` samples from a bf16 copy of an fp32 policy, the
+way frameworks with a separate inference engine sample), each printed beside the one TRL run.
+
 Timed: the training step only (rollout, reward, advantages, update), from a callback around the step on
 each side (Lightning's ``on_train_batch_start/end``, transformers' ``on_step_begin/end``); model loading and
 trainer set-up are excluded. With ``--steps N > 1`` the first step is a warm-up and the rest are averaged.
@@ -71,7 +77,13 @@ def step_times(times: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ this project
-def run_toolmaster(args: argparse.Namespace, world: Any, tasks: list[Task], model_dir: str) -> dict[str, Any]:
+def run_toolmaster(
+    args: argparse.Namespace,
+    world: Any,
+    tasks: list[Task],
+    model_dir: str,
+    rollout_dtype: str | None = "auto",
+) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from toolmaster.models import load_model
@@ -95,6 +107,7 @@ def run_toolmaster(args: argparse.Namespace, world: Any, tasks: list[Task], mode
         val_every_n_steps=None,
         resume=None,
         export=False,
+        rollout_dtype=rollout_dtype,
         seed=args.seed,
     )
     config = RolloutConfig(
@@ -129,6 +142,7 @@ def run_toolmaster(args: argparse.Namespace, world: Any, tasks: list[Task], mode
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
+        precision=args.precision,
         max_steps=args.steps,
         logger=False,
         enable_checkpointing=False,
@@ -254,7 +268,7 @@ def run_trl(args: argparse.Namespace, world: Any, tasks: list[Task], model_dir: 
             temperature=1.0,
             loss_type="dapo",  # token-level mean over the batch, like stage.aggregation=token_mean
             use_cpu=True,
-            bf16=False,
+            bf16=args.precision == "bf16-mixed",
             gradient_checkpointing=False,
             report_to="none",
             save_strategy="no",
@@ -299,7 +313,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1, help="steps per side; > 1: first is a warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision", default="32-true", choices=["32-true", "bf16-mixed"], help="both sides"
+    )
+    parser.add_argument(
+        "--rollout-dtypes",
+        default="auto",
+        help="comma-separated stage.rollout_dtype values, one run of our side each (auto, bfloat16, null)",
+    )
     args = parser.parse_args(argv)
+    rollout_dtypes = [None if v in ("null", "none") else v for v in args.rollout_dtypes.split(",")]
+    if unknown := [v for v in rollout_dtypes if v not in (None, "auto", "bfloat16", "float16")]:
+        parser.error(f"--rollout-dtypes: {unknown[0]!r} is not one of auto, bfloat16, float16, null")
     if args.max_turns < 2:
         parser.error("--max-turns must be >= 2 (a tool call and an answer)")
     if args.threads:
@@ -315,36 +340,38 @@ def main(argv: list[str] | None = None) -> int:
         # the per_family world: every task of a family offers one tool set, as TRL's one tool list needs
         world = build_toolworld(seed=args.seed, variants="per_family")
         tasks = pick_tasks(world, args.family, args.tasks)
-        ours = run_toolmaster(args, world, tasks, model_dir)
+        runs = [(dtype, run_toolmaster(args, world, tasks, model_dir, dtype)) for dtype in rollout_dtypes]
         trl = run_trl(args, world, tasks, model_dir)
     except ToolMasterError as exc:
         print(f"toolmaster.bench.grpo_vs_trl: error: {exc}")
         return 1
 
-    ours_s, trl_s = step_times(ours["times"]), step_times(trl["times"])
+    trl_s = step_times(trl["times"])
     print()
     print(
-        f"SmolLM2-135M-Instruct fp32, CPU x{torch.get_num_threads()} threads; {args.tasks} '{args.family}' "
-        f"tasks x G={args.group_size} = {ours['episodes']} episodes, <= {args.max_turns} turns x "
+        f"SmolLM2-135M-Instruct, precision {args.precision}, CPU x{torch.get_num_threads()} threads; {args.tasks}"
+        f" '{args.family}' tasks x G={args.group_size} = {trl['episodes']} episodes, <= {args.max_turns} turns x "
         f"{args.max_new_tokens} new tokens, trial budget {args.trial_budget} (ours)"
     )
     print("| side | step s | generated tokens | tokens/s | mean reward |")
     print("|---|---|---|---|---|")
-    for name, side, seconds in (("toolmaster GRPOModule", ours, ours_s), ("TRL GRPOTrainer", trl, trl_s)):
-        tokens = side["generated_tokens"]
-        reward = side["reward"]
+    sides = [(f"toolmaster GRPOModule, rollout_dtype={dtype}", side) for dtype, side in runs]
+    for name, side in [*sides, ("TRL GRPOTrainer", trl)]:
+        seconds, tokens, reward = step_times(side["times"]), side["generated_tokens"], side["reward"]
         print(
             f"| {name} | {seconds:.1f} | {tokens:.0f} | {tokens / seconds:.1f} | "
             f"{'' if reward is None else f'{reward:.2f}'} |"
         )
-    if ours["phases"]:
-        other = ours_s - sum(ours["phases"].values())  # packing outside update, logging, Lightning's loop
-        print(
-            "toolmaster phases (s, averaged like the step): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in ours["phases"].items())
-            + f", other {other:.1f}"
-        )
-    print(f"ratio (toolmaster / TRL step time): {ours_s / trl_s:.2f}")
+    for name, side in sides:
+        ours_s = step_times(side["times"])
+        if side["phases"]:
+            other = ours_s - sum(side["phases"].values())  # packing outside update, logging, Lightning's loop
+            print(
+                f"{name} phases (s, averaged like the step): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in side["phases"].items())
+                + f", other {other:.1f}"
+            )
+        print(f"ratio ({name} / TRL step time): {ours_s / trl_s:.2f}")
     return 0
 
 
