@@ -33,6 +33,9 @@ bf16 autocast (Lightning's ``precision=bf16-mixed``, TRL's ``bf16=True``), fp32 
 per entry of ``--rollout-dtypes`` (``stage.rollout_dtype``: ``auto``, the default, decodes with a bf16 copy under
 ``bf16-mixed`` and with the policy itself in fp32; ``bfloat16`` samples from a bf16 copy of an fp32 policy, the
 way frameworks with a separate inference engine sample), each printed beside the one TRL run.
+``--async-rollout`` adds a run with ``stage.async_rollout=true`` (``old_logprobs=sampler``; steps after the first
+train on a batch rolled out during the previous update), printed with its ratio to the first run;
+``--skip-trl`` leaves TRL out.
 
 Timed: the training step only (rollout, reward, advantages, update), from a callback around the step on
 each side (Lightning's ``on_train_batch_start/end``, transformers' ``on_step_begin/end``); model loading and
@@ -83,6 +86,7 @@ def run_toolmaster(
     tasks: list[Task],
     model_dir: str,
     rollout_dtype: str | None = "auto",
+    async_rollout: bool = False,
 ) -> dict[str, Any]:
     import pytorch_lightning as pl
 
@@ -108,6 +112,8 @@ def run_toolmaster(
         resume=None,
         export=False,
         rollout_dtype=rollout_dtype,
+        async_rollout=async_rollout,
+        old_logprobs="sampler" if async_rollout else "recompute",
         seed=args.seed,
     )
     config = RolloutConfig(
@@ -321,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="comma-separated stage.rollout_dtype values, one run of our side each (auto, bfloat16, null)",
     )
+    parser.add_argument(
+        "--async-rollout",
+        action="store_true",
+        help="one more run of our side with stage.async_rollout=true (the first --rollout-dtypes entry)",
+    )
+    parser.add_argument("--skip-trl", action="store_true", help="our side only (no ratio to TRL)")
     args = parser.parse_args(argv)
     rollout_dtypes = [None if v in ("null", "none") else v for v in args.rollout_dtypes.split(",")]
     if unknown := [v for v in rollout_dtypes if v not in (None, "auto", "bfloat16", "float16")]:
@@ -340,23 +352,29 @@ def main(argv: list[str] | None = None) -> int:
         # the per_family world: every task of a family offers one tool set, as TRL's one tool list needs
         world = build_toolworld(seed=args.seed, variants="per_family")
         tasks = pick_tasks(world, args.family, args.tasks)
-        runs = [(dtype, run_toolmaster(args, world, tasks, model_dir, dtype)) for dtype in rollout_dtypes]
-        trl = run_trl(args, world, tasks, model_dir)
+        variants = [(f"rollout_dtype={dtype}", dtype, False) for dtype in rollout_dtypes]
+        if args.async_rollout:
+            variants.append((f"rollout_dtype={rollout_dtypes[0]}, async_rollout", rollout_dtypes[0], True))
+        runs = [
+            (label, run_toolmaster(args, world, tasks, model_dir, dtype, overlap))
+            for label, dtype, overlap in variants
+        ]
+        trl = None if args.skip_trl else run_trl(args, world, tasks, model_dir)
     except ToolMasterError as exc:
         print(f"toolmaster.bench.grpo_vs_trl: error: {exc}")
         return 1
 
-    trl_s = step_times(trl["times"])
+    trl_s = step_times(trl["times"]) if trl is not None else None
     print()
     print(
         f"SmolLM2-135M-Instruct, precision {args.precision}, CPU x{torch.get_num_threads()} threads; {args.tasks}"
-        f" '{args.family}' tasks x G={args.group_size} = {trl['episodes']} episodes, <= {args.max_turns} turns x "
+        f" '{args.family}' tasks x G={args.group_size} = {runs[0][1]['episodes']} episodes, <= {args.max_turns} turns x "
         f"{args.max_new_tokens} new tokens, trial budget {args.trial_budget} (ours)"
     )
     print("| side | step s | generated tokens | tokens/s | mean reward |")
     print("|---|---|---|---|---|")
-    sides = [(f"toolmaster GRPOModule, rollout_dtype={dtype}", side) for dtype, side in runs]
-    for name, side in [*sides, ("TRL GRPOTrainer", trl)]:
+    sides = [(f"toolmaster GRPOModule, {label}", side) for label, side in runs]
+    for name, side in [*sides, *([("TRL GRPOTrainer", trl)] if trl is not None else [])]:
         seconds, tokens, reward = step_times(side["times"]), side["generated_tokens"], side["reward"]
         print(
             f"| {name} | {seconds:.1f} | {tokens:.0f} | {tokens / seconds:.1f} | "
@@ -365,13 +383,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, side in sides:
         ours_s = step_times(side["times"])
         if side["phases"]:
-            other = ours_s - sum(side["phases"].values())  # packing outside update, logging, Lightning's loop
+            # packing outside update, logging, Lightning's loop (a background rollout overlaps the step)
+            other = ours_s - sum(v for k, v in side["phases"].items() if k != "rollout_background")
             print(
                 f"{name} phases (s, averaged like the step): "
                 + ", ".join(f"{k} {v:.1f}" for k, v in side["phases"].items())
                 + f", other {other:.1f}"
             )
-        print(f"ratio ({name} / TRL step time): {ours_s / trl_s:.2f}")
+        if trl_s is not None:
+            print(f"ratio ({name} / TRL step time): {ours_s / trl_s:.2f}")
+        if name != sides[0][0]:
+            print(
+                f"ratio ({name} / {sides[0][0]} step time): {ours_s / step_times(sides[0][1]['times']):.2f}"
+            )
     return 0
 
 
