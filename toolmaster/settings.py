@@ -213,6 +213,10 @@ class GRPOSettings:
     max_refill_rounds: int = 2
     async_rollout: bool = False
     rollout_dtype: str | None = "auto"
+    pass_rate_samples: int = 0
+    pass_rate_min: float = 0.0
+    pass_rate_max: float = 1.0
+    pass_rate_candidates: int | None = None
     log_trajectories_every: int = 10
     val_every_n_steps: int | None = None
     resume: str | None = "auto"
@@ -265,6 +269,18 @@ class GRPOSettings:
         _check(
             self.rollout_dtype in (None, "auto", "bfloat16", "float16"),
             f"stage.rollout_dtype must be auto, bfloat16, float16 or null, got {self.rollout_dtype!r}",
+        )
+        _check(
+            self.pass_rate_samples >= 0, f"stage.pass_rate_samples must be >= 0, got {self.pass_rate_samples}"
+        )
+        _check(
+            0.0 <= self.pass_rate_min < self.pass_rate_max <= 1.0,
+            "stage.pass_rate_min and pass_rate_max must satisfy 0 <= min < max <= 1, got "
+            f"{self.pass_rate_min} and {self.pass_rate_max}",
+        )
+        _check(
+            self.pass_rate_candidates is None or self.pass_rate_candidates >= 1,
+            f"stage.pass_rate_candidates must be >= 1 or null, got {self.pass_rate_candidates}",
         )
         _check(
             self.log_trajectories_every >= 0,

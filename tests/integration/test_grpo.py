@@ -202,3 +202,25 @@ def test_smollm2_sft_then_grpo_moves_every_weight_and_masks_observations(tmp_pat
     assert (per_position[packed.loss_mask] > 0).all()
     jsonl = (tmp_path / "grpo" / "trajectories" / "train.jsonl").read_text().splitlines()
     assert len(jsonl) == 2 * 4
+
+
+def test_pass_rate_filter_from_the_command_line(tmp_path):
+    """``stage.pass_rate_samples`` through ``python -m toolmaster``: the random tiny model solves no candidate,
+    so the run stops before training with one line naming the setting, and the rates are on disk."""
+    command = [
+        sys.executable,
+        "-m",
+        "toolmaster",
+        *TINY_RUN,
+        "trainer.max_steps=1",
+        "stage.pass_rate_samples=2",
+        "stage.pass_rate_candidates=2",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "stage.pass_rate_samples=2" in line]
+    assert len(errors) == 1 and "no task of 2 has a success rate in (0.0, 1.0)" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    record = json.loads((tmp_path / "pass_rates.json").read_text())
+    assert len(record["candidates"]) == 2 and record["kept"] == [] and set(record["rates"].values()) == {0.0}

@@ -181,8 +181,7 @@ class GRPOModule(pl.LightningModule):
         self.temperature = float(rollout_config.temperature)
         self.max_grad_norm = max_grad_norm
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.task_pool = list(task_pool)  # refill tasks for dynamic sampling (stage.filter_groups)
-        self._pool_index = {task.id: i for i, task in enumerate(self.task_pool)}
+        self.set_task_pool(task_pool)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.max_tokens = min(
             rollout_config.max_turns * rollout_config.max_new_tokens, rollout_config.max_total_tokens
@@ -214,6 +213,12 @@ class GRPOModule(pl.LightningModule):
         self._background_seconds = 0.0  # that rollout's own wall time when it ran in the background
 
     # ---------------------------------------------------------------------------------- helpers
+    def set_task_pool(self, tasks: Sequence[Task]) -> None:
+        """The refill tasks of dynamic sampling (``stage.filter_groups``): the training list, or what the
+        pass-rate filter kept of it."""
+        self.task_pool = list(tasks)
+        self._pool_index = {task.id: i for i, task in enumerate(self.task_pool)}
+
     @property
     def engine(self) -> GenerationEngine:
         if self._engine is None:

@@ -60,9 +60,12 @@ from toolmaster.build import (
 from toolmaster.errors import ConfigError
 from toolmaster.io import write_json_atomic
 from toolmaster.metrics import nest_metrics
+from toolmaster.samplers.loop import rollout
+from toolmaster.samplers.rollout_copy import CastCopyEngine, resolve_rollout_dtype
 from toolmaster.settings import DataSettings, GRPOSettings, SamplerSettings
 from toolmaster.stages.grpo.data import GRPODataModule
 from toolmaster.stages.grpo.module import GRPOModule
+from toolmaster.stages.grpo.pass_rate import filter_tasks
 from toolmaster.training.checkpoints import CHECKPOINT_DIR, resolve_resume
 from toolmaster.training.export import export_final
 from toolmaster.training.gather import full_state_dict
@@ -114,6 +117,43 @@ def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str,
     return kwargs, (float(clip) if clip else None)
 
 
+def pass_rate_tasks(
+    stage: GRPOSettings, module: GRPOModule, tasks: list[Any], trainer: pl.Trainer, output_dir: Path
+) -> list[Any]:
+    """``stage.pass_rate_samples``: the training tasks the starting policy solves sometimes, played with the
+    module's engine (a half-precision copy where ``stage.rollout_dtype`` gives one) at the sampling temperature."""
+    if trainer.world_size > 1:
+        raise ConfigError(
+            "stage.pass_rate_samples > 0 runs on one process (every rank would need the same list)"
+        )
+    engine = module.engine
+    dtype = resolve_rollout_dtype(
+        stage.rollout_dtype, str(trainer.precision), engine, type(trainer.strategy).__name__
+    )
+    if dtype is not None:
+        engine = CastCopyEngine(engine.for_model, dtype)  # type: ignore[attr-defined]
+        engine.sync_weights(module.model)
+
+    def play(batch: list[Any], config: Any) -> list[Any]:
+        return rollout(engine, module.tokenizer, module.fmt, module.suite, batch, config)
+
+    kept = filter_tasks(
+        tasks,
+        play,
+        module.rollout_config,
+        stage.pass_rate_samples,
+        stage.pass_rate_min,
+        stage.pass_rate_max,
+        stage.seed,
+        stage.pass_rate_candidates,
+        output_dir,
+    )
+    print(
+        f"grpo: the pass-rate filter kept {len(kept)} of {min(len(tasks), stage.pass_rate_candidates or len(tasks))} tasks"
+    )
+    return kept
+
+
 def run(cfg: DictConfig) -> float | None:
     stage: GRPOSettings = build_settings(cfg.stage)
     data: DataSettings = build_settings(cfg.data)
@@ -154,11 +194,14 @@ def run(cfg: DictConfig) -> float | None:
         output_dir=output_dir,
         task_pool=train_tasks,
     )
+    cadence = Cadence(stage.checkpoint_every_n_steps * stage.mu, stage.val_every_n_steps)
+    trainer = build_trainer(trainer_kwargs, output_dir, cadence, build_logger(cfg), has_val=validate)
+    if stage.pass_rate_samples:  # the tasks the starting policy solves sometimes (stages/grpo/pass_rate.py)
+        train_tasks = pass_rate_tasks(stage, module, train_tasks, trainer, output_dir)
+        module.set_task_pool(train_tasks)
     datamodule = GRPODataModule(train_tasks, stage.tasks_per_step, stage.seed, val_tasks)
 
     # 3. run: Lightning counts optimizer updates, mu per GRPO step
-    cadence = Cadence(stage.checkpoint_every_n_steps * stage.mu, stage.val_every_n_steps)
-    trainer = build_trainer(trainer_kwargs, output_dir, cadence, build_logger(cfg), has_val=validate)
     fit(trainer, module, datamodule, ckpt_path)
     train_reward = as_float(trainer.callback_metrics.get("train/reward/total"))
     val_success = final_validation(trainer, module, datamodule, "val/success") if validate else None
@@ -177,6 +220,7 @@ def run(cfg: DictConfig) -> float | None:
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "model": loaded.name,
         "world_size": trainer.world_size,
+        "train_tasks": len(train_tasks),
     }
     if validate:
         summary["val"] = {

@@ -1,0 +1,110 @@
+"""Pass-rate filter for ``stage=grpo``: train on the tasks the starting policy solves *sometimes*.
+
+``stage.pass_rate_samples=k`` (0: off) plays k sampled episodes of each candidate training task with the
+policy GRPO starts from (the SFT model), before the first step, and keeps the tasks whose success rate r
+satisfies ``stage.pass_rate_min < r < stage.pass_rate_max`` (defaults 0 and 1: neither always failed nor always
+solved). A task the policy never solves gives an all-fail group, one it always solves an all-success group:
+both carry a zero advantage (``toolmaster.algorithms.group_filter``), so dynamic sampling would drop them after
+paying for their rollout every time they come up. Filtering once up front pays k rollouts per candidate once.
+``stage.pass_rate_candidates=N`` limits the candidates to the first N training tasks (the filter's cost is
+k x N episodes).
+
+Deterministic for a seed: the episodes are sampled with ``stage.seed`` (its own stream, not a training step's),
+in candidate order, and the kept tasks keep that order. The result is written to
+``<output_dir>/pass_rates.json`` (settings, every candidate's rate, the kept ids) and reused by a resumed run
+with the same settings, so a restart neither repeats the rollouts nor changes the task list under the
+checkpoint's data position. One process only (ranks would have to agree on the list).
+
+Departure from the paper: it trains GRPO on its synthesized tasks without a difficulty filter; this is the
+curriculum issue 30 asks for when successes are rare.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from toolmaster.envs.task import Task
+from toolmaster.errors import ConfigError
+from toolmaster.io import write_json_atomic
+from toolmaster.samplers.loop import RolloutConfig
+from toolmaster.trajectory import Trajectory
+
+PASS_RATES = "pass_rates.json"
+Play = Callable[[list[Task], RolloutConfig], list[Trajectory]]
+
+
+def success_rates(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Per task id, the share of its episodes that succeeded."""
+    counts: dict[str, list[int]] = {}
+    for trajectory in trajectories:
+        wins, total = counts.setdefault(trajectory.task_id, [0, 0])
+        counts[trajectory.task_id] = [wins + int(trajectory.correct), total + 1]
+    return {task_id: wins / total for task_id, (wins, total) in counts.items()}
+
+
+def keep_by_rate(tasks: Sequence[Task], rates: dict[str, float], low: float, high: float) -> list[Task]:
+    """The tasks with ``low < rate < high``, in their order (a task without a rate is dropped)."""
+    return [task for task in tasks if task.id in rates and low < rates[task.id] < high]
+
+
+def filter_tasks(
+    tasks: Sequence[Task],
+    play: Play,
+    config: RolloutConfig,
+    samples: int,
+    low: float,
+    high: float,
+    seed: int,
+    candidates: int | None = None,
+    output_dir: Path | None = None,
+) -> list[Task]:
+    """The training tasks the pass-rate filter keeps (see the module docstring); ``play(tasks, config)`` rolls
+    out ``config.n_samples`` episodes per task with the starting policy."""
+    pool = list(tasks[:candidates] if candidates else tasks)
+    settings: dict[str, Any] = {
+        "samples": samples,
+        "min": low,
+        "max": high,
+        "seed": seed,
+        "candidates": [task.id for task in pool],
+    }
+    record_path = output_dir / PASS_RATES if output_dir is not None else None
+    rates = _recorded_rates(record_path, settings)
+    if rates is None:
+        sampling = replace(config, n_samples=samples, seed=seed)
+        rates = success_rates(play(pool, sampling))
+    kept = keep_by_rate(pool, rates, low, high)
+    if record_path is not None:
+        write_json_atomic(record_path, {**settings, "rates": rates, "kept": [task.id for task in kept]})
+    if not kept:
+        histogram = _histogram(rates)
+        raise ConfigError(
+            f"stage.pass_rate_samples={samples}: no task of {len(pool)} has a success rate in "
+            f"({low}, {high}) (rates: {histogram}); widen stage.pass_rate_min / pass_rate_max or add candidates"
+        )
+    return kept
+
+
+def _recorded_rates(path: Path | None, settings: dict[str, Any]) -> dict[str, float] | None:
+    """The rates of an earlier run with the same settings, else None."""
+    if path is None or not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if {key: record.get(key) for key in settings} != settings:
+        return None
+    return {str(k): float(v) for k, v in record.get("rates", {}).items()}
+
+
+def _histogram(rates: dict[str, float]) -> str:
+    buckets: dict[str, int] = {}
+    for rate in rates.values():
+        key = "0" if rate == 0 else "1" if rate == 1 else "between"
+        buckets[key] = buckets.get(key, 0) + 1
+    return ", ".join(f"{count} at {key}" for key, count in sorted(buckets.items()))
