@@ -29,7 +29,7 @@ import argparse
 import json
 import re
 import sys
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,12 @@ def token_roles(tokenizer: Any, text: str, after_error: bool) -> tuple[list[int]
     return list(encoded["input_ids"]), roles
 
 
+_TRIAL_PREFIX = re.compile(r"^\[trial \d+/\d+\]\s*")
+
+
 def _is_error(observation: str) -> bool:
-    return "error" in observation[:80].lower()
+    """The observation is an error report (the environment's ``Error (<kind>): ...``), in a trial or not."""
+    return _TRIAL_PREFIX.sub("", observation).lower().startswith("error")
 
 
 def episode_roles(tokenizer: Any, fmt: Any, record: dict[str, Any]) -> tuple[list[int], list[str | None]]:
@@ -96,17 +100,18 @@ def episode_roles(tokenizer: Any, fmt: Any, record: dict[str, Any]) -> tuple[lis
     Rebuilds ``tokenize_conversation``'s segments; a trainable segment that is an assistant turn's content
     gets its tokens' roles, any other trainable segment (the end-of-turn token) is ``structure``."""
     messages = record["messages"]
-    contents = {}  # assistant content -> whether the previous message was a tool error
+    # assistant content -> whether the tool's reply before it was an error, one flag per occurrence in order
+    contents: dict[str, deque[bool]] = {}
     previous_error = False
     for message in messages:
         if message["role"] == "assistant":
-            contents.setdefault(message["content"], previous_error)
+            contents.setdefault(message["content"], deque()).append(previous_error)
         previous_error = message["role"] == "tool" and _is_error(message["content"])
     ids: list[int] = []
     roles: list[str | None] = []
     for text, trainable in fmt.segments(messages, record.get("tools")):
-        if trainable and text in contents:
-            piece, piece_roles = token_roles(tokenizer, text, contents[text])
+        if trainable and contents.get(text):
+            piece, piece_roles = token_roles(tokenizer, text, contents[text].popleft())
             ids += piece
             roles += piece_roles
             continue

@@ -220,7 +220,8 @@ def test_pass_rate_filter_from_the_command_line(tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "stage.pass_rate_samples=2" in line]
-    assert len(errors) == 1 and "no task of 2 has a success rate in (0.0, 1.0)" in errors[0], result.stderr[-2000:]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "no task of 2 has a success rate in (0.0, 1.0)" in errors[0]
     assert "Traceback" not in result.stderr
     record = json.loads((tmp_path / "pass_rates.json").read_text())
     assert len(record["candidates"]) == 2 and record["kept"] == [] and set(record["rates"].values()) == {0.0}

@@ -13,6 +13,9 @@ optimizer step (``GRPOModule.synced_engine``): the first sync builds the copy on
 Lightning has moved the module there), later ones copy only the tensors that train (frozen ones cannot change;
 a restored checkpoint is followed by a full sync). The copy costs one more set of weights in the half dtype.
 
+Validation rollouts (greedy) use the copy too, so they measure the policy as ``stage=eval`` will run it in
+bf16, not the fp32 weights.
+
 Log-probs: the sampler's recorded log-probs are the copy's. With ``stage.old_logprobs=recompute`` (ratio 1 at
 ``mu = 1``) the update is the policy gradient of the trained policy on episodes of its half-precision twin, the
 same small mismatch as in every framework that samples with a separate inference engine; with
@@ -32,7 +35,8 @@ from toolmaster.errors import ConfigError
 from toolmaster.samplers.base import Generation, GenerationEngine, SamplingParams, TurnRequest
 
 ROLLOUT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-_MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+# auto copies only under bf16-mixed: fp16 without autocast's fp32 ops risks overflow (name float16 to get it)
+_MIXED = {"bf16-mixed": torch.bfloat16}
 
 
 def cast_copy(model: torch.nn.Module, dtype: torch.dtype | None = None) -> torch.nn.Module:
@@ -40,22 +44,30 @@ def cast_copy(model: torch.nn.Module, dtype: torch.dtype | None = None) -> torch
     their dtype (rotary frequencies stay fp32). The parameters are cast while copying, so no second full-
     precision copy exists even for a moment, and no gradient is copied."""
     memo: dict[int, Any] = {}
-    for param in model.parameters():
-        data = param.detach()
-        memo[id(param)] = torch.nn.Parameter(
-            data.to(dtype) if dtype is not None else data.clone(), requires_grad=False
-        )
-    duplicate = copy.deepcopy(model, memo)
+    with (
+        torch.inference_mode(False),
+        torch.no_grad(),
+    ):  # normal tensors, even when called in a validation loop
+        for param in model.parameters():
+            data = param.detach()
+            # copy=True: a parameter already in ``dtype`` must not share storage with the policy
+            memo[id(param)] = torch.nn.Parameter(data.to(dtype or data.dtype, copy=True), requires_grad=False)
+        duplicate = copy.deepcopy(model, memo)
     return duplicate.eval()
 
 
 def resolve_rollout_dtype(
-    setting: str | None, precision: str, engine: GenerationEngine, trainer_strategy: Any = None
+    setting: str | None,
+    precision: str,
+    engine: GenerationEngine,
+    trainer_strategy: Any = None,
+    weights_dtype: torch.dtype = torch.float32,
 ) -> torch.dtype | None:
     """The dtype of the rollout copy for ``stage.rollout_dtype=setting``, or None: roll out with the policy.
 
-    ``auto``: the half dtype of a ``*-mixed`` precision when the engine can decode with a copy (the HF engine's
-    ``for_model``) and the strategy does not shard the weights; otherwise None. ``bfloat16`` / ``float16``:
+    ``auto``: bf16 under ``bf16-mixed`` when the policy's weights are not bf16 already, the engine can decode
+    with a copy (the HF engine's ``for_model``) and the strategy does not shard the weights; otherwise None
+    (``16-mixed`` too: fp16 decoding without autocast's fp32 ops may overflow). ``bfloat16`` / ``float16``:
     always, or a ``ConfigError`` saying why it cannot. ``null``: never."""
     if setting is None or str(setting).lower() in ("null", "none"):
         return None
@@ -63,7 +75,8 @@ def resolve_rollout_dtype(
     copyable = callable(getattr(engine, "for_model", None))
     if setting == "auto":
         dtype = _MIXED.get(str(precision))
-        return dtype if dtype is not None and copyable and not sharded else None
+        useful = dtype is not None and dtype != weights_dtype
+        return dtype if useful and copyable and not sharded else None
     if setting not in ROLLOUT_DTYPES:
         raise ConfigError(f"stage.rollout_dtype={setting!r} is not one of auto, bfloat16, float16 or null")
     if not copyable:
@@ -99,10 +112,16 @@ class CastCopyEngine:
         """The policy's weights were replaced (a restored checkpoint): the next sync copies every tensor."""
         self._full_sync = True
 
-    @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the copy hold ``model``'s current weights: build it on the model's device the first time (or
-        when the model moved), else copy the trainable parameters (every parameter after ``mark_restored``)."""
+        when the model moved), else copy the trainable parameters (every parameter after ``mark_restored``).
+        Runs outside inference mode, so a sync from a validation loop leaves normal tensors behind."""
+        with torch.inference_mode(False), torch.no_grad():
+            self._sync(model)
+        self._full_sync = False
+        self.weight_syncs += 1
+
+    def _sync(self, model: torch.nn.Module) -> None:
         device = next(model.parameters()).device
         if self.copy is None or next(self.copy.parameters()).device != device:
             self.copy = cast_copy(model, self.dtype)
@@ -117,8 +136,6 @@ class CastCopyEngine:
             clear = getattr(self.inner, "clear", None)
             if clear is not None:  # caches of the old weights
                 clear()
-        self._full_sync = False
-        self.weight_syncs += 1
 
     def _engine(self) -> GenerationEngine:
         if self.inner is None or self.copy is None:

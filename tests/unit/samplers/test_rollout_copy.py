@@ -54,6 +54,26 @@ def test_cast_copy_casts_parameters_keeps_buffers_and_shares_nothing():
         assert param.data_ptr() != source[name].data_ptr()
         torch.testing.assert_close(param, source[name].detach().to(torch.bfloat16))
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # the policy is untouched
+    # a policy already in the copy's dtype still gets its own storage (the async rollout decodes from the copy
+    # while the optimizer writes the policy)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    for param, source in zip(cast_copy(half, torch.bfloat16).parameters(), half.parameters(), strict=True):
+        assert param.data_ptr() != source.data_ptr()
+
+
+def test_a_copy_first_synced_in_a_validation_loop_still_syncs_in_training():
+    model = _tiny().model
+    engine = CastCopyEngine(lambda m: HFEngine(m, _tiny().tokenizer), torch.bfloat16)
+    with torch.inference_mode():  # what Lightning's validation loop runs under
+        engine.sync_weights(model)
+    assert not any(p.is_inference() for p in engine.copy.parameters())
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    engine.mark_restored()
+    engine.sync_weights(model)  # outside inference mode: would raise on inference tensors
+    torch.testing.assert_close(
+        next(engine.copy.parameters()), next(model.parameters()).detach().to(torch.bfloat16)
+    )
 
 
 def test_copy_engine_decodes_what_a_bf16_model_decodes_even_under_autocast():
@@ -66,12 +86,19 @@ def test_copy_engine_decodes_what_a_bf16_model_decodes_even_under_autocast():
     reference = HFEngine(copy.deepcopy(loaded.model).to(torch.bfloat16), loaded.tokenizer)
     expected = [g.token_ids for g in greedy(reference, prompts)]
     assert [g.token_ids for g in greedy(engine, prompts)] == expected
-    # a training step's autocast context (bf16-mixed) does not reach the copy: same tokens, same log-probs
-    plain = greedy(engine, prompts)
+    # a training step's autocast context (bf16-mixed) does not reach the copy's decoding
+    seen: list[bool] = []
+    inner_generate = engine.inner.generate
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return inner_generate(*args, **kwargs)
+
+    engine.inner.generate = recording  # type: ignore[method-assign]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         inside = greedy(engine, prompts)
+    assert seen == [False]
     assert [g.token_ids for g in inside] == expected
-    assert [g.logprobs for g in inside] == [g.logprobs for g in plain]
 
 
 def test_sync_copies_trainable_tensors_and_everything_after_a_restore():
@@ -99,7 +126,11 @@ def test_rollout_dtype_resolution():
     hf = HFEngine(_tiny().model, tokenizer)
     scripted = ScriptedEngine(tokenizer, lambda prompt: "<answer>1</answer>")
     assert resolve_rollout_dtype("auto", "bf16-mixed", hf) is torch.bfloat16
-    assert resolve_rollout_dtype("auto", "16-mixed", hf) is torch.float16
+    assert resolve_rollout_dtype("auto", "16-mixed", hf) is None  # fp16 without autocast: only when asked
+    assert (
+        resolve_rollout_dtype("auto", "bf16-mixed", hf, weights_dtype=torch.bfloat16) is None
+    )  # bf16 already
+    assert resolve_rollout_dtype("float16", "32-true", hf) is torch.float16
     assert resolve_rollout_dtype("auto", "32-true", hf) is None
     assert resolve_rollout_dtype("auto", "bf16-true", hf) is None  # the policy already computes in bf16
     assert resolve_rollout_dtype("auto", "bf16-mixed", scripted) is None
@@ -112,6 +143,24 @@ def test_rollout_dtype_resolution():
         resolve_rollout_dtype("float16", "bf16-mixed", hf, "FSDP2Strategy")
     with pytest.raises(ValueError, match="stage.rollout_dtype"):
         grpo_settings(rollout_dtype="int8")
+
+
+def test_the_async_rollouts_copy_is_cast_and_private():
+    from toolmaster.stages.grpo.async_rollout import RolloutPrefetcher
+
+    loaded = _tiny()
+    prefetcher = RolloutPrefetcher(
+        loaded.model, lambda m: HFEngine(m, loaded.tokenizer), dtype=torch.bfloat16
+    )
+    try:
+        pairs = list(zip(prefetcher.copy.parameters(), loaded.model.parameters(), strict=True))
+        assert all(c.dtype is torch.bfloat16 and c.data_ptr() != p.data_ptr() for c, p in pairs)
+        with torch.no_grad():
+            pairs[0][1].add_(1.0)
+        prefetcher.refresh(loaded.model, version=1)
+        torch.testing.assert_close(pairs[0][0], pairs[0][1].detach().to(torch.bfloat16))
+    finally:
+        prefetcher.close()
 
 
 class _SampledIds:

@@ -83,24 +83,31 @@ def test_the_filter_keeps_the_sometimes_solved_tasks_and_records_them(tmp_path: 
     assert record["rates"] == {"t0": 1.0, "t1": 0.0, "t2": 0.5, "t3": 0.25}
     assert record["kept"] == ["t2", "t3"] and record["samples"] == 4
 
-    # a resumed run with the same settings reuses the record: no episode is played again
+    # a run resuming with the same settings reuses the record: no episode is played again
     def no_play(tasks: list[Any], config: Any) -> list[Trajectory]:
         raise AssertionError("the recorded rates should have been reused")
 
-    again = filter_tasks(
-        add_tasks(4), no_play, module.rollout_config, 4, 0.0, 1.0, settings.seed, None, tmp_path
-    )
+    args = (module.rollout_config, 4, 0.0, 1.0, settings.seed, None, tmp_path)
+    again = filter_tasks(add_tasks(4), no_play, *args, resuming=True)
     assert [t.id for t in again] == ["t2", "t3"]
-    # other settings (a narrower window) reuse nothing
+    # resuming with other settings (fewer samples, another starting model) is an error, not another task list
+    fewer = (module.rollout_config, 2, 0.0, 1.0, settings.seed, None, tmp_path)
+    with pytest.raises(ConfigError, match="does not hold this filter's result"):
+        filter_tasks(add_tasks(4), no_play, *fewer, resuming=True)
+    with pytest.raises(ConfigError, match="does not hold this filter's result"):
+        filter_tasks(add_tasks(4), no_play, *args, resuming=True, policy="another/model")
+    # a fresh run filters anew, whatever record the directory holds
     with pytest.raises(AssertionError, match="reused"):
-        filter_tasks(add_tasks(4), no_play, module.rollout_config, 2, 0.0, 1.0, settings.seed, None, tmp_path)
+        filter_tasks(add_tasks(4), no_play, *args, resuming=False)
 
 
 def test_candidates_limit_the_pool_and_an_empty_result_says_why(tmp_path: Path):
     respond = _respond_by_task({0: ["right"], 1: ["wrong"], 2: ["right", "wrong"], 3: ["right", "wrong"]})
     settings = grpo_settings(pass_rate_samples=2, pass_rate_candidates=2)
     module = scripted_module(load_model(source="tiny", dtype="float32", device="cpu"), respond, settings)
-    with pytest.raises(ConfigError, match=r"no task of 2 has a success rate in \(0.0, 1.0\).*1 at 0, 1 at 1"):
+    with pytest.raises(
+        ConfigError, match=r"no task of 2 has a success rate in \(0.0, 1.0\).*1 at 0, 1 at 1.*raise"
+    ):
         pass_rate_tasks(settings, module, add_tasks(4), _trainer(), tmp_path)
 
 

@@ -42,10 +42,11 @@ update, a copy of the policy takes the current weights and a background thread r
 module serves next; the next step trains on it (one step stale, ``train/async/staleness``) with the clipped
 ratio against the sampler's log-probs (``stage.old_logprobs=sampler``). HF engine and one process only.
 
-Engines that keep their own copy of the weights (``sampler=vllm``) are synced lazily: every optimizer step
-(and a restored checkpoint) marks them stale, and the next rollout, training or validation, first calls
-their ``sync_weights``; during the update they sleep where they support it (vLLM on CUDA). The HF engine
-decodes with the policy module itself and needs neither.
+Engines that keep their own copy of the weights (``sampler=vllm``, and the HF engine over a half-precision
+copy of the policy that ``stage.rollout_dtype=auto`` sets up under bf16-mixed, ``toolmaster.samplers.
+rollout_copy``) are synced lazily: every optimizer step (and a restored checkpoint) marks them stale, and the
+next rollout, training or validation, first calls their ``sync_weights``; during the update they sleep where
+they support it (vLLM on CUDA). The plain HF engine decodes with the policy module itself and needs neither.
 
 KL to a frozen reference (k3 estimator, ``stage.kl_coef``): the reference exists only when
 ``kl_coef > 0``. With LoRA it is the base model with the adapter switched off (peft's ``disable_adapter()``
@@ -226,8 +227,9 @@ class GRPOModule(pl.LightningModule):
         return self._engine
 
     def synced_engine(self) -> GenerationEngine:
-        """The engine, first made to serve the current weights if it keeps its own copy (vLLM) and they
-        changed (an optimizer step, a restored checkpoint). The HF engine shares the model: nothing to do."""
+        """The engine, first made to serve the current weights if it keeps its own copy (vLLM, the half-precision
+        rollout copy of ``stage.rollout_dtype``) and they changed (an optimizer step, a restored checkpoint). The
+        plain HF engine decodes with the policy itself: nothing to do."""
         engine = self.engine
         sync = getattr(engine, "sync_weights", None)
         if sync is not None and self._engine_stale:
@@ -273,8 +275,9 @@ class GRPOModule(pl.LightningModule):
             self.engine.mark_restored()
             return
         strategy = type(self.trainer.strategy).__name__
+        weights = next(self.model.parameters()).dtype
         dtype = resolve_rollout_dtype(
-            self.settings.rollout_dtype, str(self.trainer.precision), self.engine, strategy
+            self.settings.rollout_dtype, str(self.trainer.precision), self.engine, strategy, weights
         )
         self.rollout_dtype = dtype
         if dtype is not None:

@@ -11,9 +11,11 @@ k x N episodes).
 
 Deterministic for a seed: the episodes are sampled with ``stage.seed`` (its own stream, not a training step's),
 in candidate order, and the kept tasks keep that order. The result is written to
-``<output_dir>/pass_rates.json`` (settings, every candidate's rate, the kept ids) and reused by a resumed run
-with the same settings, so a restart neither repeats the rollouts nor changes the task list under the
-checkpoint's data position. One process only (ranks would have to agree on the list).
+``<output_dir>/pass_rates.json`` (settings, every candidate's rate, the kept ids). A run that resumes from a
+checkpoint reuses it, so a restart neither repeats the rollouts nor changes the task list under the
+checkpoint's data position; it must then match (same filter settings, candidates, starting model and sampling
+config), or the run stops with an error rather than train on another list. A fresh run always filters anew.
+One process only (ranks would have to agree on the list).
 
 Departure from the paper: it trains GRPO on its synthesized tasks without a difficulty filter; this is the
 curriculum issue 30 asks for when successes are rare.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +63,31 @@ def filter_tasks(
     seed: int,
     candidates: int | None = None,
     output_dir: Path | None = None,
+    resuming: bool = False,
+    policy: str = "",
 ) -> list[Task]:
     """The training tasks the pass-rate filter keeps (see the module docstring); ``play(tasks, config)`` rolls
-    out ``config.n_samples`` episodes per task with the starting policy."""
+    out ``config.n_samples`` episodes per task with the starting policy (named by ``policy`` in the record)."""
     pool = list(tasks[:candidates] if candidates else tasks)
+    sampling = replace(config, n_samples=samples, seed=seed)
     settings: dict[str, Any] = {
         "samples": samples,
         "min": low,
         "max": high,
         "seed": seed,
+        "policy": policy,
+        "sampling": json.loads(json.dumps(asdict(sampling), default=str)),
         "candidates": [task.id for task in pool],
     }
     record_path = output_dir / PASS_RATES if output_dir is not None else None
-    rates = _recorded_rates(record_path, settings)
+    rates = _recorded_rates(record_path, settings) if resuming else None
+    if resuming and rates is None:
+        raise ConfigError(
+            f"stage.pass_rate_samples: resuming from a checkpoint, but {record_path} does not hold this filter's"
+            " result (other settings, candidates, model or sampling); the checkpoint's task list is unknown."
+            " Resume with the settings it was trained with, or start in a new run dir"
+        )
     if rates is None:
-        sampling = replace(config, n_samples=samples, seed=seed)
         rates = success_rates(play(pool, sampling))
     kept = keep_by_rate(pool, rates, low, high)
     if record_path is not None:
@@ -84,7 +96,8 @@ def filter_tasks(
         histogram = _histogram(rates)
         raise ConfigError(
             f"stage.pass_rate_samples={samples}: no task of {len(pool)} has a success rate in "
-            f"({low}, {high}) (rates: {histogram}); widen stage.pass_rate_min / pass_rate_max or add candidates"
+            f"({low}, {high}) (rates: {histogram}); raise stage.pass_rate_samples or stage.pass_rate_candidates,"
+            " or start from a policy that solves some of them"
         )
     return kept
 

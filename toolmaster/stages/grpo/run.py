@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ from toolmaster.training.checkpoints import CHECKPOINT_DIR, resolve_resume
 from toolmaster.training.export import export_final
 from toolmaster.training.gather import full_state_dict
 from toolmaster.training.trainer import Cadence, as_float, build_trainer, final_validation, fit
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "grpo_summary.json"
 METRICS = "metrics.json"
@@ -118,7 +121,13 @@ def grpo_trainer_kwargs(trainer_cfg: dict[str, Any], mu: int) -> tuple[dict[str,
 
 
 def pass_rate_tasks(
-    stage: GRPOSettings, module: GRPOModule, tasks: list[Any], trainer: pl.Trainer, output_dir: Path
+    stage: GRPOSettings,
+    module: GRPOModule,
+    tasks: list[Any],
+    trainer: pl.Trainer,
+    output_dir: Path,
+    resuming: bool = False,
+    policy: str = "",
 ) -> list[Any]:
     """``stage.pass_rate_samples``: the training tasks the starting policy solves sometimes, played with the
     module's engine (a half-precision copy where ``stage.rollout_dtype`` gives one) at the sampling temperature."""
@@ -126,15 +135,15 @@ def pass_rate_tasks(
         raise ConfigError(
             "stage.pass_rate_samples > 0 runs on one process (every rank would need the same list)"
         )
-    engine = module.engine
-    dtype = resolve_rollout_dtype(
-        stage.rollout_dtype, str(trainer.precision), engine, type(trainer.strategy).__name__
-    )
-    if dtype is not None:
-        engine = CastCopyEngine(engine.for_model, dtype)  # type: ignore[attr-defined]
-        engine.sync_weights(module.model)
 
     def play(batch: list[Any], config: Any) -> list[Any]:
+        engine = module.engine
+        weights = next(module.model.parameters()).dtype
+        strategy = type(trainer.strategy).__name__
+        dtype = resolve_rollout_dtype(stage.rollout_dtype, str(trainer.precision), engine, strategy, weights)
+        if dtype is not None:  # built only when the filter really plays (not when a record is reused)
+            engine = CastCopyEngine(engine.for_model, dtype)  # type: ignore[attr-defined]
+            engine.sync_weights(module.model)
         return rollout(engine, module.tokenizer, module.fmt, module.suite, batch, config)
 
     kept = filter_tasks(
@@ -147,10 +156,18 @@ def pass_rate_tasks(
         stage.seed,
         stage.pass_rate_candidates,
         output_dir,
+        resuming=resuming,
+        policy=policy,
     )
-    print(
-        f"grpo: the pass-rate filter kept {len(kept)} of {min(len(tasks), stage.pass_rate_candidates or len(tasks))} tasks"
-    )
+    considered = min(len(tasks), stage.pass_rate_candidates or len(tasks))
+    print(f"grpo: the pass-rate filter kept {len(kept)} of {considered} tasks")
+    if len(kept) < stage.tasks_per_step:
+        log.warning(
+            "the pass-rate filter kept %d task(s), fewer than stage.tasks_per_step=%d: every step plays the same"
+            " few tasks",
+            len(kept),
+            stage.tasks_per_step,
+        )
     return kept
 
 
@@ -197,7 +214,10 @@ def run(cfg: DictConfig) -> float | None:
     cadence = Cadence(stage.checkpoint_every_n_steps * stage.mu, stage.val_every_n_steps)
     trainer = build_trainer(trainer_kwargs, output_dir, cadence, build_logger(cfg), has_val=validate)
     if stage.pass_rate_samples:  # the tasks the starting policy solves sometimes (stages/grpo/pass_rate.py)
-        train_tasks = pass_rate_tasks(stage, module, train_tasks, trainer, output_dir)
+        policy = str(cfg.model.get("path") or loaded.name)
+        train_tasks = pass_rate_tasks(
+            stage, module, train_tasks, trainer, output_dir, ckpt_path is not None, policy
+        )
         module.set_task_pool(train_tasks)
     datamodule = GRPODataModule(train_tasks, stage.tasks_per_step, stage.seed, val_tasks)
 
