@@ -291,3 +291,25 @@ def test_trial_mix_lever_changes_only_the_oracle_mix_of_the_toolmaster_sft_arm()
     )
     assert set(synthesize.overrides) ^ set(paper_synthesize.overrides) == {"teacher.trials=when_needed"}
     assert dict(lever.stage.compare) == {"toolmaster_sft_trial_mix": list(paper.stage.compare.toolmaster_sft)}
+
+
+def test_paper_cpu_passrate_changes_only_the_filter_and_the_step_count_of_paper_cpus_grpo():
+    """Issue 30's lever after paper_cpu's GRPO: the same GRPO steps (from paper_cpu's SFT checkpoints), with the
+    pass-rate filter and 32 steps; the evals and shared limits are paper_cpu's."""
+    lever = compose_cfg(["+experiment=paper_cpu_passrate", "paper_cpu.sft_run=/runs/paper_cpu/seed0"])
+    paper = compose_cfg(["+experiment=paper_cpu"])
+    assert lever.stage.common_overrides == paper.stage.common_overrides
+    for key in ("data", "sampler", "model", "tools"):
+        assert lever[key] == paper[key], key
+    for arm in ("toolmaster", "direct"):
+        grpo, paper_grpo = lever.stage.steps[f"{arm}_grpo"], paper.stage.steps[f"{arm}_grpo"]
+        changed = set(grpo.overrides) ^ set(paper_grpo.overrides)
+        assert changed == {
+            f"model.path=/runs/paper_cpu/seed0/{arm}_sft/hf",
+            f"model.path={{run_dir}}/{arm}_sft/hf",
+            "stage.pass_rate_samples=4",
+            "stage.pass_rate_candidates=200",
+            "trainer.max_steps=32",
+            "trainer.max_steps=16",
+        }, arm
+        assert lever.stage.steps[f"eval_{arm}_grpo"] == paper.stage.steps[f"eval_{arm}_grpo"]
