@@ -96,9 +96,11 @@ def test_the_filter_keeps_the_sometimes_solved_tasks_and_records_them(tmp_path: 
         filter_tasks(add_tasks(4), no_play, *fewer, resuming=True)
     with pytest.raises(ConfigError, match="does not hold this filter's result"):
         filter_tasks(add_tasks(4), no_play, *args, resuming=True, policy="another/model")
-    # a fresh run filters anew, whatever record the directory holds
+    # a fresh run with the same settings (killed before its first checkpoint) reuses it too; with other
+    # settings it filters anew
+    assert [t.id for t in filter_tasks(add_tasks(4), no_play, *args, resuming=False)] == ["t2", "t3"]
     with pytest.raises(AssertionError, match="reused"):
-        filter_tasks(add_tasks(4), no_play, *args, resuming=False)
+        filter_tasks(add_tasks(4), no_play, *fewer, resuming=False)
 
 
 def test_candidates_limit_the_pool_and_an_empty_result_says_why(tmp_path: Path):

@@ -11,10 +11,11 @@ k x N episodes).
 
 Deterministic for a seed: the episodes are sampled with ``stage.seed`` (its own stream, not a training step's),
 in candidate order, and the kept tasks keep that order. The result is written to
-``<output_dir>/pass_rates.json`` (settings, every candidate's rate, the kept ids). A run that resumes from a
-checkpoint reuses it, so a restart neither repeats the rollouts nor changes the task list under the
-checkpoint's data position; it must then match (same filter settings, candidates, starting model and sampling
-config), or the run stops with an error rather than train on another list. A fresh run always filters anew.
+``<output_dir>/pass_rates.json`` (settings, every candidate's rate, the kept ids) and reused by any later run
+in that directory whose filter settings, candidates, starting model and sampling config are the same, so a
+restart (killed before or after its first checkpoint) neither repeats the rollouts nor changes the task list
+under the checkpoint's data position. A run that resumes from a checkpoint and finds no matching record stops
+with an error rather than train on another list; a fresh run with other settings filters anew.
 One process only (ranks would have to agree on the list).
 
 Departure from the paper: it trains GRPO on its synthesized tasks without a difficulty filter; this is the
@@ -80,7 +81,7 @@ def filter_tasks(
         "candidates": [task.id for task in pool],
     }
     record_path = output_dir / PASS_RATES if output_dir is not None else None
-    rates = _recorded_rates(record_path, settings) if resuming else None
+    rates = _recorded_rates(record_path, settings)
     if resuming and rates is None:
         raise ConfigError(
             f"stage.pass_rate_samples: resuming from a checkpoint, but {record_path} does not hold this filter's"
