@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from toolmaster.algorithms.fused_head import fused_head_parts, head_logprobs
 from toolmaster.algorithms.losses import entropy_from_logits
+from toolmaster.training.gather import is_sharded
 
 MIN_SHARED_TOKENS = 16  # below this many tokens saved, one plain pass is cheaper than two
 
@@ -62,12 +64,6 @@ def score_columns(
     return picked, scaled
 
 
-def _fsdp_sharded(model: Any) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule) or any(isinstance(m, FSDPModule) for m in model.modules())
-
-
 def plan_prefixes(input_ids: Tensor, loss_mask: Tensor, lengths: Tensor) -> PrefixPlan:
     """Group rows by their prompt: the tokens before the first logit the loss needs (``[N, T]`` right-padded)."""
     has_loss = loss_mask.any(dim=1)
@@ -93,7 +89,7 @@ def worth_sharing(model: Any, plan: PrefixPlan) -> bool:
     pre-backward hooks, so the prompt pass's backward would find its layers resharded."""
     if getattr(model, "is_gradient_checkpointing", False) and model.training:
         return False
-    if model.training and _fsdp_sharded(model):
+    if model.training and is_sharded(model):
         return False
     return plan.saved_tokens >= MIN_SHARED_TOKENS
 
@@ -106,9 +102,12 @@ def shared_prefix_logprobs(
     plan: PrefixPlan,
     temperature: float,
     with_entropy: bool = False,
+    fused_head: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs ``[N, T - 1]`` aligned with ``loss_mask`` (0.0 wherever it is 0), and optionally the
-    summed entropy over the loss tokens (detached), computed with each distinct prompt run once."""
+    summed entropy over the loss tokens (detached), computed with each distinct prompt run once; the suffix
+    pass projects only the loss tokens, in chunks (``toolmaster.algorithms.fused_head``), where the model
+    allows it and ``fused_head``."""
     device = input_ids.device
     rows, width = input_ids.shape
     lengths = attention_mask.sum(dim=1).tolist()
@@ -146,6 +145,26 @@ def shared_prefix_logprobs(
     in_range = suffix_cols <= width - 2
     needed = torch.zeros((rows, s_max), dtype=torch.bool, device=device)
     needed[in_range] = loss_mask.gather(1, suffix_cols.clamp(max=width - 2))[in_range]
+    parts = fused_head_parts(model) if fused_head else None
+    if parts is not None and bool(
+        needed.any()
+    ):  # the decoder's states at the loss tokens, projected in chunks
+        decoder, weight = parts
+        hidden = decoder(
+            input_ids=suffix_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        where = needed.nonzero()
+        rows_at, cols_at = where[:, 0], where[:, 1]
+        original_at = suffix_cols[rows_at, cols_at]
+        logprobs, entropies = head_logprobs(
+            weight, hidden[rows_at, cols_at], input_ids[rows_at, original_at + 1], temperature
+        )
+        full = logprobs.new_zeros((rows, width - 1)).index_put((rows_at, original_at), logprobs)
+        return full, entropies.sum().detach() if with_entropy else None
     columns = needed.any(dim=0).nonzero().squeeze(-1)
     if columns.numel() == 0:
         columns = torch.zeros(1, dtype=torch.long, device=device)

@@ -5,7 +5,7 @@ episodes* (the first ``(steps + 1) x batch`` oracle trial-and-execution episodes
 into batches as ``stage=sft``'s bucketing does), after one warm-up step that is not timed, and reports
 seconds per step, tokens per step, SFT episodes per CPU-hour, the speed-up over the first variant (in
 episodes per hour) and the loss of its last step. A variant is
-``<precision>[+top<N>][+compact][+mask][+batch<N>]``:
+``<precision>[+top<N>][+compact][+mask][+logits][+batch<N>]``:
 
 - ``fp32``: fp32 weights and compute (``trainer.precision=32-true`` with ``model.dtype=float32``);
 - ``bf16-mixed``: fp32 master weights, forward under ``torch.autocast(cpu, bfloat16)``, what Lightning's
@@ -15,12 +15,16 @@ episodes per hour) and the loss of its last step. A variant is
 - ``+top<N>``: ``model.train_top_layers=N`` (embeddings and lower layers frozen, no backward through them);
 - ``+mask``: the attention mask passed to the model as before ``token_losses`` learnt to drop it for
   right-padded batches (SDPA's causal path; the same loss): the reference for that lever;
+- ``+logits``: the vocabulary projected at every column some row labels, then a float32 log-softmax over all
+  of them (``token_losses(fused_head=False)``), as before the fused head (``toolmaster.algorithms.fused_head``:
+  only the labelled positions, in chunks; the same loss): the reference for that lever;
 - ``+compact``: the episodes written with ``model.chat_format=chatml_compact`` (one signature line per tool
   and terse protocol rules, ``toolmaster.protocol.tool_rendering``) instead of ``chatml`` (JSON schemas);
 - ``+batch<N>``: batches of N episodes instead of ``--batch`` (the first ``(steps + 1) x N`` episodes).
 
-The default list starts with ``paper_small``'s SFT step on a CPU with native bf16 (``bf16-mixed+mask``: every
-layer, JSON tools, the padding mask) and ends with ``paper_cpu``'s (``bf16-mixed+top10+compact+batch8``). ``--profile`` adds, per
+The default list starts with ``paper_small``'s SFT step on a CPU with native bf16 (``bf16-mixed+mask+logits``:
+every layer, JSON tools, the padding mask, the plain head), then each lever alone, then ``paper_cpu``'s
+(``bf16-mixed+top10+compact+logits+batch8``) and every lever at batch 4 (``bf16-mixed+top10+compact``). ``--profile`` adds, per
 variant, where one step's time goes (forward / backward / optimizer; matmul / attention / the rest, from
 ``torch.profiler``) and the tokens of an episode by role.
 
@@ -43,20 +47,22 @@ from typing import Any, NamedTuple
 import torch
 
 DEFAULT_VARIANTS = (
-    "bf16-mixed+mask,bf16-mixed+mask+compact,bf16-mixed+mask+top10,bf16-mixed,bf16-mixed+top10+compact+batch8"
+    "bf16-mixed+mask+logits,bf16-mixed+mask+logits+compact,bf16-mixed+mask+logits+top10,bf16-mixed+logits,"
+    "bf16-mixed+mask,bf16-mixed+top10+compact+logits+batch8,bf16-mixed+top10+compact+logits,bf16-mixed+top10+compact"
 )
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 CHAT_FORMATS = {False: "chatml", True: "chatml_compact"}  # +compact -> the episodes' chat format
 
 
 class Levers(NamedTuple):
-    """What a variant name says: ``<precision>[+top<N>][+compact][+mask][+batch<N>]``."""
+    """What a variant name says: ``<precision>[+top<N>][+compact][+mask][+logits][+batch<N>]``."""
 
     precision: str
     top: int | None
     compact: bool
     mask: bool
     batch: int | None = None  # +batch<N>: this variant's batch size (default: --batch)
+    logits: bool = False  # +logits: the plain head (every labelled column's logits, then log-softmax)
 
     def key(self, default_batch: int) -> tuple[bool, int]:
         """Which batches the variant trains on: (compact rendering, batch size)."""
@@ -64,11 +70,11 @@ class Levers(NamedTuple):
 
 
 def parse_variant(variant: str) -> Levers:
-    """``bf16-mixed+top15+compact`` -> (``bf16-mixed``, 15, True, False, None); ``fp32`` -> (``fp32``, None,
-    False, False, None). Each lever at most once, in any order."""
+    """``bf16-mixed+top15+compact`` -> (``bf16-mixed``, 15, True, False, None, False); ``fp32`` -> (``fp32``,
+    None, False, False, None, False). Each lever at most once, in any order."""
     precision, *levers = variant.split("+")
     numbers: dict[str, int | None] = {"top": None, "batch": None}
-    flags = {"compact": False, "mask": False}
+    flags = {"compact": False, "mask": False, "logits": False}
     for lever in levers:
         name = lever.rstrip("0123456789")
         if lever in flags and not flags[lever]:
@@ -81,10 +87,12 @@ def parse_variant(variant: str) -> Levers:
         precision = ""
     if precision not in PRECISIONS:
         raise SystemExit(
-            f"sft_step: bad variant {variant!r}: <precision>[+top<N>][+compact][+mask][+batch<N>], precision one "
+            f"sft_step: bad variant {variant!r}: <precision>[+top<N>][+compact][+mask][+logits][+batch<N>], precision one "
             f"of {', '.join(PRECISIONS)}"
         )
-    return Levers(precision, numbers["top"], flags["compact"], flags["mask"], numbers["batch"])
+    return Levers(
+        precision, numbers["top"], flags["compact"], flags["mask"], numbers["batch"], flags["logits"]
+    )
 
 
 def synthesize(out_dir: Path, tasks: int, chat_format: str = "chatml") -> Path:
@@ -98,7 +106,12 @@ def synthesize(out_dir: Path, tasks: int, chat_format: str = "chatml") -> Path:
 
 
 def train_step(
-    model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str, mask: bool = False
+    model: Any,
+    optimizer: Any,
+    batch: dict[str, torch.Tensor],
+    precision: str,
+    mask: bool = False,
+    logits: bool = False,
 ) -> tuple[float, ...]:
     """One AdamW step; (forward, backward, optimizer) seconds and the loss."""
     from toolmaster.algorithms.logprobs import token_losses
@@ -108,7 +121,7 @@ def train_step(
     )
     started = time.perf_counter()
     with autocast:
-        total, count = token_losses(model, batch, causal_shortcut=not mask)
+        total, count = token_losses(model, batch, causal_shortcut=not mask, fused_head=not logits)
         step_loss = total / count.clamp(min=1)
     forward = time.perf_counter()
     step_loss.backward()
@@ -120,11 +133,16 @@ def train_step(
 
 
 def op_shares(
-    model: Any, optimizer: Any, batch: dict[str, torch.Tensor], precision: str, mask: bool = False
+    model: Any,
+    optimizer: Any,
+    batch: dict[str, torch.Tensor],
+    precision: str,
+    mask: bool = False,
+    logits: bool = False,
 ) -> dict[str, float]:
     """Shares of one profiled step's CPU time: matmul, attention and the rest."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        train_step(model, optimizer, batch, precision, mask)
+        train_step(model, optimizer, batch, precision, mask, logits)
     shares = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
     for event in prof.key_averages():
         name = event.key
@@ -146,7 +164,7 @@ class Variant:
 
         self.name = variant
         levers = parse_variant(variant)
-        self.precision, top, self.mask = levers.precision, levers.top, levers.mask
+        self.precision, top, self.mask, self.logits = levers.precision, levers.top, levers.mask, levers.logits
         self.key = levers.key(default_batch)
         dtype = "bfloat16" if self.precision == "bf16" else "float32"
         self.model = load_model(
@@ -157,7 +175,9 @@ class Variant:
         self.parts: list[tuple[float, ...]] = []
 
     def step(self, batch: dict[str, torch.Tensor]) -> None:
-        self.parts.append(train_step(self.model, self.optimizer, batch, self.precision, self.mask))
+        self.parts.append(
+            train_step(self.model, self.optimizer, batch, self.precision, self.mask, self.logits)
+        )
 
 
 def time_variants(
@@ -186,7 +206,9 @@ def time_variants(
         seconds = statistics.median(sum(p[:3]) for p in timed)
         result: dict[str, Any] = {"seconds": seconds, "parts": parts, "loss": run.parts[-1][3]}
         if profile:
-            result["ops"] = op_shares(run.model, run.optimizer, batches[run.key][-1], run.precision, run.mask)
+            result["ops"] = op_shares(
+                run.model, run.optimizer, batches[run.key][-1], run.precision, run.mask, run.logits
+            )
         results.append(result)
     return results
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from peft import LoraConfig
 
+from toolmaster.algorithms.fused_head import fused_head_parts
 from toolmaster.algorithms.logprobs import policy_logprobs
 from toolmaster.algorithms.packing import pack_trajectories
 from toolmaster.algorithms.prefix_sharing import (
@@ -195,8 +196,10 @@ def test_right_padded_passes_without_a_mask_match_the_masked_forward(tiny, packe
     """Packed batches are right-padded, so the plain pass and the prompt pass run without an attention mask
     (SDPA's causal path); the log-probs equal a forward pass given the mask explicitly."""
     model = tiny.model.eval()
+    decoder = model.get_decoder()  # every path runs the decoder: the plain pass's fused head, the shared pass
+    fused_head_parts(model)  # the fused head's one-off check, before recording
     masks = []
-    original = model.forward
+    original = decoder.forward
 
     def recording(*args, **kwargs):
         masks.append(kwargs.get("attention_mask"))
@@ -205,11 +208,11 @@ def test_right_padded_passes_without_a_mask_match_the_masked_forward(tiny, packe
     with torch.no_grad():
         logits = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask).logits[:, :-1]
         reference = torch.log_softmax(logits.float(), -1).gather(-1, packed.input_ids[:, 1:, None])[..., 0]
-        model.forward = recording
+        decoder.forward = recording
         try:
             ours, _ = policy_logprobs(model, packed, 1.0, share_prompts=share)
         finally:
-            del model.forward
+            del decoder.forward
     mask = packed.loss_mask
     torch.testing.assert_close(ours[mask], reference[mask], atol=2e-5, rtol=1e-5)
     assert masks[0] is None  # the plain pass, or the shared prompts' pass

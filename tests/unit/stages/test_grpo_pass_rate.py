@@ -103,6 +103,48 @@ def test_the_filter_keeps_the_sometimes_solved_tasks_and_records_them(tmp_path: 
         filter_tasks(add_tasks(4), no_play, *fewer, resuming=False)
 
 
+def test_a_filter_killed_between_chunks_resumes_with_the_same_result(tmp_path: Path, monkeypatch):
+    """Chunks of 2 candidates: the run dies in the second chunk; the rerun plays only chunks 2-3, the partial
+    record goes away and the result is an uninterrupted run's."""
+    from toolmaster.stages.grpo import pass_rate
+
+    monkeypatch.setattr(pass_rate, "CHUNK_TASKS", 2)
+    cycles = {0: ["right"], 1: ["right", "wrong"], 2: ["wrong"], 3: ["right", "wrong"], 4: ["wrong", "right"]}
+    settings = grpo_settings(pass_rate_samples=2)
+    played: list[list[str]] = []
+
+    def make_play(die_on_chunk: int | None) -> Any:
+        module = scripted_module(
+            load_model(source="tiny", dtype="float32", device="cpu"), _respond_by_task(cycles), settings
+        )
+
+        def play(tasks: list[Any], config: RolloutConfig) -> list[Trajectory]:
+            if die_on_chunk is not None and len(played) == die_on_chunk:
+                raise KeyboardInterrupt  # the session ends mid-filter
+            played.append([task.id for task in tasks])
+            return rollout(module.engine, module.tokenizer, module.fmt, module.suite, tasks, config)
+
+        return module, play
+
+    module, play = make_play(die_on_chunk=1)
+    args = (module.rollout_config, 2, 0.0, 1.0, settings.seed, None)
+    with pytest.raises(KeyboardInterrupt):
+        filter_tasks(add_tasks(5), play, *args, tmp_path / "killed")
+    assert played == [["t0", "t1"]]
+    partial = json.loads((tmp_path / "killed" / pass_rate.PARTIAL).read_text())
+    assert partial["rates"] == {"t0": 1.0, "t1": 0.5}
+    module, play = make_play(die_on_chunk=None)
+    resumed = filter_tasks(add_tasks(5), play, *args, tmp_path / "killed")
+    assert played == [["t0", "t1"], ["t2", "t3"], ["t4"]]
+    assert not (tmp_path / "killed" / pass_rate.PARTIAL).exists()
+    played.clear()
+    module, play = make_play(die_on_chunk=None)
+    whole = filter_tasks(add_tasks(5), play, *args, tmp_path / "whole")
+    assert [t.id for t in resumed] == [t.id for t in whole] == ["t1", "t3", "t4"]
+    record = json.loads((tmp_path / "killed" / PASS_RATES).read_text())
+    assert record["rates"] == json.loads((tmp_path / "whole" / PASS_RATES).read_text())["rates"]
+
+
 def test_candidates_limit_the_pool_and_an_empty_result_says_why(tmp_path: Path):
     respond = _respond_by_task({0: ["right"], 1: ["wrong"], 2: ["right", "wrong"], 3: ["right", "wrong"]})
     settings = grpo_settings(pass_rate_samples=2, pass_rate_candidates=2)

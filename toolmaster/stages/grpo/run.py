@@ -136,15 +136,21 @@ def pass_rate_tasks(
             "stage.pass_rate_samples > 0 runs on one process (every rank would need the same list)"
         )
 
+    engines: list[Any] = []  # built on the first chunk played (not when a record is reused), then kept
+
     def play(batch: list[Any], config: Any) -> list[Any]:
-        engine = module.engine
-        weights = next(module.model.parameters()).dtype
-        strategy = type(trainer.strategy).__name__
-        dtype = resolve_rollout_dtype(stage.rollout_dtype, str(trainer.precision), engine, strategy, weights)
-        if dtype is not None:  # built only when the filter really plays (not when a record is reused)
-            engine = CastCopyEngine(engine.for_model, dtype)  # type: ignore[attr-defined]
-            engine.sync_weights(module.model)
-        return rollout(engine, module.tokenizer, module.fmt, module.suite, batch, config)
+        if not engines:
+            engine = module.engine
+            weights = next(module.model.parameters()).dtype
+            strategy = type(trainer.strategy).__name__
+            dtype = resolve_rollout_dtype(
+                stage.rollout_dtype, str(trainer.precision), engine, strategy, weights
+            )
+            if dtype is not None:
+                engine = CastCopyEngine(engine.for_model, dtype)  # type: ignore[attr-defined]
+                engine.sync_weights(module.model)
+            engines.append(engine)
+        return rollout(engines[0], module.tokenizer, module.fmt, module.suite, batch, config)
 
     kept = filter_tasks(
         tasks,
