@@ -153,6 +153,7 @@ class SFTSettings:
     max_length: int = 2048
     val_fraction: float = 0.05
     bucket_size: int = 256
+    fused_head: bool = True
     seed: int = 0
     resume: str | None = "auto"
     checkpoint_every_n_steps: int = 50
@@ -209,6 +210,7 @@ class GRPOSettings:
     old_logprobs: Literal["recompute", "sampler"] = "recompute"
     micro_batch_size: int = 4
     share_prompts: bool = True
+    fused_head: bool = True
     filter_groups: Literal["reward", "success"] | None = None
     max_refill_rounds: int = 2
     async_rollout: bool = False

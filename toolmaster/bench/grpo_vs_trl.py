@@ -35,6 +35,8 @@ per entry of ``--rollout-dtypes`` (``stage.rollout_dtype``: ``auto``, the defaul
 way frameworks with a separate inference engine sample), each printed beside the one TRL run.
 ``--async-rollout`` adds a run with ``stage.async_rollout=true`` (``old_logprobs=sampler``; steps after the first
 train on a batch rolled out during the previous update), printed with its ratio to the first run;
+``--plain-head`` adds a run with ``stage.fused_head=false`` (every loss column's logits and a float32
+log-softmax over them, as before ``toolmaster.algorithms.fused_head``), printed with its ratio to the first run;
 ``--skip-trl`` leaves TRL out.
 
 Timed: the training step only (rollout, reward, advantages, update), from a callback around the step on
@@ -87,6 +89,7 @@ def run_toolmaster(
     model_dir: str,
     rollout_dtype: str | None = "auto",
     async_rollout: bool = False,
+    fused_head: bool = True,
 ) -> dict[str, Any]:
     import pytorch_lightning as pl
 
@@ -114,6 +117,7 @@ def run_toolmaster(
         rollout_dtype=rollout_dtype,
         async_rollout=async_rollout,
         old_logprobs="sampler" if async_rollout else "recompute",
+        fused_head=fused_head,
         seed=args.seed,
     )
     config = RolloutConfig(
@@ -332,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="one more run of our side with stage.async_rollout=true (the first --rollout-dtypes entry)",
     )
+    parser.add_argument(
+        "--plain-head",
+        action="store_true",
+        help="one more run of our side with stage.fused_head=false (the first --rollout-dtypes entry)",
+    )
     parser.add_argument("--skip-trl", action="store_true", help="our side only (no ratio to TRL)")
     args = parser.parse_args(argv)
     rollout_dtypes = [None if v in ("null", "none") else v for v in args.rollout_dtypes.split(",")]
@@ -352,12 +361,18 @@ def main(argv: list[str] | None = None) -> int:
         # the per_family world: every task of a family offers one tool set, as TRL's one tool list needs
         world = build_toolworld(seed=args.seed, variants="per_family")
         tasks = pick_tasks(world, args.family, args.tasks)
-        variants = [(f"rollout_dtype={dtype}", dtype, False) for dtype in rollout_dtypes]
+        variants = [(f"rollout_dtype={dtype}", dtype, False, True) for dtype in rollout_dtypes]
         if args.async_rollout:
-            variants.append((f"rollout_dtype={rollout_dtypes[0]}, async_rollout", rollout_dtypes[0], True))
+            variants.append(
+                (f"rollout_dtype={rollout_dtypes[0]}, async_rollout", rollout_dtypes[0], True, True)
+            )
+        if args.plain_head:
+            variants.append(
+                (f"rollout_dtype={rollout_dtypes[0]}, fused_head=false", rollout_dtypes[0], False, False)
+            )
         runs = [
-            (label, run_toolmaster(args, world, tasks, model_dir, dtype, overlap))
-            for label, dtype, overlap in variants
+            (label, run_toolmaster(args, world, tasks, model_dir, dtype, overlap, fused))
+            for label, dtype, overlap, fused in variants
         ]
         trl = None if args.skip_trl else run_trl(args, world, tasks, model_dir)
     except ToolMasterError as exc:

@@ -340,16 +340,17 @@ class GRPOModule(pl.LightningModule):
 
     def _logprobs(self, batch: PackedBatch, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
         self.forward_passes += 1
-        return policy_logprobs(self.model, batch, self.temperature, with_entropy, self.settings.share_prompts)
+        share, fused = self.settings.share_prompts, self.settings.fused_head
+        return policy_logprobs(self.model, batch, self.temperature, with_entropy, share, fused)
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: PackedBatch) -> Tensor:
         self.forward_passes += 1
-        share = self.settings.share_prompts
+        share, fused = self.settings.share_prompts, self.settings.fused_head
         if self._reference is not None:
-            return policy_logprobs(self._reference.model, batch, self.temperature, share_prompts=share)[0]
+            return policy_logprobs(self._reference.model, batch, self.temperature, False, share, fused)[0]
         with self.model.disable_adapter():
-            return policy_logprobs(self.model, batch, self.temperature, share_prompts=share)[0]
+            return policy_logprobs(self.model, batch, self.temperature, False, share, fused)[0]
 
     # --------------------------------------------------------------------------------- the step
     def rollout_tasks(

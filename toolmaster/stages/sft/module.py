@@ -106,7 +106,7 @@ class SFTModule(pl.LightningModule):
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        total, count = token_losses(self.model, batch)
+        total, count = token_losses(self.model, batch, fused_head=self.settings.fused_head)
         loss = total / count.clamp(min=1)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=int(count))
         self.log("train/label_tokens", count.float(), on_step=True, on_epoch=False, reduce_fx="sum")
@@ -117,7 +117,7 @@ class SFTModule(pl.LightningModule):
         self._val_count = torch.zeros((), dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        total, count = token_losses(self.model, batch)
+        total, count = token_losses(self.model, batch, fused_head=self.settings.fused_head)
         weight = batch["weight"].to(torch.float64)
         assert self._val_sum is not None and self._val_count is not None
         self._val_sum += total.to(torch.float64) * weight
