@@ -7,10 +7,10 @@ backward, the zero-filled gradient and the float32 copy of the logits were 36 % 
 CPU (``torch.profiler``, SmolLM2-135M, 49,152 tokens of vocabulary, bf16-mixed, top 10 layers trained).
 
 Here the decoder's last hidden states are gathered at exactly the scored (row, column) positions, and a custom
-autograd function projects them in chunks of rows: the forward keeps only each row's log-sum-exp and target
-logit, the backward recomputes a chunk's logits and writes ``(onehot - softmax) x grad`` into the hidden-state
-and (when the head is trained) weight gradients. Peak memory is one chunk of logits instead of all of them;
-the values are the plain path's (the logits are computed in the same dtype, bf16 under autocast, and reduced
+autograd function projects them in chunks of rows: the forward keeps each row's log-sum-exp, target logit and
+its logits in the compute dtype (above ``SAVED_LOGITS_ELEMENTS`` it keeps none and the backward projects each
+chunk again), the backward writes ``(onehot - softmax) x grad`` into the hidden-state and (when the head is
+trained) weight gradients. No float32 tensor spans more than one chunk of rows; the values are the plain path's (the logits are computed in the same dtype, bf16 under autocast, and reduced
 in float32; tested against it, with gradients).
 
 Used only where the model computes ``logits = lm_head(decoder(...).last_hidden_state)`` with a bias-free head
@@ -30,6 +30,7 @@ from torch import Tensor
 from toolmaster.training.gather import is_sharded
 
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MiB in float32)
+SAVED_LOGITS_ELEMENTS = 1 << 28  # up to this many logits (512 MiB in bf16) are kept for the backward
 
 _VERIFIED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
@@ -42,39 +43,54 @@ def _compute_dtype(reference: Tensor) -> torch.dtype:
 
 
 class _ChunkedLogProbs(torch.autograd.Function):
-    """``log softmax(hidden @ weight.T / temperature)[target]`` per row, and the (detached) entropy."""
+    """``log softmax(hidden @ weight.T / temperature)[target]`` per row, and (with ``with_entropy``, detached)
+    the entropy of each row's distribution, else an empty tensor."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, dtype: torch.dtype
+        ctx: Any,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        temperature: float,
+        dtype: torch.dtype,
+        with_entropy: bool,
     ) -> tuple[Tensor, Tensor]:
-        rows = hidden.size(0)
-        chunk = max(1, CHUNK_ELEMENTS // weight.size(0))
+        rows, vocabulary = hidden.size(0), weight.size(0)
+        chunk = max(1, CHUNK_ELEMENTS // vocabulary)
         lse = torch.empty(rows, dtype=torch.float32, device=hidden.device)
         picked = torch.empty_like(lse)
-        entropy = torch.empty_like(lse)
+        entropy = torch.empty_like(lse) if with_entropy else lse.new_empty(0)
+        # the logits in the compute dtype, kept for the backward when they fit (no second projection)
+        saved = rows * vocabulary <= SAVED_LOGITS_ELEMENTS
+        store = torch.empty((rows, vocabulary), dtype=dtype, device=hidden.device) if saved else None
         w = weight.to(dtype)
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, rows, chunk):
                 end = min(rows, start + chunk)
-                z = (hidden[start:end].to(dtype) @ w.t()).float()
+                raw = hidden[start:end].to(dtype) @ w.t()
+                if store is not None:
+                    store[start:end] = raw
+                z = raw.float()
                 if temperature != 1.0:
                     z = z / temperature
                 norm = torch.logsumexp(z, dim=-1)
                 lse[start:end] = norm
                 picked[start:end] = z.gather(1, targets[start:end, None]).squeeze(1)
-                entropy[start:end] = norm - (torch.softmax(z, dim=-1) * z).sum(dim=-1)
-        ctx.save_for_backward(hidden, weight, targets, lse)
+                if with_entropy:
+                    entropy[start:end] = norm - (torch.softmax(z, dim=-1) * z).sum(dim=-1)
+        ctx.save_for_backward(hidden, weight, targets, lse, *(() if store is None else (store,)))
         ctx.temperature, ctx.dtype = temperature, dtype
         ctx.mark_non_differentiable(entropy)
         return picked - lse, entropy
 
     @staticmethod
     def backward(ctx: Any, grad_logprobs: Tensor, _grad_entropy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        hidden, weight, targets, lse = ctx.saved_tensors
+        hidden, weight, targets, lse, *stored = ctx.saved_tensors
+        store = stored[0] if stored else None
         temperature, dtype = ctx.temperature, ctx.dtype
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_hidden = torch.zeros_like(hidden) if want_hidden else None
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = (
             torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
         )
@@ -85,7 +101,7 @@ class _ChunkedLogProbs(torch.autograd.Function):
             for start in range(0, hidden.size(0), chunk):
                 end = min(hidden.size(0), start + chunk)
                 h = hidden[start:end].to(dtype)
-                z = (h @ w.t()).float()
+                z = (store[start:end] if store is not None else h @ w.t()).float()
                 if temperature != 1.0:
                     z = z / temperature
                 g = grad_logprobs[start:end]
@@ -98,10 +114,13 @@ class _ChunkedLogProbs(torch.autograd.Function):
                 if grad_hidden is not None:
                     grad_hidden[start:end] = (dz @ w).to(hidden.dtype)
                 if grad_weight is not None:
-                    grad_weight += (dz.t() @ h).float()
+                    if dtype == torch.float32:
+                        grad_weight.addmm_(dz.t(), h)
+                    else:
+                        grad_weight += (dz.t() @ h).float()
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
 
 
 def fused_head_parts(model: Any) -> tuple[Any, Tensor] | None:
@@ -153,9 +172,10 @@ def scored_logprobs(
     targets: Tensor,
     scored: Tensor,
     temperature: float = 1.0,
+    with_entropy: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """Log-probs and entropies of ``targets`` ``[B, T - 1]`` (column t: the token after position t) where
-    ``scored`` is True, as flat ``[K]`` tensors in ``scored.nonzero()`` order, with those positions ``[K, 2]``;
+    """Log-probs and (with ``with_entropy``, else empty) entropies of ``targets`` ``[B, T - 1]`` (column t:
+    the token after position t) where ``scored`` is True, as flat ``[K]`` tensors in ``scored.nonzero()`` order, with those positions ``[K, 2]``;
     None when the model does not allow the fused head (the caller's plain path)."""
     parts = fused_head_parts(model)
     if parts is None:
@@ -164,14 +184,18 @@ def scored_logprobs(
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     where = scored.nonzero()
     rows, columns = where[:, 0], where[:, 1]
-    logprobs, entropy = head_logprobs(weight, hidden[rows, columns], targets[rows, columns], temperature)
+    logprobs, entropy = head_logprobs(
+        weight, hidden[rows, columns], targets[rows, columns], temperature, with_entropy
+    )
     return logprobs, entropy, where
 
 
 def head_logprobs(
-    weight: Tensor, hidden: Tensor, targets: Tensor, temperature: float = 1.0
+    weight: Tensor, hidden: Tensor, targets: Tensor, temperature: float = 1.0, with_entropy: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Log-probs ``[K]`` of ``targets`` under ``hidden @ weight.T / temperature`` for hidden states ``[K, H]``
-    (the decoder's, at the scored positions), and the entropies (detached), projected in chunks; in the
-    autocast dtype where autocast is on (as the model's own head would be), else in the hidden states'."""
-    return _ChunkedLogProbs.apply(hidden, weight, targets, float(temperature), _compute_dtype(hidden))
+    (the decoder's, at the scored positions), and with ``with_entropy`` the entropies (detached; else empty),
+    projected in chunks; in the autocast dtype where autocast is on (as the model's own head would be), else in
+    the hidden states'."""
+    dtype = _compute_dtype(hidden)
+    return _ChunkedLogProbs.apply(hidden, weight, targets, float(temperature), dtype, with_entropy)

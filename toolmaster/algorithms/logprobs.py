@@ -130,7 +130,7 @@ def policy_logprobs(
         scored = mask.bool()
         targets = batch.input_ids[:, 1:]
         fused = scored_logprobs(
-            model, inputs["input_ids"], inputs["attention_mask"], targets, scored, temperature
+            model, inputs["input_ids"], inputs["attention_mask"], targets, scored, temperature, with_entropy
         )
         if fused is not None:
             logprobs, entropies, where = fused

@@ -161,7 +161,7 @@ def shared_prefix_logprobs(
         rows_at, cols_at = where[:, 0], where[:, 1]
         original_at = suffix_cols[rows_at, cols_at]
         logprobs, entropies = head_logprobs(
-            weight, hidden[rows_at, cols_at], input_ids[rows_at, original_at + 1], temperature
+            weight, hidden[rows_at, cols_at], input_ids[rows_at, original_at + 1], temperature, with_entropy
         )
         full = logprobs.new_zeros((rows, width - 1)).index_put((rows_at, original_at), logprobs)
         return full, entropies.sum().detach() if with_entropy else None

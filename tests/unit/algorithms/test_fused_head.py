@@ -102,7 +102,7 @@ def test_policy_logprobs_and_entropy_match_the_plain_path(tiny, temperature):
     _assert_same_grads(fused_grads, plain_grads, tol=1e-4)
 
 
-def test_chunks_smaller_than_the_batch_give_the_same_result(tiny, monkeypatch):
+def test_chunks_and_recomputed_logits_give_the_same_result(tiny, monkeypatch):
     batch = _batch()
     whole = token_losses(tiny, batch)[0]
     whole.backward()
@@ -112,6 +112,11 @@ def test_chunks_smaller_than_the_batch_give_the_same_result(tiny, monkeypatch):
     chunked = token_losses(tiny, batch)[0]
     chunked.backward()
     assert float(chunked.detach()) == pytest.approx(float(whole.detach()), rel=1e-6)
+    _assert_same_grads(_grads(tiny), one_chunk, tol=1e-5)
+    monkeypatch.setattr(fused_head, "SAVED_LOGITS_ELEMENTS", 0)  # logits projected again in the backward
+    again = token_losses(tiny, batch)[0]
+    again.backward()
+    assert float(again.detach()) == pytest.approx(float(whole.detach()), rel=1e-6)
     _assert_same_grads(_grads(tiny), one_chunk, tol=1e-5)
 
 
