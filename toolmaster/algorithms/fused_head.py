@@ -90,9 +90,11 @@ class _ChunkedLogProbs(torch.autograd.Function):
         store = stored[0] if stored else None
         temperature, dtype = ctx.temperature, ctx.dtype
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_hidden = torch.empty_like(hidden) if want_hidden and store is None else None
         grad_weight = (
-            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            if want_weight and store is None
+            else None
         )
         chunk = max(1, CHUNK_ELEMENTS // weight.size(0))
         w = weight.to(dtype)
@@ -110,14 +112,19 @@ class _ChunkedLogProbs(torch.autograd.Function):
                 dz.scatter_add_(1, targets[start:end, None], g[:, None])
                 if temperature != 1.0:
                     dz.div_(temperature)
+                if store is not None:  # the saved logits are spent: their rows hold the gradient from now on
+                    store[start:end] = dz
+                    continue
                 dz = dz.to(dtype)
                 if grad_hidden is not None:
                     grad_hidden[start:end] = (dz @ w).to(hidden.dtype)
                 if grad_weight is not None:
-                    if dtype == torch.float32:
-                        grad_weight.addmm_(dz.t(), h)
-                    else:
-                        grad_weight += (dz.t() @ h).float()
+                    grad_weight += (dz.t() @ h).float()
+            if store is not None:  # one product each over all rows instead of one per chunk
+                if want_hidden:
+                    grad_hidden = (store @ w).to(hidden.dtype)
+                if want_weight:
+                    grad_weight = (store.t() @ hidden.to(dtype)).float()
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None, None
