@@ -47,7 +47,7 @@ class _ChunkedLogProbs(torch.autograd.Function):
     the entropy of each row's distribution, else an empty tensor."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: Tensor,
         weight: Tensor,
@@ -85,7 +85,7 @@ class _ChunkedLogProbs(torch.autograd.Function):
         return picked - lse, entropy
 
     @staticmethod
-    def backward(ctx: Any, grad_logprobs: Tensor, _grad_entropy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_logprobs: Tensor, _grad_entropy: Tensor) -> tuple[Tensor | None, ...]:
         hidden, weight, targets, lse, *stored = ctx.saved_tensors
         store = stored[0] if stored else None
         temperature, dtype = ctx.temperature, ctx.dtype
@@ -205,4 +205,6 @@ def head_logprobs(
     projected in chunks; in the autocast dtype where autocast is on (as the model's own head would be), else in
     the hidden states'."""
     dtype = _compute_dtype(hidden)
-    return _ChunkedLogProbs.apply(hidden, weight, targets, float(temperature), dtype, with_entropy)
+    apply: Any = _ChunkedLogProbs.apply
+    logprobs, entropy = apply(hidden, weight, targets, float(temperature), dtype, with_entropy)
+    return logprobs, entropy

@@ -62,7 +62,7 @@ def token_losses(
         "attention_mask": None if causal_shortcut and right_padded(mask) else mask,
     }
     if fused_head and bool(scored.any()):
-        fused = scored_logprobs(model, inputs["input_ids"], inputs["attention_mask"], targets, scored)
+        fused = scored_logprobs(model, batch["input_ids"], inputs["attention_mask"], targets, scored)
         if fused is not None:
             return -fused[0].sum(), scored.sum()
     keep = scored.any(dim=0).nonzero().squeeze(-1)
@@ -130,7 +130,7 @@ def policy_logprobs(
         scored = mask.bool()
         targets = batch.input_ids[:, 1:]
         fused = scored_logprobs(
-            model, inputs["input_ids"], inputs["attention_mask"], targets, scored, temperature, with_entropy
+            model, batch.input_ids, inputs["attention_mask"], targets, scored, temperature, with_entropy
         )
         if fused is not None:
             logprobs, entropies, where = fused
