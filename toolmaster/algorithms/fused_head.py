@@ -27,8 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from toolmaster.training.gather import is_sharded
-
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MiB in float32)
 SAVED_LOGITS_ELEMENTS = 1 << 28  # up to this many logits (512 MiB in bf16) are kept for the backward
 
@@ -130,6 +128,13 @@ class _ChunkedLogProbs(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None, None
 
 
+def fsdp_sharded(model: Any) -> bool:
+    """True when ``model`` (or a submodule) is an FSDP2 unit: its decoder cannot be called on its own."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
 def fused_head_parts(model: Any) -> tuple[Any, Tensor] | None:
     """(decoder, head weight) when ``model``'s logits are ``decoder(...).last_hidden_state @ weight.T``, else
     None. Checked once per model object on three tokens in eval mode (a logit scale, soft-capping, a head bias
@@ -147,7 +152,7 @@ def fused_head_parts(model: Any) -> tuple[Any, Tensor] | None:
         return None
     verified = _VERIFIED.get(model)
     if verified is None:
-        verified = not is_sharded(model) and _same_logits(model, decoder, weight)
+        verified = not fsdp_sharded(model) and _same_logits(model, decoder, weight)
         _VERIFIED[model] = verified
     return (decoder, weight) if verified else None
 

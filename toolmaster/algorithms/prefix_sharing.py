@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from toolmaster.algorithms.fused_head import fused_head_parts, head_logprobs
+from toolmaster.algorithms.fused_head import fsdp_sharded, fused_head_parts, head_logprobs
 from toolmaster.algorithms.losses import entropy_from_logits
-from toolmaster.training.gather import is_sharded
 
 MIN_SHARED_TOKENS = 16  # below this many tokens saved, one plain pass is cheaper than two
 
@@ -89,7 +88,7 @@ def worth_sharing(model: Any, plan: PrefixPlan) -> bool:
     pre-backward hooks, so the prompt pass's backward would find its layers resharded."""
     if getattr(model, "is_gradient_checkpointing", False) and model.training:
         return False
-    if model.training and is_sharded(model):
+    if model.training and fsdp_sharded(model):
         return False
     return plan.saved_tokens >= MIN_SHARED_TOKENS
 

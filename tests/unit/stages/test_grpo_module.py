@@ -34,6 +34,7 @@ from helpers.grpo_scripted import (
 )
 from helpers.lookups import num_loss_tokens, reference_model
 
+from toolmaster.algorithms.fused_head import fused_head_parts
 from toolmaster.algorithms.logprobs import policy_logprobs
 from toolmaster.analyze import analyze
 from toolmaster.models import load_model
@@ -56,7 +57,9 @@ def test_forward_passes_per_step(mu, old_logprobs, expected):
     settings = grpo_settings(mu=mu, old_logprobs=old_logprobs, share_prompts=False)
     module = scripted_module(loaded, cycle_replies("right", "wrong"), settings)
     calls: list[bool] = []
-    loaded.model.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    fused_head_parts(loaded.model)  # the fused head's one-off check, before counting
+    # every path runs the decoder once per pass (the fused head calls it without the LM wrapper)
+    loaded.model.get_decoder().register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
     trainer = fit_module(module, steps=1)
     assert trainer.global_step == mu
     assert len(calls) == expected == module.forward_passes
