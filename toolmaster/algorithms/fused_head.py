@@ -7,11 +7,13 @@ backward, the zero-filled gradient and the float32 copy of the logits were 36 % 
 CPU (``torch.profiler``, SmolLM2-135M, 49,152 tokens of vocabulary, bf16-mixed, top 10 layers trained).
 
 Here the decoder's last hidden states are gathered at exactly the scored (row, column) positions, and a custom
-autograd function projects them in chunks of rows: the forward keeps each row's log-sum-exp, target logit and
-its logits in the compute dtype (above ``SAVED_LOGITS_ELEMENTS`` it keeps none and the backward projects each
-chunk again), the backward writes ``(onehot - softmax) x grad`` into the hidden-state and (when the head is
-trained) weight gradients. No float32 tensor spans more than one chunk of rows; the values are the plain path's (the logits are computed in the same dtype, bf16 under autocast, and reduced
-in float32; tested against it, with gradients).
+autograd function projects them in chunks of rows. The forward keeps each row's log-sum-exp and target logit,
+and the logits in the compute dtype (bf16 under autocast: half the plain path's float32 copy; above
+``SAVED_LOGITS_ELEMENTS`` it keeps none and the backward projects each chunk again); the float32 reductions
+run one chunk at a time. The backward writes ``(onehot - softmax) x grad`` over the spent logits, then forms
+the hidden-state and (when the head is trained) weight gradients with one product each. The values are the
+plain path's: the logits are computed in the same dtype and reduced in float32 (tested against it, with
+gradients, in ``tests/unit/algorithms/test_fused_head.py``).
 
 Used only where the model computes ``logits = lm_head(decoder(...).last_hidden_state)`` with a bias-free head
 (``fused_head_parts``, verified once per model on a few tokens: a logit scale or soft-capping fails the check
@@ -111,6 +113,7 @@ class _ChunkedLogProbs(torch.autograd.Function):
                 if temperature != 1.0:
                     dz.div_(temperature)
                 if store is not None:  # the saved logits are spent: their rows hold the gradient from now on
+                    # (a second backward through this graph fails autograd's version check, never silently)
                     store[start:end] = dz
                     continue
                 dz = dz.to(dtype)
@@ -187,8 +190,9 @@ def scored_logprobs(
     with_entropy: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Log-probs and (with ``with_entropy``, else empty) entropies of ``targets`` ``[B, T - 1]`` (column t:
-    the token after position t) where ``scored`` is True, as flat ``[K]`` tensors in ``scored.nonzero()`` order, with those positions ``[K, 2]``;
-    None when the model does not allow the fused head (the caller's plain path)."""
+    the token after position t) where ``scored`` is True, as flat ``[K]`` tensors in ``scored.nonzero()``
+    order, with those positions ``[K, 2]``; None when the model does not allow the fused head (the caller's
+    plain path)."""
     parts = fused_head_parts(model)
     if parts is None:
         return None

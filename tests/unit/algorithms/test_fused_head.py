@@ -184,3 +184,15 @@ def test_shared_prompt_pass_matches_its_plain_head(tiny):
     assert torch.all(fused_values[~loss_mask] == 0)
     assert float(fused_entropy) == pytest.approx(float(plain_entropy), rel=1e-5)
     _assert_same_grads(fused_grads, plain_grads, tol=1e-4)
+
+
+def test_a_second_backward_through_the_same_graph_fails_loudly():
+    """The backward reuses the saved logits' memory for the gradient: autograd's version check must catch a
+    retained graph run twice rather than give a wrong gradient."""
+    weight = torch.randn(50, 8, requires_grad=True)
+    hidden = torch.randn(5, 8, requires_grad=True)
+    logprobs, _ = fused_head.head_logprobs(weight, hidden, torch.randint(0, 50, (5,)))
+    loss = logprobs.sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
