@@ -121,9 +121,6 @@ def policy_logprobs(
                 with_entropy,
                 fused_head,
             )
-    columns = mask.any(dim=0).nonzero().squeeze(-1)
-    if columns.numel() == 0:
-        columns = torch.zeros(1, dtype=torch.long, device=mask.device)
     attention = batch.attention_mask
     inputs = {"input_ids": batch.input_ids, "attention_mask": None if right_padded(attention) else attention}
     if fused_head and bool(mask.any()):
@@ -136,6 +133,9 @@ def policy_logprobs(
             logprobs, entropies, where = fused
             full = logprobs.new_zeros(mask.shape).index_put((where[:, 0], where[:, 1]), logprobs)
             return full, entropies.sum().detach() if with_entropy else None
+    columns = mask.any(dim=0).nonzero().squeeze(-1)
+    if columns.numel() == 0:
+        columns = torch.zeros(1, dtype=torch.long, device=mask.device)
     try:
         logits = model(**inputs, logits_to_keep=columns).logits
     except TypeError:  # a model without logits_to_keep

@@ -144,18 +144,17 @@ def shared_prefix_logprobs(
     in_range = suffix_cols <= width - 2
     needed = torch.zeros((rows, s_max), dtype=torch.bool, device=device)
     needed[in_range] = loss_mask.gather(1, suffix_cols.clamp(max=width - 2))[in_range]
+    suffix_inputs = {
+        "input_ids": suffix_ids,
+        "attention_mask": attention,
+        "position_ids": positions,
+        "past_key_values": cache,
+        "use_cache": True,
+    }
     parts = fused_head_parts(model) if fused_head else None
-    if parts is not None and bool(
-        needed.any()
-    ):  # the decoder's states at the loss tokens, projected in chunks
+    if parts is not None and bool(needed.any()):  # the decoder's states at the loss tokens, in chunks
         decoder, weight = parts
-        hidden = decoder(
-            input_ids=suffix_ids,
-            attention_mask=attention,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
+        hidden = decoder(**suffix_inputs).last_hidden_state
         where = needed.nonzero()
         rows_at, cols_at = where[:, 0], where[:, 1]
         original_at = suffix_cols[rows_at, cols_at]
@@ -167,14 +166,7 @@ def shared_prefix_logprobs(
     columns = needed.any(dim=0).nonzero().squeeze(-1)
     if columns.numel() == 0:
         columns = torch.zeros(1, dtype=torch.long, device=device)
-    logits = model(
-        input_ids=suffix_ids,
-        attention_mask=attention,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=columns,
-    ).logits
+    logits = model(**suffix_inputs, logits_to_keep=columns).logits
     original = suffix_cols[:, columns]  # [N, K] loss column of each computed logit
     kept = needed[:, columns]  # the row's own loss tokens (in range by construction)
     targets = input_ids.gather(1, (original + 1).clamp(max=width - 1))

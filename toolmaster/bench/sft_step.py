@@ -106,22 +106,22 @@ def synthesize(out_dir: Path, tasks: int, chat_format: str = "chatml") -> Path:
 
 
 def train_step(
-    model: Any,
-    optimizer: Any,
-    batch: dict[str, torch.Tensor],
-    precision: str,
-    mask: bool = False,
-    logits: bool = False,
+    model: Any, optimizer: Any, batch: dict[str, torch.Tensor], levers: Levers
 ) -> tuple[float, ...]:
-    """One AdamW step; (forward, backward, optimizer) seconds and the loss."""
+    """One AdamW step with the variant's precision, mask and head; (forward, backward, optimizer) seconds and
+    the loss."""
     from toolmaster.algorithms.logprobs import token_losses
 
     autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if levers.precision == "bf16-mixed"
+        else contextlib.nullcontext()
     )
     started = time.perf_counter()
     with autocast:
-        total, count = token_losses(model, batch, causal_shortcut=not mask, fused_head=not logits)
+        total, count = token_losses(
+            model, batch, causal_shortcut=not levers.mask, fused_head=not levers.logits
+        )
         step_loss = total / count.clamp(min=1)
     forward = time.perf_counter()
     step_loss.backward()
@@ -132,17 +132,10 @@ def train_step(
     return forward - started, backward - forward, done - backward, float(step_loss.detach())
 
 
-def op_shares(
-    model: Any,
-    optimizer: Any,
-    batch: dict[str, torch.Tensor],
-    precision: str,
-    mask: bool = False,
-    logits: bool = False,
-) -> dict[str, float]:
+def op_shares(model: Any, optimizer: Any, batch: dict[str, torch.Tensor], levers: Levers) -> dict[str, float]:
     """Shares of one profiled step's CPU time: matmul, attention and the rest."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        train_step(model, optimizer, batch, precision, mask, logits)
+        train_step(model, optimizer, batch, levers)
     shares = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
     for event in prof.key_averages():
         name = event.key
@@ -163,10 +156,10 @@ class Variant:
         from toolmaster.models import load_model
 
         self.name = variant
-        levers = parse_variant(variant)
-        self.precision, top, self.mask, self.logits = levers.precision, levers.top, levers.mask, levers.logits
+        self.levers = levers = parse_variant(variant)
+        top = levers.top
         self.key = levers.key(default_batch)
-        dtype = "bfloat16" if self.precision == "bf16" else "float32"
+        dtype = "bfloat16" if levers.precision == "bf16" else "float32"
         self.model = load_model(
             source=source, dtype=dtype, device="cpu", seed=seed, train_top_layers=top
         ).model
@@ -175,9 +168,7 @@ class Variant:
         self.parts: list[tuple[float, ...]] = []
 
     def step(self, batch: dict[str, torch.Tensor]) -> None:
-        self.parts.append(
-            train_step(self.model, self.optimizer, batch, self.precision, self.mask, self.logits)
-        )
+        self.parts.append(train_step(self.model, self.optimizer, batch, self.levers))
 
 
 def time_variants(
@@ -206,9 +197,7 @@ def time_variants(
         seconds = statistics.median(sum(p[:3]) for p in timed)
         result: dict[str, Any] = {"seconds": seconds, "parts": parts, "loss": run.parts[-1][3]}
         if profile:
-            result["ops"] = op_shares(
-                run.model, run.optimizer, batches[run.key][-1], run.precision, run.mask, run.logits
-            )
+            result["ops"] = op_shares(run.model, run.optimizer, batches[run.key][-1], run.levers)
         results.append(result)
     return results
 
