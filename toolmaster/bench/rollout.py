@@ -12,6 +12,11 @@ time of each is reported.
 ``--stock-generate`` adds ``model.generate`` with transformers' own ``sdpa`` attention (what a plain
 transformers user runs) beside the default, which uses this project's ``toolmaster_sdpa`` like the sampler.
 
+``--draft-tokens 0,6`` runs one sampler side per value: the HF engine's prompt-lookup speculative decoding
+(``sampler.engine.draft_tokens``, ``toolmaster.samplers.prompt_lookup``) with that many drafted tokens at
+most (0: off), at most ``--draft-budget`` tokens per check; each side's tokens/s and ratio to
+``model.generate`` is printed, with its accepted share of drafted tokens.
+
 ``--mixed-policy`` adds the sampler over an fp32 copy of the model under bf16 autocast: what a GRPO step under
 ``trainer.precision=bf16-mixed`` rolled out with before ``stage.rollout_dtype`` (the default now decodes with a
 bf16 copy, which is what the main side runs when ``--dtype`` is bf16).
@@ -56,6 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--draft-tokens",
+        default=None,
+        help="comma list: one sampler side per value of sampler.engine.draft_tokens (default: the engine's)",
+    )
+    parser.add_argument("--draft-budget", type=int, default=None, help="sampler.engine.draft_budget")
+    parser.add_argument(
         "--stock-generate",
         action="store_true",
         help="also time model.generate with transformers' own sdpa attention (not toolmaster_sdpa)",
@@ -95,6 +106,20 @@ def main(argv: list[str] | None = None) -> None:
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks(args.split, args.episodes or 3 * args.batch)
     engine = make_engine(None, lm.model, lm.tokenizer, fmt)  # the HF engine with its defaults
+    draft_sides = (
+        [int(k) for k in args.draft_tokens.split(",")] if args.draft_tokens else [engine.draft_tokens]
+    )
+    engines = []
+    for draft_tokens in draft_sides:
+        node = {
+            "_target_": "toolmaster.samplers.hf.HFEngine",
+            "_partial_": True,
+            "draft_tokens": draft_tokens,
+        }
+        if args.draft_budget is not None:
+            node["draft_budget"] = args.draft_budget
+        engines.append(make_engine(node, lm.model, lm.tokenizer, fmt))
+    engine = engines[0]
     config = RolloutConfig(
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
@@ -128,8 +153,9 @@ def main(argv: list[str] | None = None) -> None:
 
     batches = [left_padded(prompts[i : i + args.batch]) for i in range(0, len(prompts), args.batch)]
 
-    def run_sampler() -> tuple[float, int, int]:
+    def run_sampler(engine) -> tuple[float, int, int]:
         engine.prefill_tokens = engine.shared_tokens = 0
+        engine.drafted_tokens = engine.accepted_tokens = 0
         start = time.perf_counter()
         trajs = rollout(engine, lm.tokenizer, fmt, world.suite, tasks, config)
         return (
@@ -190,14 +216,15 @@ def main(argv: list[str] | None = None) -> None:
             trajs = rollout(mixed_engine, lm.tokenizer, fmt, world.suite, tasks, config)
         return time.perf_counter() - start, sum(t.num_generated_tokens for t in trajs)
 
-    rollout(engine, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
+    for side in engines:
+        rollout(side, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
     generate_batch(*batches[0], 8)
-    sampler_times, generate_times, vllm_runs, stock_times, mixed_runs = [], [], [], [], []
-    tokens = turns = 0
+    side_runs: list[list[tuple[float, int, int]]] = [[] for _ in engines]
+    generate_times, vllm_runs, stock_times, mixed_runs = [], [], [], []
     for _ in range(args.repeats):
-        elapsed, tokens, turns = run_sampler()
-        sampler_times.append(elapsed)
-        per_row = max(1, math.ceil(tokens / len(tasks)))
+        for runs, side in zip(side_runs, engines):
+            runs.append(run_sampler(side))
+        per_row = max(1, math.ceil(side_runs[0][-1][1] / len(tasks)))
         generate_times.append(run_generate(per_row))
         if args.stock_generate:
             base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
@@ -211,23 +238,34 @@ def main(argv: list[str] | None = None) -> None:
             mixed_runs.append(run_mixed())
         if vllm_engine is not None:
             vllm_runs.append(run_vllm())
-    sampler_tps = tokens / min(sampler_times)
     generate_tps = per_row * len(tasks) / min(generate_times)
     print(
         f"model={lm.name} dtype={next(lm.model.parameters()).dtype} episodes={len(tasks)} batch={args.batch} "
         f"batching={'turn' if args.turn_batching else 'token'} threads={torch.get_num_threads()}"
     )
     print(
-        f"toolmaster sampler : {tokens} tokens in {min(sampler_times):.2f} s over {turns} turns -> {sampler_tps:.1f} tokens/s"
-    )
-    print(
-        f"  sampler prefill: {engine.prefill_tokens} tokens run, {engine.shared_tokens} reused from other"
-        f" episodes' caches (prompts: {sum(map(len, prompts))} tokens)"
-    )
-    print(
         f"model.generate     : {per_row * len(tasks)} tokens in {min(generate_times):.2f} s -> {generate_tps:.1f} tokens/s"
     )
-    print(f"ratio (sampler / generate): {sampler_tps / generate_tps:.2f}")
+    sampler_tps = 0.0
+    for runs, side in zip(side_runs, engines):
+        elapsed, tokens, turns = min(runs)
+        tps = tokens / elapsed
+        sampler_tps = sampler_tps or tps  # the first side is the reference of the other comparisons
+        drafting = f", drafts <= {side.draft_tokens}, budget {side.draft_budget}" if side.draft_tokens else ""
+        print(
+            f"toolmaster sampler{drafting}: {tokens} tokens in {elapsed:.2f} s over {turns} turns -> {tps:.1f} tokens/s"
+        )
+        print(
+            f"  prefill: {side.prefill_tokens} tokens run, {side.shared_tokens} reused from other"
+            f" episodes' caches (prompts: {sum(map(len, prompts))} tokens)"
+        )
+        if side.draft_tokens:
+            share = side.accepted_tokens / max(1, side.drafted_tokens)
+            print(
+                f"  drafts: {side.accepted_tokens} of {side.drafted_tokens} drafted tokens accepted ({share:.0%}),"
+                f" {side.accepted_tokens / max(1, tokens):.0%} of the generated tokens"
+            )
+        print(f"  ratio (sampler / generate): {tps / generate_tps:.2f}")
     if stock_times:
         stock_tps = per_row * len(tasks) / min(stock_times)
         print(

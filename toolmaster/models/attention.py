@@ -12,7 +12,8 @@ one-token query in bf16 about 4x slower than in fp32 (batch 8, 600 cached positi
 against 0.3 ms), which made attention 68 % of a bf16 decode step of SmolLM2. ``decode_attention`` does the
 same attention as two grouped matrix products in fp32 (the query heads of each key/value head batched, no
 ``repeat_kv``; keys and values upcast once per layer): 0.78 ms, with the flash kernel's accuracy against an
-fp32 reference (6.5e-4, the output's bf16 rounding). fp32 models and every multi-token query (prefill,
+fp32 reference (6.5e-4, the output's bf16 rounding). Masked queries of up to ``SHORT_QUERY`` positions
+(the HF engine's checks of speculative drafts) take the same path; fp32 models and longer queries (prefill,
 training) keep the flash kernel, which is fast there.
 
 ``use_gqa_attention(model)`` switches a CPU model to this function (registered with transformers'
@@ -43,7 +44,8 @@ def gqa_sdpa_attention(
 ) -> tuple[torch.Tensor, None]:
     """SDPA over [batch, heads, length, dim] tensors; key/value may have fewer heads than query."""
     q_length = query.shape[2]
-    if q_length == 1 and query.dtype in _HALF and not (dropout and module.training):
+    short = q_length == 1 or (q_length <= SHORT_QUERY and attention_mask is not None)
+    if short and query.dtype in _HALF and not (dropout and module.training):
         return decode_attention(query, key, value, attention_mask, scaling), None
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     is_causal = bool(q_length > 1 and attention_mask is None and is_causal)
@@ -64,6 +66,7 @@ def gqa_sdpa_attention(
 
 
 _HALF = (torch.bfloat16, torch.float16)
+SHORT_QUERY = 16  # masked queries up to this long (speculative draft checks) take decode_attention too
 
 
 def decode_attention(
@@ -73,26 +76,33 @@ def decode_attention(
     attention_mask: torch.Tensor | None,
     scaling: float | None = None,
 ) -> torch.Tensor:
-    """Attention of one query position per row, in fp32, returned as [batch, 1, heads, dim] in the query's dtype.
+    """Attention of a few query positions per row (one when decoding, a handful when checking speculative
+    drafts), in fp32, returned as [batch, q_length, heads, dim] in the query's dtype.
 
-    ``query`` is [batch, heads, 1, dim], ``key``/``value`` [batch, kv_heads, length, dim] (kv_heads divides
-    heads); ``attention_mask`` is SDPA's: boolean (True = attend) or additive, broadcastable to
-    [batch, 1, 1, length], or None.
+    ``query`` is [batch, heads, q_length, dim], ``key``/``value`` [batch, kv_heads, length, dim] (kv_heads
+    divides heads); ``attention_mask`` is SDPA's: boolean (True = attend) or additive, broadcastable to
+    [batch, 1, q_length, length], or None (only for q_length 1: nothing to hide).
     """
-    batch, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
+    batch, heads, q_length, dim = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    group = heads // kv_heads
     scale = dim**-0.5 if scaling is None else scaling
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim).float() * scale
-    scores = torch.matmul(grouped, key.float().transpose(-1, -2))  # [batch, kv_heads, group, length]
+    grouped = query.reshape(batch, kv_heads, group * q_length, dim).float() * scale
+    scores = torch.matmul(grouped, key.float().transpose(-1, -2))  # [batch, kv_heads, group * q, length]
     if attention_mask is not None:
-        mask = attention_mask.reshape(attention_mask.shape[0], 1, 1, attention_mask.shape[-1])
+        scores = scores.view(batch, kv_heads, group, q_length, length)
+        mask = attention_mask.reshape(attention_mask.shape[0], 1, 1, attention_mask.shape[-2], length)
         if mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, float("-inf"))
         else:
             scores = scores + mask.float()
+        scores = scores.view(batch, kv_heads, group * q_length, length)
     weights = torch.softmax(scores, dim=-1)
-    output = torch.matmul(weights, value.float())  # [batch, kv_heads, group, dim]
-    return output.reshape(batch, 1, heads, dim).to(query.dtype)
+    if q_length > 1:  # a padding query that sees nothing gets zeros, not NaN (as the flash kernel does)
+        weights = weights.nan_to_num(0.0)
+    output = torch.matmul(weights, value.float())  # [batch, kv_heads, group * q, dim]
+    output = output.view(batch, heads, q_length, dim).transpose(1, 2)
+    return output.to(query.dtype).contiguous()
 
 
 def register() -> None:

@@ -10,7 +10,9 @@ token granularity (``generate_continuous``): when a row ends its turn, the rollo
 once and hands back the episode's next turn (or a new episode), which is prefilled and merged into the
 running batch while the other rows keep decoding, so the batch stays full instead of waiting for its
 longest turn, and (6) append to the KV cache in place (``kv_cache.BufferedLayer``) instead of
-concatenating a new cache on every decode step as transformers' ``DynamicCache`` does.
+concatenating a new cache on every decode step as transformers' ``DynamicCache`` does, and (7) optionally
+(``draft_tokens > 0``) decode speculatively with prompt-lookup drafts checked in one forward pass, keeping the
+sampling distribution exact (``prompt_lookup``; continuous batching only).
 
 Batch layout with cache reuse, per row i with ``c_i`` cached and ``n_i`` new tokens (C = max c, N = max n):
 ``[pad (C - c_i)] [cached c_i] [pad (N - n_i)] [new n_i]``. The cached part is the past_key_values tensor;
@@ -28,8 +30,9 @@ import torch
 from transformers import DynamicCache
 
 from toolmaster.samplers.base import Generation, SamplingParams, TurnRequest
-from toolmaster.samplers.kv_cache import KV, merge, new_cache, preload, row_kv, trim_left
+from toolmaster.samplers.kv_cache import KV, merge, new_cache, preload, row_kv, trim_left, trim_right
 from toolmaster.samplers.prefix_store import PrefixStore, common_prefix_length
+from toolmaster.samplers.prompt_lookup import PromptLookup, accepted_lengths, nucleus
 
 
 @dataclass
@@ -38,27 +41,43 @@ class _LiveRow:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     reason: str = "length"
+    lookup: PromptLookup | None = None  # n-gram index of prompt + ids, built when drafting first applies
+    draft_len: int = 2  # how many tokens to draft next: +2 after a fully accepted draft, -1 otherwise
 
 
 def sample_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | None,
+    exclude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row; return (tokens, log-probs under logits / T, or raw logits when greedy)."""
+    """Pick one token per row; return (tokens, log-probs under logits / T, or raw logits when greedy).
+
+    ``exclude`` (one token id per row, -1 for none) removes that token from the row's sampling distribution
+    (renormalised): the residual draw after a rejected prompt-lookup draft (``prompt_lookup``). The
+    returned log-probs stay those of the full distribution."""
     logits = logits.float()
     if params.temperature <= 0:
         logprobs = torch.log_softmax(logits, dim=-1)
-        tokens = logprobs.argmax(dim=-1)
+        ranked = logprobs if exclude is None else _without(logprobs, exclude, float("-inf"))
+        tokens = ranked.argmax(dim=-1)
         return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
     logprobs = torch.log_softmax(logits / params.temperature, dim=-1)
-    probs = logprobs.exp()
-    if params.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        cumulative = sorted_probs.cumsum(dim=-1)
-        drop = cumulative - sorted_probs > params.top_p  # keep the smallest prefix reaching top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    probs = nucleus(logprobs.exp(), params.top_p)
+    if exclude is not None:
+        probs = _without(probs, exclude, 0.0)
     tokens = draw(probs, generator)
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _without(values: torch.Tensor, exclude: torch.Tensor, fill: float) -> torch.Tensor:
+    """``values`` with ``values[row, exclude[row]] = fill`` wherever ``exclude[row] >= 0``."""
+    rows = (exclude >= 0).nonzero().squeeze(-1)
+    if len(rows) == 0:
+        return values
+    values = values.clone()
+    values[rows, exclude[rows]] = fill
+    return values
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -87,6 +106,10 @@ class HFEngine:
         share_prefixes: bool = True,
         prefix_entries: int = 16,
         min_shared_tokens: int = 64,
+        draft_tokens: int = 0,
+        draft_budget: int = 16,
+        draft_ngram: int = 3,
+        draft_min_ngram: int = 1,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -105,6 +128,17 @@ class HFEngine:
         self.shared_tokens = 0  # prompt tokens taken from another episode's cache, for benchmarks and tests
         self.prefill_tokens = 0  # tokens run through prefill, for benchmarks and tests
         self.decode_steps = 0  # batched one-token forward passes, for benchmarks and tests
+        # prompt-lookup speculative decoding in generate_continuous (prompt_lookup): up to draft_tokens
+        # drafted tokens per row and step (0 turns it off), and at most draft_budget tokens fed per check
+        # (rows x (1 + longest draft)): a check of few tokens per row costs about one decode step, wide
+        # checks of many rows are compute-bound and cost more than the drafts save
+        self.draft_tokens = draft_tokens
+        self.draft_budget = draft_budget
+        self.draft_ngram = draft_ngram
+        self.draft_min_ngram = draft_min_ngram
+        self.verify_steps = 0  # forward passes that checked drafts, for benchmarks and tests
+        self.drafted_tokens = 0  # draft tokens proposed
+        self.accepted_tokens = 0  # draft tokens accepted (each saved one decode step of its row)
 
     @property
     def device(self) -> torch.device:
@@ -121,6 +155,10 @@ class HFEngine:
             share_prefixes=self.share_prefixes,
             prefix_entries=self._prefixes.capacity,
             min_shared_tokens=self.min_shared_tokens,
+            draft_tokens=self.draft_tokens,
+            draft_budget=self.draft_budget,
+            draft_ngram=self.draft_ngram,
+            draft_min_ngram=self.draft_min_ngram,
         )
 
     def release(self, keys: Sequence[Hashable]) -> None:
@@ -337,6 +375,108 @@ class HFEngine:
         text = self.tokenizer.decode(text_ids, skip_special_tokens=False)
         return Generation(row.ids, row.logprobs, text, row.reason)
 
+    def _append(self, row: _LiveRow, token: int, logprob: float) -> bool:
+        """Add a sampled token to ``row``; True when it ends the turn (``row.reason`` says why)."""
+        row.ids.append(token)
+        row.logprobs.append(logprob)
+        if token in self.eos_ids:
+            row.reason = "eos"
+        elif self._hit_stop_string(row.ids):
+            row.reason = "stop"
+        elif len(row.ids) >= row.request.cap:
+            row.reason = "length"
+        else:
+            return False
+        return True
+
+    def _drafts(self, rows: list[_LiveRow]) -> list[list[int]]:
+        """Each row's prompt-lookup draft (at most ``draft_tokens``, within the check's budget, never past
+        the row's cap); all empty when the budget leaves no room for a draft."""
+        width = min(1 + self.draft_tokens, self.draft_budget // len(rows))
+        if width < 2:
+            return [[] for _ in rows]
+        drafts = []
+        for row in rows:
+            if row.lookup is None:
+                row.lookup = PromptLookup(
+                    row.request.prompt + row.ids, self.draft_ngram, self.draft_min_ngram
+                )
+            else:
+                seen = len(row.lookup.tokens) - len(row.request.prompt)
+                row.lookup.extend(row.ids[seen:])
+            limit = min(row.draft_len, width - 1, row.request.cap - len(row.ids))
+            drafts.append(row.lookup.draft(limit))
+        return drafts
+
+    def _verify_step(
+        self,
+        rows: list[_LiveRow],
+        tokens: torch.Tensor,
+        drafts: list[list[int]],
+        cache: DynamicCache,
+        attention: torch.Tensor,
+        next_pos: torch.Tensor,
+        params: SamplingParams,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """Feed each row its sampled token and its draft in one forward pass, accept each draft's longest
+        acceptable prefix (``prompt_lookup.accepted_lengths``) into the row, and mask the cache positions of
+        rejected draft tokens. Returns the next-token logits after each row's last accepted token, the
+        attention mask, the next positions, the token each row's next draw must exclude (its rejected draft
+        token, -1 for none) and the batch indices of rows whose turn ended on an accepted token."""
+        device = attention.device
+        batch, width = len(rows), 1 + max(len(d) for d in drafts)
+        block = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        fed = torch.zeros((batch, width), dtype=torch.long)
+        block[:, 0], fed[:, 0] = tokens.cpu(), 1
+        for j, draft in enumerate(drafts):
+            block[j, 1 : 1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
+            fed[j, 1 : 1 + len(draft)] = 1
+        block, start = block.to(device), attention.shape[1]
+        attention = torch.cat([attention, fed.to(device)], dim=1)
+        out = self.model(
+            input_ids=block,
+            attention_mask=attention,
+            position_ids=next_pos[:, None] + torch.arange(width, device=device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        self.verify_steps += 1
+        logits = out.logits.float()
+        counts = accepted_lengths(logits, drafts, params.temperature, params.top_p, generator)
+        scale = params.temperature if params.temperature > 0 else 1.0
+        draft_logprobs = (
+            torch.log_softmax(logits[:, :-1] / scale, dim=-1)
+            .gather(-1, block[:, 1:, None])
+            .squeeze(-1)
+            .tolist()
+        )
+        kept, after, exclude, ended = [], [], [], []
+        for j, (row, draft) in enumerate(zip(rows, drafts)):
+            accepted = counts[j]
+            for i in range(counts[j]):
+                if self._append(row, draft[i], draft_logprobs[j][i]):
+                    accepted = i + 1
+                    ended.append(j)
+                    break
+            self.drafted_tokens += len(draft)
+            if draft:
+                full = accepted == len(draft)
+                row.draft_len = (
+                    min(self.draft_tokens, row.draft_len + 2) if full else max(1, row.draft_len - 1)
+                )
+            self.accepted_tokens += accepted
+            ends = bool(ended) and ended[-1] == j
+            # positions holding tokens the row has fed: its sampled token and the accepted drafts, but not
+            # the token that ended the turn (a saved cache holds the prompt and all but the last token)
+            kept.append(accepted if ends else 1 + accepted)
+            after.append(accepted)
+            exclude.append(draft[accepted] if not ends and accepted < len(draft) else -1)
+        kept_t = torch.tensor(kept, device=device)
+        attention[:, start:] *= (torch.arange(width, device=device)[None, :] < kept_t[:, None]).long()
+        next_logits = logits[torch.arange(batch, device=device), torch.tensor(after, device=device)]
+        return next_logits, attention, next_pos + kept_t, torch.tensor(exclude, device=device), ended
+
     @torch.inference_mode()
     def generate_continuous(
         self,
@@ -350,7 +490,9 @@ class HFEngine:
         ``(key, Generation)`` pairs and returns the requests to add (an episode's next turn, new episodes);
         those are prefilled (from their saved KV cache when the key is known) and merged into the running
         batch. Every row computes what it would compute alone (tested against ``generate``); only the
-        random stream differs, since rows share one generator seeded by ``params.seed``.
+        random stream differs, since rows share one generator seeded by ``params.seed``. With
+        ``draft_tokens > 0``, steps feed prompt-lookup drafts (at most ``draft_budget`` tokens in all) and
+        keep what the exact acceptance rule accepts (``prompt_lookup``).
         """
         device = self.device
         generator = torch.Generator(device=device).manual_seed(params.seed)
@@ -359,7 +501,7 @@ class HFEngine:
         self._forget_if_weights_changed()
         rows: list[_LiveRow] = []
         cache: DynamicCache | None = None
-        attention = next_pos = logits = None
+        attention = next_pos = logits = exclude = None  # exclude: token each row's next draw skips, -1 none
         pending = [r for r in requests]
         while pending or rows:
             if pending:
@@ -371,45 +513,74 @@ class HFEngine:
                 new_logits, new_cache, new_att, new_pos = self._prefill(
                     [r.request.prompt for r in added], keys, params.max_new_tokens
                 )
+                new_exclude = torch.full((len(added),), -1, dtype=torch.long, device=device)
                 if rows:
                     cache, attention = merge((cache, attention), (new_cache, new_att), params.max_new_tokens)
                     logits = torch.cat([logits, new_logits])
                     next_pos = torch.cat([next_pos, new_pos])
+                    exclude = torch.cat([exclude, new_exclude])
                 else:
                     cache, attention, logits, next_pos = new_cache, new_att, new_logits, new_pos
+                    exclude = new_exclude
                 rows += added
                 pending = []
-            tokens, logprobs = sample_tokens(logits, params, generator)
+            skip = exclude if bool((exclude >= 0).any()) else None
+            tokens, logprobs = sample_tokens(logits, params, generator, skip)
             token_list, logprob_list = tokens.tolist(), logprobs.tolist()
-            keep_idx: list[int] = []
-            done: list[_LiveRow] = []
-            for j, row in enumerate(rows):
-                row.ids.append(token_list[j])
-                row.logprobs.append(logprob_list[j])
-                if token_list[j] in self.eos_ids:
-                    row.reason = "eos"
-                elif self._hit_stop_string(row.ids):
-                    row.reason = "stop"
-                elif len(row.ids) >= row.request.cap:
-                    row.reason = "length"
-                else:
-                    keep_idx.append(j)
-                    continue
-                done.append(row)
-                if self.reuse_cache:  # what this row has fed: its prompt and all but the last token
-                    self._saved[row.request.key] = (
-                        row.request.prompt + row.ids[:-1],
-                        row_kv(cache, j, attention[j]),
+            ended = [j for j, row in enumerate(rows) if self._append(row, token_list[j], logprob_list[j])]
+            if ended:
+                rows, attention, (tokens, next_pos), finished = self._retire(
+                    rows, ended, cache, attention, (tokens, next_pos)
+                )
+                pending = on_finish(finished)
+            if not rows:
+                continue
+            drafts = self._drafts(rows) if self.draft_tokens else []
+            if any(drafts):
+                logits, attention, next_pos, exclude, ended = self._verify_step(
+                    rows, tokens, drafts, cache, attention, next_pos, params, generator
+                )
+                if ended:
+                    rows, attention, (logits, next_pos, exclude), finished = self._retire(
+                        rows, ended, cache, attention, (logits, next_pos, exclude)
                     )
-            if done:
-                keep = torch.tensor(keep_idx, device=device, dtype=torch.long)
-                rows = [rows[j] for j in keep_idx]
+                    pending += on_finish(finished)
                 if rows:
-                    cache.batch_select_indices(keep)
-                    tokens, attention, next_pos = tokens[keep], attention[keep], next_pos[keep]
-                    attention = trim_left(cache, attention)
-                pending = on_finish([(row.request.key, self._finish_row(row)) for row in done])
-            if rows:
+                    attention = trim_right(cache, attention)
+            else:
                 logits, attention, next_pos = self._decode_step(tokens, cache, attention, next_pos)
+                exclude = torch.full((len(rows),), -1, dtype=torch.long, device=device)
         if was_training:
             self.model.train()
+
+    def _retire(
+        self,
+        rows: list[_LiveRow],
+        ended: list[int],
+        cache: DynamicCache,
+        attention: torch.Tensor,
+        per_row: tuple[torch.Tensor, ...],
+    ) -> tuple[list[_LiveRow], torch.Tensor, tuple[torch.Tensor, ...], list[tuple[Hashable, Generation]]]:
+        """Take the rows at batch indices ``ended`` (their turn is over) out of the batch: save each one's
+        cache for its next turn (what it has fed: its prompt and all but its last token) and drop them
+        from the cache (in place), from the attention mask (returned trimmed of leading columns no
+        remaining row uses) and from the other per-row tensors; return the remaining rows, the mask, those
+        tensors and the retired rows' generations."""
+        finished = []
+        for j in ended:
+            row = rows[j]
+            if self.reuse_cache:
+                self._saved[row.request.key] = (
+                    row.request.prompt + row.ids[:-1],
+                    row_kv(cache, j, attention[j]),
+                )
+            finished.append((row.request.key, self._finish_row(row)))
+        gone = set(ended)
+        keep_idx = [j for j in range(len(rows)) if j not in gone]
+        rows = [rows[j] for j in keep_idx]
+        if rows:
+            keep = torch.tensor(keep_idx, device=attention.device, dtype=torch.long)
+            cache.batch_select_indices(keep)
+            attention = trim_left(cache, attention[keep])
+            per_row = tuple(t[keep] for t in per_row)
+        return rows, attention, per_row, finished

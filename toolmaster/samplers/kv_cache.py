@@ -9,7 +9,8 @@ attention reads. The buffer grows (one copy) only when the spare room runs out.
 The layout helpers of the HF engine's continuous batching work on these buffers too: ``merge`` stacks two
 batches with one copy into a fresh buffer (rows right-aligned, the narrower batch left-padded with masked
 zeros), ``trim_left`` drops leading positions that every row masks without copying (the buffers become
-views that start later), ``row_kv`` copies one row's unmasked positions out for reuse in a later turn.
+views that start later), ``row_kv`` copies one row's unmasked positions out for reuse in a later turn, ``trim_right`` forgets
+trailing positions every row masks (rejected speculative drafts) so that the next append reuses them.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ class BufferedLayer(DynamicLayer):
         self.length -= start
         self._expose()
 
+    def drop_back(self, count: int) -> None:
+        """Forget the last ``count`` positions (the next ``update`` writes over them)."""
+        self.length -= count
+        self._expose()
+
 
 def new_cache(spare: int, num_layers: int = 0) -> DynamicCache:
     """A cache of buffered layers keeping ``spare`` free positions each; the model's first forward pass
@@ -145,6 +151,19 @@ def trim_left(cache: DynamicCache, attention: torch.Tensor) -> torch.Tensor:
     for layer in cache.layers:
         layer.drop_front(start)  # type: ignore[attr-defined]
     return attention[:, start:]
+
+
+def trim_right(cache: DynamicCache, attention: torch.Tensor) -> torch.Tensor:
+    """Drop trailing positions that every row masks (rejected draft tokens), in place: the buffers keep
+    their room and the next append overwrites them; return the trimmed attention mask."""
+    used = attention.any(dim=0).nonzero()
+    end = int(used[-1]) + 1 if len(used) else 0
+    drop = attention.shape[1] - end
+    if drop == 0:
+        return attention
+    for layer in cache.layers:
+        layer.drop_back(drop)  # type: ignore[attr-defined]
+    return attention[:, :end]
 
 
 def row_kv(cache: DynamicCache, index: int, attention_row: torch.Tensor) -> KV:

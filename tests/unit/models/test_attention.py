@@ -115,6 +115,35 @@ def test_decode_attention_matches_fp32_sdpa_for_grouped_heads(mask_kind):
     assert torch.allclose(ours.float(), reference, atol=3e-2)  # bf16 inputs and output
 
 
+@pytest.mark.parametrize("mask_kind", ["bool", "additive"])
+def test_decode_attention_matches_fp32_sdpa_for_short_causal_queries(mask_kind):
+    """Several query positions per row (a speculative draft check): causal over the cache, padded rows
+    and a padding query that sees nothing (zeros, like SDPA's kernel)."""
+    from toolmaster.models.attention import decode_attention
+
+    gen = torch.Generator().manual_seed(1)
+    batch, heads, kv_heads, q_length, length, dim = 3, 6, 2, 5, 24, 16
+    query = torch.randn(batch, heads, q_length, dim, generator=gen)
+    key, value = torch.randn(2, batch, kv_heads, length, dim, generator=gen)
+    positions = torch.arange(length)
+    queries_at = torch.arange(length - q_length, length)
+    keep = (positions[None, :] <= queries_at[:, None]).expand(batch, 1, q_length, length).clone()
+    keep[0, ..., :9] = False  # left padding
+    keep[1, ..., 12:14] = False  # a rejected draft's masked positions inside the row
+    keep[2, :, 0] = False  # a query that attends nothing
+    mask = keep if mask_kind == "bool" else torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=keep, scale=0.3, enable_gqa=True
+    ).transpose(1, 2)
+    reference = reference.nan_to_num(0.0)
+    exact_inputs = decode_attention(query, key, value, mask, 0.3)
+    assert exact_inputs.shape == (batch, q_length, heads, dim)
+    assert torch.allclose(exact_inputs, reference, atol=1e-6)
+    assert torch.equal(exact_inputs[2, 0], torch.zeros(heads, dim))
+    ours = decode_attention(query.bfloat16(), key.bfloat16(), value.bfloat16(), mask, 0.3)
+    assert torch.allclose(ours.float(), reference, atol=3e-2)
+
+
 def test_bf16_decode_steps_take_the_decode_path_and_match_flash():
     """A bf16 model's one-token steps run decode_attention; the logits match the flash kernel's."""
     import toolmaster.models.attention as attention_module

@@ -162,3 +162,53 @@ def test_token_level_continuous_batching_matches_turn_batching(smollm2):
     from_steps = sum(t.num_generated_tokens - t.turns for t in by_token)
     for engine in (engine_token, engine_turn):
         assert from_steps / 3 <= engine.decode_steps <= from_steps
+
+
+def _drafting_rollout(smollm2, draft_tokens: int, temperature: float, seed: int = 0):
+    from toolmaster.protocol import get_chat_format
+    from toolmaster.samplers.loop import RolloutConfig, rollout
+    from toolmaster.worlds.toolworld import build_toolworld
+
+    world = build_toolworld(seed=2, n_train=4, n_test=6)
+    fmt = get_chat_format("chatml")
+    tasks = world.tasks("test_seen") + world.tasks("test_unseen")[:2]
+    config = RolloutConfig(
+        max_turns=3, max_new_tokens=40, temperature=temperature, batch_size=3, continuous=True, seed=seed
+    )
+    engine = HFEngine(
+        smollm2.model, smollm2.tokenizer, fmt.tags.closing_tags(), draft_tokens=draft_tokens, draft_budget=16
+    )
+    return rollout(engine, smollm2.tokenizer, fmt, world.suite, tasks, config), engine
+
+
+def test_prompt_lookup_drafts_leave_greedy_rollouts_unchanged_in_fewer_forward_passes(smollm2):
+    """Speculative decoding with prompt-lookup drafts: the same greedy trajectories (tokens, masks,
+    log-probs) across turns with cache reuse, with accepted drafts replacing decode steps."""
+    plain, plain_engine = _drafting_rollout(smollm2, 0, 0.0)
+    drafted, engine = _drafting_rollout(smollm2, 6, 0.0)
+    assert [t.token_ids for t in drafted] == [t.token_ids for t in plain]
+    assert [t.loss_mask for t in drafted] == [t.loss_mask for t in plain]
+    for a, b in zip(drafted, plain):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-3)
+    assert engine.verify_steps > 0 and 0 < engine.accepted_tokens <= engine.drafted_tokens
+    assert plain_engine.verify_steps == 0
+    assert engine.decode_steps + engine.verify_steps < plain_engine.decode_steps
+    assert not engine._saved  # finished episodes released their caches
+
+
+def test_sampled_drafted_rollouts_record_the_log_probs_of_a_teacher_forced_forward(smollm2):
+    """Under sampling, rejected draft tokens stay in the KV cache as masked positions (and are dropped
+    from saved caches): every sampled token's recorded log-prob must still equal the log-prob of a fresh
+    forward pass over the whole conversation."""
+    trajectories, engine = _drafting_rollout(smollm2, 6, 1.0, seed=3)
+    assert engine.verify_steps > 0 and engine.accepted_tokens < engine.drafted_tokens  # some rejected
+    model = smollm2.model
+    for trajectory in trajectories:
+        ids = torch.tensor([trajectory.token_ids])
+        with torch.inference_mode():
+            logits = model(ids).logits[0, :-1].float()
+        expected = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+        sampled = torch.tensor(trajectory.loss_mask[1:], dtype=torch.bool)
+        recorded = torch.tensor(trajectory.logprobs[1:])
+        assert sampled.any()
+        assert torch.allclose(recorded[sampled], expected[sampled], atol=2e-3)

@@ -6,7 +6,15 @@ import torch
 from transformers import DynamicCache
 
 from toolmaster.models import load_model
-from toolmaster.samplers.kv_cache import BufferedLayer, merge, new_cache, preload, row_kv, trim_left
+from toolmaster.samplers.kv_cache import (
+    BufferedLayer,
+    merge,
+    new_cache,
+    preload,
+    row_kv,
+    trim_left,
+    trim_right,
+)
 
 
 def _kv(rows: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -63,6 +71,21 @@ def test_merge_left_pads_the_narrower_batch_and_trim_drops_masked_columns_withou
     assert trimmed.tolist() == [[1, 1, 1]] * 2
     assert merged.layers[0].key_buffer.data_ptr() == buffer.data_ptr() + 2 * buffer.stride(2) * 4
     assert torch.equal(merged.layers[0].keys, torch.stack([a[1, :, 2:], b[0]]))
+
+
+def test_trim_right_forgets_trailing_masked_columns_and_the_next_append_reuses_them():
+    keys = _kv(2, 6)
+    cache = _cache(keys, spare=4)
+    buffer = cache.layers[0].key_buffer.data_ptr()
+    attention = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 1, 0]])  # rejected drafts at the end
+    trimmed = trim_right(cache, attention)
+    assert trimmed.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 0, 1]]  # row 1 keeps its position 4
+    assert cache.layers[0].get_seq_length() == 5 and torch.equal(cache.layers[0].keys, keys[:, :, :5])
+    step = _kv(2, 1, seed=9)
+    cache.update(step, step, 0)
+    assert cache.layers[0].key_buffer.data_ptr() == buffer  # written over the forgotten column
+    assert torch.equal(cache.layers[0].keys[:, :, 5:], step)
+    assert trim_right(cache, torch.ones(2, 6, dtype=torch.long)).shape == (2, 6)  # nothing to drop
 
 
 def test_row_kv_copies_only_unmasked_positions_and_preload_right_aligns_them():
