@@ -153,16 +153,18 @@ def main(argv: list[str] | None = None) -> None:
 
     batches = [left_padded(prompts[i : i + args.batch]) for i in range(0, len(prompts), args.batch)]
 
-    def run_sampler(engine) -> tuple[float, int, int]:
+    def run_sampler(engine) -> tuple[float, int, int, dict[str, int]]:
+        """One timed rollout: seconds, generated tokens, turns and the engine's counters of that run."""
         engine.prefill_tokens = engine.shared_tokens = 0
         engine.drafted_tokens = engine.accepted_tokens = 0
         start = time.perf_counter()
         trajs = rollout(engine, lm.tokenizer, fmt, world.suite, tasks, config)
-        return (
-            time.perf_counter() - start,
-            sum(t.num_generated_tokens for t in trajs),
-            sum(t.turns for t in trajs),
-        )
+        elapsed = time.perf_counter() - start
+        counters = {
+            name: getattr(engine, name)
+            for name in ("prefill_tokens", "shared_tokens", "drafted_tokens", "accepted_tokens")
+        }
+        return elapsed, sum(t.num_generated_tokens for t in trajs), sum(t.turns for t in trajs), counters
 
     def run_generate(per_row: int) -> float:
         start = time.perf_counter()
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     for side in engines:
         rollout(side, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
     generate_batch(*batches[0], 8)
-    side_runs: list[list[tuple[float, int, int]]] = [[] for _ in engines]
+    side_runs: list[list[tuple[float, int, int, dict[str, int]]]] = [[] for _ in engines]
     generate_times, vllm_runs, stock_times, mixed_runs = [], [], [], []
     for _ in range(args.repeats):
         for runs, side in zip(side_runs, engines):
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     sampler_tps = 0.0
     for runs, side in zip(side_runs, engines):
-        elapsed, tokens, turns = min(runs)
+        elapsed, tokens, turns, counts = min(runs, key=lambda run: run[0])
         tps = tokens / elapsed
         sampler_tps = sampler_tps or tps  # the first side is the reference of the other comparisons
         drafting = f", drafts <= {side.draft_tokens}, budget {side.draft_budget}" if side.draft_tokens else ""
@@ -256,14 +258,14 @@ def main(argv: list[str] | None = None) -> None:
             f"toolmaster sampler{drafting}: {tokens} tokens in {elapsed:.2f} s over {turns} turns -> {tps:.1f} tokens/s"
         )
         print(
-            f"  prefill: {side.prefill_tokens} tokens run, {side.shared_tokens} reused from other"
+            f"  prefill: {counts['prefill_tokens']} tokens run, {counts['shared_tokens']} reused from other"
             f" episodes' caches (prompts: {sum(map(len, prompts))} tokens)"
         )
         if side.draft_tokens:
-            share = side.accepted_tokens / max(1, side.drafted_tokens)
+            accepted, drafted = counts["accepted_tokens"], counts["drafted_tokens"]
             print(
-                f"  drafts: {side.accepted_tokens} of {side.drafted_tokens} drafted tokens accepted ({share:.0%}),"
-                f" {side.accepted_tokens / max(1, tokens):.0%} of the generated tokens"
+                f"  drafts: {accepted} of {drafted} drafted tokens accepted ({accepted / max(1, drafted):.0%}),"
+                f" {accepted / max(1, tokens):.0%} of the generated tokens"
             )
         print(f"  ratio (sampler / generate): {tps / generate_tps:.2f}")
     if stock_times:

@@ -13,7 +13,7 @@ against 0.3 ms), which made attention 68 % of a bf16 decode step of SmolLM2. ``d
 same attention as two grouped matrix products in fp32 (the query heads of each key/value head batched, no
 ``repeat_kv``; keys and values upcast once per layer): 0.78 ms, with the flash kernel's accuracy against an
 fp32 reference (6.5e-4, the output's bf16 rounding). Masked queries of up to ``SHORT_QUERY`` positions
-(the HF engine's checks of speculative drafts) take the same path; fp32 models and longer queries (prefill,
+without autograd (the HF engine's checks of speculative drafts) take the same path; fp32 models and longer queries (prefill,
 training) keep the flash kernel, which is fast there.
 
 ``use_gqa_attention(model)`` switches a CPU model to this function (registered with transformers'
@@ -44,7 +44,10 @@ def gqa_sdpa_attention(
 ) -> tuple[torch.Tensor, None]:
     """SDPA over [batch, heads, length, dim] tensors; key/value may have fewer heads than query."""
     q_length = query.shape[2]
-    short = q_length == 1 or (q_length <= SHORT_QUERY and attention_mask is not None)
+    # longer queries only in inference (draft checks): training keeps the flash kernel's numerics
+    short = q_length == 1 or (
+        q_length <= SHORT_QUERY and attention_mask is not None and not torch.is_grad_enabled()
+    )
     if short and query.dtype in _HALF and not (dropout and module.training):
         return decode_attention(query, key, value, attention_mask, scaling), None
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)

@@ -65,7 +65,10 @@ def sample_tokens(
     logprobs = torch.log_softmax(logits / params.temperature, dim=-1)
     probs = nucleus(logprobs.exp(), params.top_p)
     if exclude is not None:
-        probs = _without(probs, exclude, 0.0)
+        residual = _without(probs, exclude, 0.0)
+        # a draft rejected although it held all the mass (rounding at the nucleus edge): keep it possible
+        empty = residual.sum(dim=-1, keepdim=True) <= 0
+        probs = torch.where(empty, probs, residual)
     tokens = draw(probs, generator)
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
@@ -529,8 +532,8 @@ class HFEngine:
             token_list, logprob_list = tokens.tolist(), logprobs.tolist()
             ended = [j for j, row in enumerate(rows) if self._append(row, token_list[j], logprob_list[j])]
             if ended:
-                rows, attention, (tokens, next_pos), finished = self._retire(
-                    rows, ended, cache, attention, (tokens, next_pos)
+                rows, attention, (tokens, next_pos, exclude), finished = self._retire(
+                    rows, ended, cache, attention, (tokens, next_pos, exclude)
                 )
                 pending = on_finish(finished)
             if not rows:
@@ -563,8 +566,8 @@ class HFEngine:
     ) -> tuple[list[_LiveRow], torch.Tensor, tuple[torch.Tensor, ...], list[tuple[Hashable, Generation]]]:
         """Take the rows at batch indices ``ended`` (their turn is over) out of the batch: save each one's
         cache for its next turn (what it has fed: its prompt and all but its last token) and drop them
-        from the cache (in place), from the attention mask (returned trimmed of leading columns no
-        remaining row uses) and from the other per-row tensors; return the remaining rows, the mask, those
+        from the cache (in place), from the attention mask (returned trimmed of leading and trailing
+        columns no remaining row uses) and from the other per-row tensors; return the remaining rows, the mask, those
         tensors and the retired rows' generations."""
         finished = []
         for j in ended:
@@ -581,6 +584,6 @@ class HFEngine:
         if rows:
             keep = torch.tensor(keep_idx, device=attention.device, dtype=torch.long)
             cache.batch_select_indices(keep)
-            attention = trim_left(cache, attention[keep])
+            attention = trim_right(cache, trim_left(cache, attention[keep]))
             per_row = tuple(t[keep] for t in per_row)
         return rows, attention, per_row, finished

@@ -98,7 +98,7 @@ def accepted_lengths(
     draft_ids, present = draft_ids.to(logits.device), present.to(logits.device)
     head = logits[:, :width]
     if temperature <= 0:
-        ok = head.argmax(dim=-1) == draft_ids
+        ok = torch.log_softmax(head.float(), dim=-1).argmax(dim=-1) == draft_ids  # as sample_tokens ranks
     else:
         probs = sampling_probs(head, temperature, top_p)
         chance = probs.gather(-1, draft_ids[..., None]).squeeze(-1) / probs.sum(dim=-1)
