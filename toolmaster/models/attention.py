@@ -13,8 +13,8 @@ against 0.3 ms), which made attention 68 % of a bf16 decode step of SmolLM2. ``d
 same attention as two grouped matrix products in fp32 (the query heads of each key/value head batched, no
 ``repeat_kv``; keys and values upcast once per layer): 0.78 ms, with the flash kernel's accuracy against an
 fp32 reference (6.5e-4, the output's bf16 rounding). Masked queries of up to ``SHORT_QUERY`` positions
-without autograd (the HF engine's checks of speculative drafts) take the same path; fp32 models and longer queries (prefill,
-training) keep the flash kernel, which is fast there.
+without autograd (the HF engine's checks of speculative drafts) take the same path; fp32 models and longer
+queries (prefill, training) keep the flash kernel, which is fast there.
 
 ``use_gqa_attention(model)`` switches a CPU model to this function (registered with transformers'
 ``AttentionInterface`` as ``toolmaster_sdpa``, with SDPA's own mask builder); ``load_model`` calls it

@@ -32,7 +32,7 @@ from transformers import DynamicCache
 from toolmaster.samplers.base import Generation, SamplingParams, TurnRequest
 from toolmaster.samplers.kv_cache import KV, merge, new_cache, preload, row_kv, trim_left, trim_right
 from toolmaster.samplers.prefix_store import PrefixStore, common_prefix_length
-from toolmaster.samplers.prompt_lookup import PromptLookup, accepted_lengths, nucleus
+from toolmaster.samplers.prompt_lookup import PromptLookup, accepted_lengths, nucleus, pad_drafts
 
 
 @dataclass
@@ -428,14 +428,11 @@ class HFEngine:
         attention mask, the next positions, the token each row's next draw must exclude (its rejected draft
         token, -1 for none) and the batch indices of rows whose turn ended on an accepted token."""
         device = attention.device
-        batch, width = len(rows), 1 + max(len(d) for d in drafts)
-        block = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        fed = torch.zeros((batch, width), dtype=torch.long)
-        block[:, 0], fed[:, 0] = tokens.cpu(), 1
-        for j, draft in enumerate(drafts):
-            block[j, 1 : 1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
-            fed[j, 1 : 1 + len(draft)] = 1
-        block, start = block.to(device), attention.shape[1]
+        draft_ids, present = pad_drafts(drafts, self.pad_id)
+        batch, width = len(rows), 1 + draft_ids.shape[1]
+        block = torch.cat([tokens.cpu()[:, None], draft_ids], dim=1).to(device)
+        fed = torch.cat([torch.ones((batch, 1), dtype=torch.bool), present], dim=1).long()
+        start = attention.shape[1]
         attention = torch.cat([attention, fed.to(device)], dim=1)
         out = self.model(
             input_ids=block,
@@ -446,30 +443,25 @@ class HFEngine:
         )
         self.verify_steps += 1
         logits = out.logits.float()
-        counts = accepted_lengths(logits, drafts, params.temperature, params.top_p, generator)
         scale = params.temperature if params.temperature > 0 else 1.0
-        draft_logprobs = (
-            torch.log_softmax(logits[:, :-1] / scale, dim=-1)
-            .gather(-1, block[:, 1:, None])
-            .squeeze(-1)
-            .tolist()
-        )
+        logprobs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)  # before each draft token
+        counts = accepted_lengths(logprobs, draft_ids, present, params.temperature, params.top_p, generator)
+        draft_logprobs = logprobs.gather(-1, block[:, 1:, None]).squeeze(-1).tolist()
         kept, after, exclude, ended = [], [], [], []
         for j, (row, draft) in enumerate(zip(rows, drafts)):
-            accepted = counts[j]
+            accepted, ends = counts[j], False
             for i in range(counts[j]):
                 if self._append(row, draft[i], draft_logprobs[j][i]):
-                    accepted = i + 1
+                    accepted, ends = i + 1, True
                     ended.append(j)
                     break
             self.drafted_tokens += len(draft)
+            self.accepted_tokens += accepted
             if draft:
                 full = accepted == len(draft)
                 row.draft_len = (
                     min(self.draft_tokens, row.draft_len + 2) if full else max(1, row.draft_len - 1)
                 )
-            self.accepted_tokens += accepted
-            ends = bool(ended) and ended[-1] == j
             # positions holding tokens the row has fed: its sampled token and the accepted drafts, but not
             # the token that ended the turn (a saved cache holds the prompt and all but the last token)
             kept.append(accepted if ends else 1 + accepted)
@@ -567,8 +559,8 @@ class HFEngine:
         """Take the rows at batch indices ``ended`` (their turn is over) out of the batch: save each one's
         cache for its next turn (what it has fed: its prompt and all but its last token) and drop them
         from the cache (in place), from the attention mask (returned trimmed of leading and trailing
-        columns no remaining row uses) and from the other per-row tensors; return the remaining rows, the mask, those
-        tensors and the retired rows' generations."""
+        columns no remaining row uses) and from the other per-row tensors; return the remaining rows,
+        the mask, those tensors and the retired rows' generations."""
         finished = []
         for j in ended:
             row = rows[j]

@@ -9,8 +9,9 @@ attention reads. The buffer grows (one copy) only when the spare room runs out.
 The layout helpers of the HF engine's continuous batching work on these buffers too: ``merge`` stacks two
 batches with one copy into a fresh buffer (rows right-aligned, the narrower batch left-padded with masked
 zeros), ``trim_left`` drops leading positions that every row masks without copying (the buffers become
-views that start later), ``row_kv`` copies one row's unmasked positions out for reuse in a later turn, ``trim_right`` forgets
-trailing positions every row masks (rejected speculative drafts) so that the next append reuses them.
+views that start later), ``row_kv`` copies one row's unmasked positions out for reuse in a later turn,
+``trim_right`` forgets trailing positions every row masks (rejected speculative drafts) so that the next
+append reuses them.
 """
 
 from __future__ import annotations

@@ -67,42 +67,44 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
 
 
-def sampling_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """The distribution a token is sampled from (softmax of logits / T, cut to the nucleus), over the last
-    dimension; unnormalised after the cut. ``temperature <= 0`` is not handled here (greedy)."""
-    return nucleus(torch.softmax(logits.float() / temperature, dim=-1), top_p)
+def pad_drafts(drafts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drafts as a [rows, longest] tensor of ids (``pad_id`` after a short draft) and a boolean mask of the
+    positions that hold draft tokens."""
+    width = max((len(d) for d in drafts), default=0)
+    ids = torch.full((len(drafts), width), pad_id, dtype=torch.long)
+    present = torch.zeros((len(drafts), width), dtype=torch.bool)
+    for j, draft in enumerate(drafts):
+        ids[j, : len(draft)] = torch.tensor(draft, dtype=torch.long)
+        present[j, : len(draft)] = True
+    return ids, present
 
 
 def accepted_lengths(
-    logits: torch.Tensor,
-    drafts: list[list[int]],
+    logprobs: torch.Tensor,
+    draft_ids: torch.Tensor,
+    present: torch.Tensor,
     temperature: float,
     top_p: float,
     generator: torch.Generator | None,
 ) -> list[int]:
-    """How many leading draft tokens each row accepts.
+    """How many leading draft tokens each row accepts (``draft_ids`` / ``present`` from ``pad_drafts``).
 
-    ``logits[j, i]`` is row j's next-token distribution before draft token i (position 0 follows the token
-    sampled last, position i follows draft token i - 1). Greedy: a token is accepted iff it is the argmax;
-    sampling: with probability ``p(token)`` (one uniform per draft position).
+    ``logprobs[j, i]`` is row j's next-token log-distribution before draft token i (under logits / T, the
+    plain log-softmax when greedy, as ``sample_tokens`` computes it; position 0 follows the token sampled
+    last, position i follows draft token i - 1). Greedy: a token is accepted iff it is the argmax;
+    sampling: with its probability after the nucleus cut (one uniform per draft position).
     """
-    width = max((len(d) for d in drafts), default=0)
+    rows, width = draft_ids.shape
     if width == 0:
-        return [0] * len(drafts)
-    rows = len(drafts)
-    draft_ids = torch.zeros((rows, width), dtype=torch.long)
-    present = torch.zeros((rows, width), dtype=torch.bool)
-    for j, draft in enumerate(drafts):
-        draft_ids[j, : len(draft)] = torch.tensor(draft, dtype=torch.long)
-        present[j, : len(draft)] = True
-    draft_ids, present = draft_ids.to(logits.device), present.to(logits.device)
-    head = logits[:, :width]
+        return [0] * rows
+    draft_ids, present = draft_ids.to(logprobs.device), present.to(logprobs.device)
+    head = logprobs[:, :width]
     if temperature <= 0:
-        ok = torch.log_softmax(head.float(), dim=-1).argmax(dim=-1) == draft_ids  # as sample_tokens ranks
+        ok = head.argmax(dim=-1) == draft_ids
     else:
-        probs = sampling_probs(head, temperature, top_p)
+        probs = nucleus(head.exp(), top_p)
         chance = probs.gather(-1, draft_ids[..., None]).squeeze(-1) / probs.sum(dim=-1)
-        uniform = torch.rand((rows, width), generator=generator, device=logits.device)
+        uniform = torch.rand((rows, width), generator=generator, device=logprobs.device)
         ok = uniform < chance
     ok = ok & present
     return ok.long().cumprod(dim=1).sum(dim=1).tolist()

@@ -7,7 +7,7 @@ import torch
 
 from toolmaster.samplers.base import SamplingParams
 from toolmaster.samplers.hf import sample_tokens
-from toolmaster.samplers.prompt_lookup import PromptLookup, accepted_lengths, sampling_probs
+from toolmaster.samplers.prompt_lookup import PromptLookup, accepted_lengths, nucleus, pad_drafts
 
 
 def test_draft_continues_the_latest_occurrence_of_the_longest_matching_suffix():
@@ -37,8 +37,9 @@ def test_greedy_accepts_exactly_the_argmax_prefix():
     logits = torch.full((2, 4, 10), -5.0)
     logits[0, 0, 3] = logits[0, 1, 4] = logits[0, 2, 7] = 1.0  # argmaxes: 3, 4, 7
     logits[1, 0, 2] = 1.0
-    assert accepted_lengths(logits, [[3, 4, 8], [2]], 0.0, 1.0, None) == [2, 1]
-    assert accepted_lengths(logits, [[1, 4, 7], []], 0.0, 1.0, None) == [0, 0]
+    logprobs = torch.log_softmax(logits, -1)
+    assert accepted_lengths(logprobs, *pad_drafts([[3, 4, 8], [2]], 0), 0.0, 1.0, None) == [2, 1]
+    assert accepted_lengths(logprobs, *pad_drafts([[1, 4, 7], []], 0), 0.0, 1.0, None) == [0, 0]
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.8])
@@ -47,13 +48,14 @@ def test_accept_or_draw_the_residual_samples_the_model_distribution(top_p):
     marginal must equal p (after temperature and nucleus) whatever the draft."""
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, 1.5])
     params = SamplingParams(temperature=0.7, top_p=top_p)
-    target = sampling_probs(logits, 0.7, top_p)
+    target = nucleus(torch.softmax(logits / 0.7, -1), top_p)
     target = target / target.sum()
     samples = 40_000
     generator = torch.Generator().manual_seed(0)
     for draft in (0, 3, 4):  # likely, unlikely, outside the nucleus at top_p 0.8
-        rows = logits.expand(samples, 1, -1)
-        accepted = torch.tensor(accepted_lengths(rows, [[draft]] * samples, 0.7, top_p, generator))
+        rows = torch.log_softmax(logits / 0.7, -1).expand(samples, 1, -1)
+        draft_ids, present = pad_drafts([[draft]] * samples, 0)
+        accepted = torch.tensor(accepted_lengths(rows, draft_ids, present, 0.7, top_p, generator))
         exclude = torch.where(accepted == 1, -1, draft)
         residual, _ = sample_tokens(logits.expand(samples, -1), params, generator, exclude)
         tokens = torch.where(accepted == 1, draft, residual)
