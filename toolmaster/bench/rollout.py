@@ -15,7 +15,10 @@ transformers user runs) beside the default, which uses this project's ``toolmast
 ``--draft-tokens 0,6`` runs one sampler side per value: the HF engine's prompt-lookup speculative decoding
 (``sampler.engine.draft_tokens``, ``toolmaster.samplers.prompt_lookup``) with that many drafted tokens at
 most (0: off), at most ``--draft-budget`` tokens per check; each side's tokens/s and ratio to
-``model.generate`` is printed, with its accepted share of drafted tokens.
+``model.generate`` is printed, with its accepted share of drafted tokens. ``--slot-cache 1,0`` likewise runs
+one side per KV layout of continuous batching (``sampler.engine.slot_cache``: 1 = per-row slots, turns
+continued in place, ``toolmaster.samplers.slot_batch``; 0 = the left-padded layout, rows copied out and
+merged back at every turn); with both lists, one side per pair. Sides take turns in every repeat.
 
 ``--mixed-policy`` adds the sampler over an fp32 copy of the model under bf16 autocast: what a GRPO step under
 ``trainer.precision=bf16-mixed`` rolled out with before ``stage.rollout_dtype`` (the default now decodes with a
@@ -67,6 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--draft-budget", type=int, default=None, help="sampler.engine.draft_budget")
     parser.add_argument(
+        "--slot-cache",
+        default=None,
+        help="comma list of 1/0: one sampler side per value of sampler.engine.slot_cache (default: the engine's)",
+    )
+    parser.add_argument(
         "--stock-generate",
         action="store_true",
         help="also time model.generate with transformers' own sdpa attention (not toolmaster_sdpa)",
@@ -109,12 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     draft_sides = (
         [int(k) for k in args.draft_tokens.split(",")] if args.draft_tokens else [engine.draft_tokens]
     )
+    slot_sides = (
+        [bool(int(k)) for k in args.slot_cache.split(",")] if args.slot_cache else [engine.slot_cache]
+    )
     engines = []
-    for draft_tokens in draft_sides:
+    for draft_tokens, slot_cache in ((d, s) for d in draft_sides for s in slot_sides):
         node = {
             "_target_": "toolmaster.samplers.hf.HFEngine",
             "_partial_": True,
             "draft_tokens": draft_tokens,
+            "slot_cache": slot_cache,
         }
         if args.draft_budget is not None:
             node["draft_budget"] = args.draft_budget
@@ -155,14 +167,21 @@ def main(argv: list[str] | None = None) -> None:
 
     def run_sampler(engine) -> tuple[float, int, int, dict[str, int]]:
         """One timed rollout: seconds, generated tokens, turns and the engine's counters of that run."""
-        engine.prefill_tokens = engine.shared_tokens = 0
+        engine.prefill_tokens = engine.shared_tokens = engine.decode_steps = engine.verify_steps = 0
         engine.drafted_tokens = engine.accepted_tokens = 0
         start = time.perf_counter()
         trajs = rollout(engine, lm.tokenizer, fmt, world.suite, tasks, config)
         elapsed = time.perf_counter() - start
         counters = {
             name: getattr(engine, name)
-            for name in ("prefill_tokens", "shared_tokens", "drafted_tokens", "accepted_tokens")
+            for name in (
+                "prefill_tokens",
+                "shared_tokens",
+                "drafted_tokens",
+                "accepted_tokens",
+                "decode_steps",
+                "verify_steps",
+            )
         }
         return elapsed, sum(t.num_generated_tokens for t in trajs), sum(t.turns for t in trajs), counters
 
@@ -254,12 +273,14 @@ def main(argv: list[str] | None = None) -> None:
         tps = tokens / elapsed
         sampler_tps = sampler_tps or tps  # the first side is the reference of the other comparisons
         drafting = f", drafts <= {side.draft_tokens}, budget {side.draft_budget}" if side.draft_tokens else ""
+        drafting += ", slot cache" if side.slot_cache else ", left-padded cache"
         print(
             f"toolmaster sampler{drafting}: {tokens} tokens in {elapsed:.2f} s over {turns} turns -> {tps:.1f} tokens/s"
         )
         print(
             f"  prefill: {counts['prefill_tokens']} tokens run, {counts['shared_tokens']} reused from other"
-            f" episodes' caches (prompts: {sum(map(len, prompts))} tokens)"
+            f" episodes' caches (prompts: {sum(map(len, prompts))} tokens);"
+            f" {counts['decode_steps'] + counts['verify_steps']} batched steps"
         )
         if side.draft_tokens:
             accepted, drafted = counts["accepted_tokens"], counts["drafted_tokens"]

@@ -12,7 +12,10 @@ running batch while the other rows keep decoding, so the batch stays full instea
 longest turn, and (6) append to the KV cache in place (``kv_cache.BufferedLayer``) instead of
 concatenating a new cache on every decode step as transformers' ``DynamicCache`` does, and (7) optionally
 (``draft_tokens > 0``) decode speculatively with prompt-lookup drafts checked in one forward pass, keeping the
-sampling distribution exact (``prompt_lookup``; continuous batching only).
+sampling distribution exact (``prompt_lookup``; continuous batching only), and (8) by default
+(``slot_cache``) batch continuously over per-row KV slots (``slot_batch``): an episode's next turn is
+prefilled into its own slot after the columns it has cached, so turn boundaries copy no cache; the
+left-padded layout below stays for ``slot_cache=False`` and for attentions that take no custom 4D mask.
 
 Batch layout with cache reuse, per row i with ``c_i`` cached and ``n_i`` new tokens (C = max c, N = max n):
 ``[pad (C - c_i)] [cached c_i] [pad (N - n_i)] [new n_i]``. The cached part is the past_key_values tensor;
@@ -33,6 +36,8 @@ from toolmaster.samplers.base import Generation, SamplingParams, TurnRequest
 from toolmaster.samplers.kv_cache import KV, merge, new_cache, preload, row_kv, trim_left, trim_right
 from toolmaster.samplers.prefix_store import PrefixStore, common_prefix_length
 from toolmaster.samplers.prompt_lookup import PromptLookup, accepted_lengths, nucleus, pad_drafts
+from toolmaster.samplers.slot_batch import SlotBatch
+from toolmaster.samplers.slot_cache import SLOT_ATTENTION, attention_implementation
 
 
 @dataclass
@@ -113,6 +118,7 @@ class HFEngine:
         draft_budget: int = 16,
         draft_ngram: int = 3,
         draft_min_ngram: int = 1,
+        slot_cache: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -142,6 +148,10 @@ class HFEngine:
         self.verify_steps = 0  # forward passes that checked drafts, for benchmarks and tests
         self.drafted_tokens = 0  # draft tokens proposed
         self.accepted_tokens = 0  # draft tokens accepted (each saved one decode step of its row)
+        # continuous batching over per-row slots (slot_batch): turns continue in place; off, or with an
+        # attention that takes no custom 4D mask (flash-attention), the left-padded layout below
+        self.slot_cache = slot_cache
+        self._slot_batch: SlotBatch | None = None  # the running slot batch, for release()
 
     @property
     def device(self) -> torch.device:
@@ -162,12 +172,15 @@ class HFEngine:
             draft_budget=self.draft_budget,
             draft_ngram=self.draft_ngram,
             draft_min_ngram=self.draft_min_ngram,
+            slot_cache=self.slot_cache,
         )
 
     def release(self, keys: Sequence[Hashable]) -> None:
         """Finished episodes: their saved caches move to the prefix store (when sharing) for later episodes."""
         for key in keys:
             entry = self._saved.pop(key, None)
+            if entry is None and self.share_prefixes and self._slot_batch is not None:
+                entry = self._slot_batch.saved(key)
             if entry is not None and self.share_prefixes:
                 self._prefixes.add(*entry)
 
@@ -494,6 +507,15 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         self._forget_if_weights_changed()
+        if self.slot_cache and attention_implementation(self.model) in SLOT_ATTENTION:
+            self._slot_batch = SlotBatch(self, params, generator)
+            try:
+                self._slot_batch.run(requests, on_finish)
+            finally:
+                self._slot_batch = None
+                if was_training:
+                    self.model.train()
+            return
         rows: list[_LiveRow] = []
         cache: DynamicCache | None = None
         attention = next_pos = logits = exclude = None  # exclude: token each row's next draw skips, -1 none
