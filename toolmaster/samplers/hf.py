@@ -456,25 +456,12 @@ class HFEngine:
         )
         self.verify_steps += 1
         logits = out.logits.float()
-        scale = params.temperature if params.temperature > 0 else 1.0
-        logprobs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)  # before each draft token
-        counts = accepted_lengths(logprobs, draft_ids, present, params.temperature, params.top_p, generator)
-        draft_logprobs = logprobs.gather(-1, block[:, 1:, None]).squeeze(-1).tolist()
+        counts, draft_logprobs = self._judge_drafts(logits, block, draft_ids, present, params, generator)
         kept, after, exclude, ended = [], [], [], []
         for j, (row, draft) in enumerate(zip(rows, drafts)):
-            accepted, ends = counts[j], False
-            for i in range(counts[j]):
-                if self._append(row, draft[i], draft_logprobs[j][i]):
-                    accepted, ends = i + 1, True
-                    ended.append(j)
-                    break
-            self.drafted_tokens += len(draft)
-            self.accepted_tokens += accepted
-            if draft:
-                full = accepted == len(draft)
-                row.draft_len = (
-                    min(self.draft_tokens, row.draft_len + 2) if full else max(1, row.draft_len - 1)
-                )
+            accepted, ends = self._take_draft(row, draft, counts[j], draft_logprobs[j])
+            if ends:
+                ended.append(j)
             # positions holding tokens the row has fed: its sampled token and the accepted drafts, but not
             # the token that ended the turn (a saved cache holds the prompt and all but the last token)
             kept.append(accepted if ends else 1 + accepted)
@@ -484,6 +471,39 @@ class HFEngine:
         attention[:, start:] *= (torch.arange(width, device=device)[None, :] < kept_t[:, None]).long()
         next_logits = logits[torch.arange(batch, device=device), torch.tensor(after, device=device)]
         return next_logits, attention, next_pos + kept_t, torch.tensor(exclude, device=device), ended
+
+    def _judge_drafts(
+        self,
+        logits: torch.Tensor,
+        block: torch.Tensor,
+        draft_ids: torch.Tensor,
+        present: torch.Tensor,
+        params: SamplingParams,
+        generator: torch.Generator,
+    ) -> tuple[list[int], list[list[float]]]:
+        """From the logits of a check of ``block`` (each row's sampled token and its padded draft): how many
+        draft tokens each row accepts, and each draft token's log-prob (one log-softmax feeds both)."""
+        scale = params.temperature if params.temperature > 0 else 1.0
+        logprobs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)  # before each draft token
+        counts = accepted_lengths(logprobs, draft_ids, present, params.temperature, params.top_p, generator)
+        return counts, logprobs.gather(-1, block[:, 1:, None]).squeeze(-1).tolist()
+
+    def _take_draft(
+        self, row: _LiveRow, draft: list[int], count: int, logprobs: list[float]
+    ) -> tuple[int, bool]:
+        """Append the ``count`` accepted tokens of ``row``'s draft (stopping at one that ends the turn),
+        count them and adapt the row's draft length; return (tokens taken, whether the turn ended)."""
+        accepted, ends = count, False
+        for i in range(count):
+            if self._append(row, draft[i], logprobs[i]):
+                accepted, ends = i + 1, True
+                break
+        self.drafted_tokens += len(draft)
+        self.accepted_tokens += accepted
+        if draft:
+            full = accepted == len(draft)
+            row.draft_len = min(self.draft_tokens, row.draft_len + 2) if full else max(1, row.draft_len - 1)
+        return accepted, ends
 
     @torch.inference_mode()
     def generate_continuous(

@@ -26,7 +26,7 @@ import torch
 
 from toolmaster.samplers.base import Generation, SamplingParams, TurnRequest
 from toolmaster.samplers.kv_cache import KV
-from toolmaster.samplers.prompt_lookup import accepted_lengths, pad_drafts
+from toolmaster.samplers.prompt_lookup import pad_drafts
 from toolmaster.samplers.slot_cache import SlotKV, as_model_mask, visible
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class SlotBatch:
                 continue
             drafts = self._drafts(live) if engine.draft_tokens else []
             if any(drafts):
-                ended = self.verify(drafts)
+                ended = self.verify(live, drafts)
                 if ended:
                     pending += self.park(ended, on_finish)
             else:
@@ -286,11 +286,10 @@ class SlotBatch:
             drafts[slot] = draft
         return drafts
 
-    def verify(self, drafts: list[list[int]]) -> list[int]:
+    def verify(self, live: list[int], drafts: list[list[int]]) -> list[int]:
         """Feed each live slot its sampled token and its draft in one pass; lengths advance by what the
         acceptance rule keeps (``prompt_lookup``). Returns the slots whose turn ended on a draft token."""
         engine, device = self.engine, self.device
-        live = [slot for slot, row in enumerate(self.rows) if self._live(slot, row)]
         draft_ids, present = pad_drafts(drafts, engine.pad_id)
         slots, width_q = len(self.rows), 1 + draft_ids.shape[1]
         block = torch.cat([self._fed_tokens(live).cpu()[:, None], draft_ids], dim=1).to(device)
@@ -301,30 +300,16 @@ class SlotBatch:
         out = self._forward(block, columns, columns, width, None, columns, False)
         engine.verify_steps += 1
         logits = out.logits.float()
-        params = self.params
-        scale = params.temperature if params.temperature > 0 else 1.0
-        logprobs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)
-        counts = accepted_lengths(
-            logprobs, draft_ids, present, params.temperature, params.top_p, self.generator
+        counts, draft_logprobs = engine._judge_drafts(
+            logits, block, draft_ids, present, self.params, self.generator
         )
-        draft_logprobs = logprobs.gather(-1, block[:, 1:, None]).squeeze(-1).tolist()
         after, exclude, ended = [0] * slots, [-1] * slots, []
         for slot in live:
             row, draft = self.rows[slot], drafts[slot]
             assert row is not None
-            accepted, ends = counts[slot], False
-            for i in range(counts[slot]):
-                if engine._append(row, draft[i], draft_logprobs[slot][i]):
-                    accepted, ends = i + 1, True
-                    ended.append(slot)
-                    break
-            engine.drafted_tokens += len(draft)
-            engine.accepted_tokens += accepted
-            if draft:
-                full = accepted == len(draft)
-                row.draft_len = (
-                    min(engine.draft_tokens, row.draft_len + 2) if full else max(1, row.draft_len - 1)
-                )
+            accepted, ends = engine._take_draft(row, draft, counts[slot], draft_logprobs[slot])
+            if ends:
+                ended.append(slot)
             # columns now holding fed tokens: the sampled one and accepted drafts, not a turn-ending one
             self.lengths[slot] += accepted if ends else 1 + accepted
             after[slot] = accepted
