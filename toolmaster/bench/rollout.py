@@ -9,7 +9,10 @@ the same number of new tokens for the same opening prompts in batches of ``--bat
 the sampler to turn-level batching (one engine call per turn for all live episodes) for comparison. Each side runs ``--repeats`` times, alternating, after a warm-up; the best
 time of each is reported.
 
-``--stock-generate`` adds ``model.generate`` with transformers' own ``sdpa`` attention (what a plain
+``--packed-linears 1,0`` runs one sampler side per value of ``sampler.engine.packed_linears`` (linear layers
+on oneDNN's pre-packed weights, ``toolmaster.samplers.packed_linear``); ``--packed-generate`` adds
+``model.generate`` over the same packed weights, so the engine's kernel-level gain can be told apart from
+its batching. ``--stock-generate`` adds ``model.generate`` with transformers' own ``sdpa`` attention (what a plain
 transformers user runs) beside the default, which uses this project's ``toolmaster_sdpa`` like the sampler.
 
 ``--draft-tokens 0,6`` runs one sampler side per value: the HF engine's prompt-lookup speculative decoding
@@ -18,7 +21,9 @@ most (0: off), at most ``--draft-budget`` tokens per check; each side's tokens/s
 ``model.generate`` is printed, with its accepted share of drafted tokens. ``--slot-cache 1,0`` likewise runs
 one side per KV layout of continuous batching (``sampler.engine.slot_cache``: 1 = per-row slots, turns
 continued in place, ``toolmaster.samplers.slot_batch``; 0 = the left-padded layout, rows copied out and
-merged back at every turn); with both lists, one side per pair. Sides take turns in every repeat.
+merged back at every turn); ``--cache-dtype auto,model`` one side per dtype of the slots' keys and values
+(``sampler.engine.cache_dtype``: ``auto`` keeps them in float32 for a bf16 model on CPU, ``model`` in the
+model's dtype); with several lists, one side per combination. Sides take turns in every repeat.
 
 ``--mixed-policy`` adds the sampler over an fp32 copy of the model under bf16 autocast: what a GRPO step under
 ``trainer.precision=bf16-mixed`` rolled out with before ``stage.rollout_dtype`` (the default now decodes with a
@@ -75,6 +80,21 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list of 1/0: one sampler side per value of sampler.engine.slot_cache (default: the engine's)",
     )
     parser.add_argument(
+        "--cache-dtype",
+        default=None,
+        help="comma list: one sampler side per value of sampler.engine.cache_dtype (auto, model, float32)",
+    )
+    parser.add_argument(
+        "--packed-linears",
+        default=None,
+        help="comma list of 1/0: one sampler side per value of sampler.engine.packed_linears",
+    )
+    parser.add_argument(
+        "--packed-generate",
+        action="store_true",
+        help="also time model.generate over the same packed linear weights (toolmaster.samplers.packed_linear)",
+    )
+    parser.add_argument(
         "--stock-generate",
         action="store_true",
         help="also time model.generate with transformers' own sdpa attention (not toolmaster_sdpa)",
@@ -120,13 +140,23 @@ def main(argv: list[str] | None = None) -> None:
     slot_sides = (
         [bool(int(k)) for k in args.slot_cache.split(",")] if args.slot_cache else [engine.slot_cache]
     )
+    dtype_sides = args.cache_dtype.split(",") if args.cache_dtype else [engine.cache_dtype]
+    packed_sides = (
+        [bool(int(k)) for k in args.packed_linears.split(",")]
+        if args.packed_linears
+        else [engine.packed_linears]
+    )
     engines = []
-    for draft_tokens, slot_cache in ((d, s) for d in draft_sides for s in slot_sides):
+    for draft_tokens, slot_cache, cache_dtype, packed in (
+        (d, s, c, p) for d in draft_sides for s in slot_sides for c in dtype_sides for p in packed_sides
+    ):
         node = {
             "_target_": "toolmaster.samplers.hf.HFEngine",
             "_partial_": True,
             "draft_tokens": draft_tokens,
             "slot_cache": slot_cache,
+            "cache_dtype": cache_dtype,
+            "packed_linears": packed,
         }
         if args.draft_budget is not None:
             node["draft_budget"] = args.draft_budget
@@ -241,12 +271,17 @@ def main(argv: list[str] | None = None) -> None:
         rollout(side, lm.tokenizer, fmt, world.suite, tasks[:2], config)  # warm-up
     generate_batch(*batches[0], 8)
     side_runs: list[list[tuple[float, int, int, dict[str, int]]]] = [[] for _ in engines]
-    generate_times, vllm_runs, stock_times, mixed_runs = [], [], [], []
+    generate_times, vllm_runs, stock_times, mixed_runs, packed_times = [], [], [], [], []
     for _ in range(args.repeats):
         for runs, side in zip(side_runs, engines):
             runs.append(run_sampler(side))
         per_row = max(1, math.ceil(side_runs[0][-1][1] / len(tasks)))
         generate_times.append(run_generate(per_row))
+        if args.packed_generate:
+            from toolmaster.samplers.packed_linear import PackedLinears
+
+            with PackedLinears(lm.model).active():
+                packed_times.append(run_generate(per_row))
         if args.stock_generate:
             base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
             ours = base.config._attn_implementation
@@ -273,7 +308,12 @@ def main(argv: list[str] | None = None) -> None:
         tps = tokens / elapsed
         sampler_tps = sampler_tps or tps  # the first side is the reference of the other comparisons
         drafting = f", drafts <= {side.draft_tokens}, budget {side.draft_budget}" if side.draft_tokens else ""
-        drafting += ", slot cache" if side.slot_cache else ", left-padded cache"
+        if side.slot_cache:
+            kv_dtype = side.slot_kv_dtype() or next(lm.model.parameters()).dtype
+            drafting += f", slot cache ({str(kv_dtype).removeprefix('torch.')} KV)"
+        else:
+            drafting += ", left-padded cache"
+        drafting += ", packed linears" if side.packed_linears else ", plain linears"
         print(
             f"toolmaster sampler{drafting}: {tokens} tokens in {elapsed:.2f} s over {turns} turns -> {tps:.1f} tokens/s"
         )
@@ -289,6 +329,12 @@ def main(argv: list[str] | None = None) -> None:
                 f" {accepted / max(1, tokens):.0%} of the generated tokens"
             )
         print(f"  ratio (sampler / generate): {tps / generate_tps:.2f}")
+    if packed_times:
+        packed_tps = per_row * len(tasks) / min(packed_times)
+        print(
+            f"model.generate, packed linears: {per_row * len(tasks)} tokens in {min(packed_times):.2f} s -> {packed_tps:.1f} tokens/s"
+        )
+        print(f"ratio (sampler / generate with packed linears): {sampler_tps / packed_tps:.2f}")
     if stock_times:
         stock_tps = per_row * len(tasks) / min(stock_times)
         print(

@@ -12,7 +12,10 @@ one-token query in bf16 about 4x slower than in fp32 (batch 8, 600 cached positi
 against 0.3 ms), which made attention 68 % of a bf16 decode step of SmolLM2. ``decode_attention`` does the
 same attention as two grouped matrix products in fp32 (the query heads of each key/value head batched, no
 ``repeat_kv``; keys and values upcast once per layer): 0.78 ms, with the flash kernel's accuracy against an
-fp32 reference (6.5e-4, the output's bf16 rounding). Masked queries of up to ``SHORT_QUERY`` positions
+fp32 reference (6.5e-4, the output's bf16 rounding). That upcast is itself a copy of the whole cache per
+layer and step (70 % of a bf16 decode step at batch 16 with 600 cached positions), so the HF engine's
+continuous batching keeps the cache in float32 (``toolmaster.samplers.slot_cache``): ``key.float()`` is then
+free, and the flash path casts keys and values to the query's dtype. Masked queries of up to ``SHORT_QUERY`` positions
 without autograd (the HF engine's checks of speculative drafts) take the same path; fp32 models and longer
 queries (prefill, training) keep the flash kernel, which is fast there.
 
@@ -50,6 +53,8 @@ def gqa_sdpa_attention(
     )
     if short and query.dtype in _HALF and not (dropout and module.training):
         return decode_attention(query, key, value, attention_mask, scaling), None
+    if key.dtype != query.dtype:  # a float32 KV cache of a half-precision model (HF engine's slots)
+        key, value = key.to(query.dtype), value.to(query.dtype)
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     is_causal = bool(q_length > 1 and attention_mask is None and is_causal)
     if is_causal and key.shape[2] > q_length:

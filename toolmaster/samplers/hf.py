@@ -25,6 +25,7 @@ would compute alone (tested against full re-prefill and against ``model.generate
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +33,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from toolmaster.errors import ToolMasterError
+from toolmaster.models.attention import NAME as ATTENTION_NAME
 from toolmaster.samplers.base import Generation, SamplingParams, TurnRequest
 from toolmaster.samplers.kv_cache import KV, merge, new_cache, preload, row_kv, trim_left, trim_right
+from toolmaster.samplers.packed_linear import PackedLinears, packable
 from toolmaster.samplers.prefix_store import PrefixStore, common_prefix_length
 from toolmaster.samplers.prompt_lookup import PromptLookup, accepted_lengths, nucleus, pad_drafts
 from toolmaster.samplers.slot_batch import SlotBatch
@@ -101,6 +105,9 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
     return torch.searchsorted(cdf, threshold).squeeze(-1).clamp_max(probs.shape[-1] - 1)
 
 
+CACHE_DTYPES = ("auto", "model", "float32")  # sampler.engine.cache_dtype
+
+
 class HFEngine:
     """Generates one assistant turn for a batch of prompts with a transformers model."""
 
@@ -119,6 +126,8 @@ class HFEngine:
         draft_ngram: int = 3,
         draft_min_ngram: int = 1,
         slot_cache: bool = True,
+        cache_dtype: str = "auto",
+        packed_linears: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -151,6 +160,17 @@ class HFEngine:
         # continuous batching over per-row slots (slot_batch): turns continue in place; off, or with an
         # attention that takes no custom 4D mask (flash-attention), the left-padded layout below
         self.slot_cache = slot_cache
+        # the slots' KV dtype: "auto" = float32 for a half-precision model on CPU with toolmaster_sdpa (whose
+        # decode attention computes in float32: no per-step upcast of the cache), else the model's; "model";
+        # "float32" (toolmaster_sdpa only)
+        if cache_dtype not in CACHE_DTYPES:
+            raise ToolMasterError(
+                f"sampler.engine.cache_dtype: {cache_dtype!r} is not one of {', '.join(CACHE_DTYPES)}"
+            )
+        self.cache_dtype = cache_dtype
+        # linear layers on oneDNN's pre-packed weights while sampling on CPU (packed_linear; bit-identical)
+        self.packed_linears = packed_linears
+        self._packs: PackedLinears | None = None
         self._slot_batch: SlotBatch | None = None  # the running slot batch, for release()
 
     @property
@@ -173,7 +193,24 @@ class HFEngine:
             draft_ngram=self.draft_ngram,
             draft_min_ngram=self.draft_min_ngram,
             slot_cache=self.slot_cache,
+            cache_dtype=self.cache_dtype,
+            packed_linears=self.packed_linears,
         )
+
+    def slot_kv_dtype(self) -> torch.dtype | None:
+        """The dtype of the slot cache's keys and values (None: the model's), per ``cache_dtype``."""
+        if self.cache_dtype == "model":
+            return None
+        attention = attention_implementation(self.model)
+        if self.cache_dtype == "float32":
+            if attention != ATTENTION_NAME:
+                raise ToolMasterError(
+                    f"sampler.engine.cache_dtype=float32 needs the {ATTENTION_NAME} attention, the model runs {attention}"
+                )
+            return torch.float32
+        model_dtype = next(self.model.parameters()).dtype
+        half = model_dtype in (torch.bfloat16, torch.float16)
+        return torch.float32 if half and self.device.type == "cpu" and attention == ATTENTION_NAME else None
 
     def release(self, keys: Sequence[Hashable]) -> None:
         """Finished episodes: their saved caches move to the prefix store (when sharing) for later episodes."""
@@ -188,6 +225,16 @@ class HFEngine:
         """Drop every saved cache and stored prefix (the rollout loop calls this around each rollout)."""
         self._saved.clear()
         self._prefixes.clear()
+        if self._packs is not None:  # the weights may have changed too (writes through .data)
+            self._packs.forget()
+
+    def _packed(self) -> contextlib.AbstractContextManager:
+        """Where the engine's forward passes run: over packed linear weights when on and possible."""
+        if not self.packed_linears or not packable(self.model):
+            return contextlib.nullcontext()
+        if self._packs is None:
+            self._packs = PackedLinears(self.model)
+        return self._packs.active()
 
     def _weights_version(self) -> int | None:
         """Sum of the parameters' version counters: every in-place update (optimizer steps, no-grad
@@ -301,6 +348,16 @@ class HFEngine:
         params: SamplingParams,
         max_new_tokens: list[int],
         messages: list[list[dict[str, str]]] | None = None,
+        keys: Sequence[Hashable] | None = None,
+    ) -> list[Generation]:
+        with self._packed():
+            return self._generate(prompts, params, max_new_tokens, keys)
+
+    def _generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        max_new_tokens: list[int],
         keys: Sequence[Hashable] | None = None,
     ) -> list[Generation]:
         batch = len(prompts)
@@ -507,6 +564,17 @@ class HFEngine:
 
     @torch.inference_mode()
     def generate_continuous(
+        self,
+        requests: list[TurnRequest],
+        params: SamplingParams,
+        on_finish: Callable[[list[tuple[Hashable, Generation]]], list[TurnRequest]],
+    ) -> None:
+        """Decode turns with token-level continuous batching (``_generate_continuous``), over packed
+        linear weights where the engine uses them."""
+        with self._packed():
+            self._generate_continuous(requests, params, on_finish)
+
+    def _generate_continuous(
         self,
         requests: list[TurnRequest],
         params: SamplingParams,

@@ -44,7 +44,7 @@ class SlotBatch:
         self.generator = generator
         self.device = engine.device
         self.dtype = next(engine.model.parameters()).dtype
-        self.kv = SlotKV(0, 2 * params.max_new_tokens + 2, params.max_new_tokens)
+        self.kv = SlotKV(0, 2 * params.max_new_tokens + 2, params.max_new_tokens, engine.slot_kv_dtype())
         self.rows: list[_LiveRow | None] = []  # slot -> its row; None: a free slot
         self.lengths: list[int] = []  # slot -> columns written (the tokens it has fed)
         self.parked: dict[Hashable, int] = {}  # episodes whose turn ended, still in their slot
@@ -191,7 +191,7 @@ class SlotBatch:
         if slot is None or row is None:
             return None
         fed = (row.request.prompt + row.ids)[: self.lengths[slot]]
-        return fed, self.kv.copy(slot, self.lengths[slot])
+        return fed, self.kv.copy(slot, self.lengths[slot], self.dtype)  # the store keeps the model's dtype
 
     def drop_free(self) -> None:
         """Drop free slots (one copy of the kept ones) so that no step computes a row nobody needs."""

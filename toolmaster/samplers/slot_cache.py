@@ -15,6 +15,13 @@ columns the attention reads. The caller builds the matching attention mask itsel
 mask that transformers passes through unchanged: query ``t`` of row ``i`` sees its slot's columns up to
 the one it wrote. Padding tokens of a left-padded prefill write into a scratch column (the last one),
 which no mask shows.
+
+Slots may hold keys and values in another dtype than the model computes them in (``SlotKV(dtype=...)``):
+the HF engine keeps them in float32 for a bf16 model on CPU (``cache_dtype``), because the bf16 decode
+attention (``toolmaster.models.attention.decode_attention``) works in float32 and would otherwise upcast the
+whole cache of every layer at every decode step: 70 % of a bf16 decode step of SmolLM2 at batch 16 with 600
+cached positions (torch profiler, ``aten::copy_``). bf16 values are exact in float32, so nothing changes but
+the copy; prefill passes (flash kernel) cast the visible columns back to the query's dtype once per pass.
 """
 
 from __future__ import annotations
@@ -51,9 +58,10 @@ class SlotLayer(DynamicLayer):
 
     def allocate(self, like: torch.Tensor) -> None:
         shape = (self.owner.slots, like.shape[1], self.owner.capacity, like.shape[-1])
-        self.key_buffer = like.new_zeros(shape)
-        self.value_buffer = like.new_zeros(shape)
-        self.dtype, self.device = like.dtype, like.device
+        dtype = self.owner.dtype or like.dtype
+        self.key_buffer = like.new_zeros(shape, dtype=dtype)
+        self.value_buffer = like.new_zeros(shape, dtype=dtype)
+        self.dtype, self.device = dtype, like.device
         self.is_initialized = True
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -99,8 +107,9 @@ class SlotLayer(DynamicLayer):
 class SlotKV:
     """The slots of every layer, their capacity, and the plan of the next forward pass."""
 
-    def __init__(self, slots: int, capacity: int, spare: int) -> None:
+    def __init__(self, slots: int, capacity: int, spare: int, dtype: torch.dtype | None = None) -> None:
         self.slots = slots
+        self.dtype = dtype  # of the buffers (None: the dtype the model's keys come in)
         self.capacity = capacity
         self.spare = spare  # extra columns taken whenever the capacity grows
         self.plan = WritePlan()
@@ -158,9 +167,13 @@ class SlotKV:
             for layer in self.layers
         ]
 
-    def copy(self, slot: int, length: int) -> KV:
-        """``slot``'s first ``length`` columns, copied out (for the prefix store)."""
-        return [(keys.clone(), values.clone()) for keys, values in self.view(slot, length)]
+    def copy(self, slot: int, length: int, dtype: torch.dtype | None = None) -> KV:
+        """``slot``'s first ``length`` columns, copied out (for the prefix store), in ``dtype`` (None: the
+        buffers')."""
+        return [
+            (keys.to(dtype, copy=True), values.to(dtype, copy=True))
+            for keys, values in self.view(slot, length)
+        ]
 
     def set_plan(self, rows: list[int] | None, columns: torch.Tensor, width: int) -> None:
         """The next forward pass: batch rows are slots ``rows`` (None: all slots), token t of row b

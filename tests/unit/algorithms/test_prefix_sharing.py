@@ -7,6 +7,7 @@ the loss mask where observations sit, different lengths (padding), and a row who
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -21,6 +22,7 @@ from toolmaster.algorithms.prefix_sharing import (
     MIN_SHARED_TOKENS,
     plan_prefixes,
     shared_prefix_logprobs,
+    suffix_chunks,
     worth_sharing,
 )
 from toolmaster.models import load_model
@@ -119,7 +121,8 @@ def test_same_logprobs_entropy_and_gradients_as_the_plain_pass(tiny, packed, tem
 
 
 def test_shared_pass_runs_each_prompt_once(tiny, packed):
-    """What the model sees: one pass over the distinct prompts, one over the rows' suffixes."""
+    """What the model sees: one pass over the distinct prompts, then the rows' suffixes in passes of rows of
+    similar length, each padded only to its own longest suffix (``suffix_chunks``)."""
     seen: list[tuple[int, ...]] = []
     handle = tiny.model.model.embed_tokens.register_forward_hook(
         lambda module, args, out: seen.append(tuple(args[0].shape))
@@ -132,12 +135,39 @@ def test_shared_pass_runs_each_prompt_once(tiny, packed):
             )
     finally:
         handle.remove()
-    longest_suffix = max(
-        length - plan.prefix_lengths[c] for length, c in zip(packed.lengths.tolist(), plan.prefix_of)
-    )
-    assert seen == [(3, max(plan.prefix_lengths)), (len(packed), longest_suffix)]
+    suffixes = [length - plan.prefix_lengths[c] for length, c in zip(packed.lengths.tolist(), plan.prefix_of)]
+    chunks = suffix_chunks(suffixes)
+    assert len(chunks) > 1  # these rows' suffixes (21 to 50 tokens) are worth more than one pass
+    assert seen == [(3, max(plan.prefix_lengths))] + [(len(c), max(suffixes[r] for r in c)) for c in chunks]
+    assert sorted(r for c in chunks for r in c) == list(range(len(packed)))
+    one_pass = len(packed) * max(suffixes)
+    assert sum(rows * width for rows, width in seen[1:]) < one_pass
     plain_tokens = len(packed) * packed.input_ids.shape[1]
-    assert 3 * max(plan.prefix_lengths) + len(packed) * longest_suffix < plain_tokens
+    assert sum(rows * width for rows, width in seen) < plain_tokens
+
+
+def test_suffix_chunks_cut_the_sorted_rows_at_least_cost():
+    lengths = [50, 12, 48, 30, 11, 29, 49]
+    # free passes: one per distinct length; passes dearer than any padding: a single pass
+    assert sorted(map(sorted, suffix_chunks(lengths, overhead=0))) == sorted(
+        sorted(r for r, n in enumerate(lengths) if n == v) for v in set(lengths)
+    )
+    assert suffix_chunks(lengths, overhead=10_000) == [[0, 6, 2, 3, 5, 1, 4]]
+    # against every way of cutting the sorted order
+    order = sorted(range(len(lengths)), key=lambda r: -lengths[r])
+    for overhead in (0, 5, 16, 40, 200):
+
+        def cost(chunks, overhead=overhead):
+            return sum(len(c) * max(lengths[r] for r in c) + overhead for c in chunks)
+
+        best = min(
+            cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))])
+            for k in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), k)
+        )
+        chunks = suffix_chunks(lengths, overhead=overhead)
+        assert cost(chunks) == best
+        assert [r for c in chunks for r in c] == order  # longest pass first, rows longest first
 
 
 def test_falls_back_when_nothing_is_shared_or_the_cache_is_off(tiny, packed):
@@ -216,4 +246,9 @@ def test_right_padded_passes_without_a_mask_match_the_masked_forward(tiny, packe
     mask = packed.loss_mask
     torch.testing.assert_close(ours[mask], reference[mask], atol=2e-5, rtol=1e-5)
     assert masks[0] is None  # the plain pass, or the shared prompts' pass
-    assert len(masks) == (2 if share else 1)
+    if share:  # then one pass per chunk of suffixes, each with the mask over [prompt cache | suffix]
+        plan = plan_prefixes(packed.input_ids, packed.loss_mask, packed.lengths)
+        suffixes = [n - plan.prefix_lengths[c] for n, c in zip(packed.lengths.tolist(), plan.prefix_of)]
+        assert len(masks) == 1 + len(suffix_chunks(suffixes)) and all(m is not None for m in masks[1:])
+    else:
+        assert len(masks) == 1

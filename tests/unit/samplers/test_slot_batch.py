@@ -12,7 +12,14 @@ pytestmark = pytest.mark.slow
 
 
 def _rollout(
-    model, tokenizer, slot_cache: bool, draft_tokens: int = 0, temperature: float = 0.0, seed: int = 0
+    model,
+    tokenizer,
+    slot_cache: bool,
+    draft_tokens: int = 0,
+    temperature: float = 0.0,
+    seed: int = 0,
+    cache_dtype: str = "auto",
+    packed_linears: bool = True,
 ):
     from toolmaster.protocol import get_chat_format
     from toolmaster.samplers.loop import RolloutConfig, rollout
@@ -25,7 +32,13 @@ def _rollout(
         max_turns=3, max_new_tokens=32, temperature=temperature, batch_size=3, n_samples=2, seed=seed
     )
     engine = HFEngine(
-        model, tokenizer, fmt.tags.closing_tags(), draft_tokens=draft_tokens, slot_cache=slot_cache
+        model,
+        tokenizer,
+        fmt.tags.closing_tags(),
+        draft_tokens=draft_tokens,
+        slot_cache=slot_cache,
+        cache_dtype=cache_dtype,
+        packed_linears=packed_linears,
     )
     return rollout(engine, tokenizer, fmt, world.suite, tasks, config), engine
 
@@ -112,3 +125,76 @@ def test_rows_parked_earlier_in_a_step_keep_their_slots_when_others_end_later():
     batch.join([TurnRequest("a", first + [10, 11], 8)])  # continues in slot 0 after its 3 columns
     batch.drop_free()
     assert batch.lengths == [5] and not batch.parked and engine.prefill_tokens == 3 + 2 + 2
+
+
+@pytest.fixture(scope="module")
+def smollm2_bf16():
+    from toolmaster.models import load_model
+
+    return load_model(source="smollm2", dtype="bfloat16", device="cpu")
+
+
+@pytest.mark.parametrize("draft_tokens", [0, 6])
+def test_float32_slots_of_a_bf16_model_change_nothing_but_the_copies(smollm2_bf16, monkeypatch, draft_tokens):
+    """A bf16 model's slots hold float32 keys and values (``cache_dtype=auto``): bf16 values are exact in
+    float32 and the decode attention computes in float32 anyway, so greedy rollouts (decode, prefill of the
+    next turns on the flash path, draft checks) give the same tokens and log-probs as bf16 slots."""
+    from toolmaster.models import attention
+
+    upcasts = []
+    decode = attention.decode_attention
+    monkeypatch.setattr(
+        attention,
+        "decode_attention",
+        lambda q, k, v, *a: upcasts.append(k.dtype != torch.float32) or decode(q, k, v, *a),
+    )
+    model, tokenizer = smollm2_bf16.model, smollm2_bf16.tokenizer
+    wide, wide_engine = _rollout(model, tokenizer, True, draft_tokens, cache_dtype="auto")
+    assert wide_engine.slot_kv_dtype() == torch.float32 and upcasts and not any(upcasts)
+    upcasts.clear()
+    narrow, narrow_engine = _rollout(model, tokenizer, True, draft_tokens, cache_dtype="model")
+    assert narrow_engine.slot_kv_dtype() is None and all(upcasts)  # bf16 slots: upcast at every call
+    assert [t.token_ids for t in wide] == [t.token_ids for t in narrow]
+    assert [t.logprobs for t in wide] == [t.logprobs for t in narrow]  # bit for bit
+    assert sum(t.turns for t in wide) > len(wide)  # next turns were prefilled over float32 slots
+    if draft_tokens:
+        assert wide_engine.verify_steps > 0
+
+
+def test_cache_dtype_resolution(smollm2, smollm2_bf16):
+    """``auto``: float32 slots only where they save the upcast (a half-precision model on toolmaster_sdpa);
+    bad values and float32 under another attention are one-line errors."""
+    from toolmaster.errors import ToolMasterError
+    from toolmaster.models import load_model
+
+    tokenizer = smollm2.tokenizer
+    assert HFEngine(smollm2_bf16.model, tokenizer).slot_kv_dtype() == torch.float32
+    assert HFEngine(smollm2.model, tokenizer).slot_kv_dtype() is None  # fp32 model: its own dtype
+    assert HFEngine(smollm2_bf16.model, tokenizer, cache_dtype="model").slot_kv_dtype() is None
+    assert (
+        HFEngine(smollm2.model, tokenizer, cache_dtype="float32").for_model(smollm2.model).cache_dtype
+        == "float32"
+    )
+    with pytest.raises(ToolMasterError, match="cache_dtype: 'fp8' is not one of auto, model, float32"):
+        HFEngine(smollm2.model, tokenizer, cache_dtype="fp8")
+    eager = load_model(source="tiny", dtype="bfloat16", device="cpu", seed=0)
+    eager.model.set_attn_implementation("eager")
+    assert HFEngine(eager.model, eager.tokenizer).slot_kv_dtype() is None
+    with pytest.raises(ToolMasterError, match="needs the toolmaster_sdpa attention, the model runs eager"):
+        HFEngine(eager.model, eager.tokenizer, cache_dtype="float32").slot_kv_dtype()
+
+
+def test_packed_linears_sample_the_same_rollouts(smollm2_bf16, monkeypatch):
+    """Sampled bf16 rollouts over packed linear weights (the engine's default) equal the plain ones token
+    for token and log-prob for log-prob: the packed products are bit-identical."""
+    from toolmaster.samplers.packed_linear import PackedLinears
+
+    packs_made = []
+    pack = PackedLinears._pack
+    monkeypatch.setattr(PackedLinears, "_pack", lambda self, m: packs_made.append(1) or pack(self, m))
+    model, tokenizer = smollm2_bf16.model, smollm2_bf16.tokenizer
+    packed, packed_engine = _rollout(model, tokenizer, True, temperature=1.0, seed=5, packed_linears=True)
+    plain, plain_engine = _rollout(model, tokenizer, True, temperature=1.0, seed=5, packed_linears=False)
+    assert packed_engine._packs is not None and packs_made and plain_engine._packs is None
+    assert [t.token_ids for t in packed] == [t.token_ids for t in plain]
+    assert [t.logprobs for t in packed] == [t.logprobs for t in plain]

@@ -90,3 +90,18 @@ def test_mask_shows_each_query_its_slot_up_to_its_own_column():
     additive = as_model_mask(mask, Eager(), torch.float32)
     assert additive.dtype == torch.float32 and additive[0, 0, 0, 4] == torch.finfo(torch.float32).min
     assert additive[0, 0, 0, 0] == 0
+
+
+def test_slots_may_hold_another_dtype_than_the_keys_come_in():
+    """float32 slots of bf16 keys: writes are exact, reads come in float32, copies in the asked dtype."""
+    kv = SlotKV(2, 8, 4, dtype=torch.float32)
+    keys = torch.randn(2, 3, 1, 4).to(torch.bfloat16)
+    kv.set_plan(None, torch.tensor([[0], [0]]), 1)
+    layer = kv.cache.layer_class_to_replicate()
+    kv.cache.layers.append(layer)
+    read_keys, read_values = layer.update(keys, -keys)
+    assert layer.key_buffer.dtype == torch.float32 and read_keys.dtype == torch.float32
+    assert torch.equal(read_keys, keys.float()) and torch.equal(read_values, -keys.float())
+    ((copied_keys, _),) = kv.copy(1, 1, torch.bfloat16)
+    assert copied_keys.dtype == torch.bfloat16 and torch.equal(copied_keys, keys[1:2])
+    assert kv.copy(1, 1)[0][0].dtype == torch.float32
