@@ -132,6 +132,7 @@ def shared_prefix_logprobs(
     starts = [plan.prefix_lengths[c] for c in plan.prefix_of]
     suffix_lengths = [length - start for length, start in zip(lengths, starts)]
     parts = fused_head_parts(model) if fused_head else None
+    fused = parts is not None and bool(loss_mask.any())  # project only the loss tokens' hidden states
     prefix_state = (prefix_cache, prefix_att, plan.prefix_of)
     hidden_at: list[Tensor] = []
     where_at: list[tuple[Tensor, Tensor]] = []  # (row, original column) of each scored hidden state
@@ -142,8 +143,9 @@ def shared_prefix_logprobs(
         inputs, suffix_cols, needed = _suffix_inputs(
             input_ids, loss_mask, rows_t, [starts[r] for r in chunk], suffix_lengths, prefix_state
         )
-        if parts is not None and bool(loss_mask.any()):  # the decoder's states at the loss tokens
-            decoder, _weight = parts
+        if fused:  # the decoder's states at the loss tokens
+            assert parts is not None
+            decoder = parts[0]
             if not bool(needed.any()):
                 continue
             hidden = decoder(**inputs).last_hidden_state
@@ -170,8 +172,9 @@ def shared_prefix_logprobs(
             with torch.no_grad():
                 part = entropy_from_logits(scaled.detach(), kept) * kept.sum()
                 entropy = part if entropy is None else entropy + part
-    if parts is not None and bool(loss_mask.any()):
-        _decoder, weight = parts
+    if fused:
+        assert parts is not None
+        weight = parts[1]
         rows_at = torch.cat([w[0] for w in where_at])
         original_at = torch.cat([w[1] for w in where_at])
         logprobs, entropies = head_logprobs(
