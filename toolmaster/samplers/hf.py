@@ -17,9 +17,9 @@ sampling distribution exact (``prompt_lookup``; continuous batching only), and (
 prefilled into its own slot after the columns it has cached, so turn boundaries copy no cache; the
 left-padded layout below stays for ``slot_cache=False`` and for attentions that take no custom 4D mask. On a CPU
 with a bf16 model, (9) the slots hold float32 keys and values (``cache_dtype``: the bf16 decode attention
-computes in float32, so a bf16 cache was upcast whole at every layer and step) and (10) the linear layers
-multiply with oneDNN's pre-packed weights while the engine samples (``packed_linears``, ``packed_linear``);
-both are bit-identical to the plain computation.
+computes in float32, so a bf16 cache was upcast whole at every layer and step; bit-identical), and with a
+bf16 or fp32 model (10) the linear layers multiply with oneDNN's pre-packed weights while the engine
+samples (``packed_linears``, ``packed_linear``: bit-identical in bf16, equal to float rounding in fp32).
 
 Batch layout with cache reuse, per row i with ``c_i`` cached and ``n_i`` new tokens (C = max c, N = max n):
 ``[pad (C - c_i)] [cached c_i] [pad (N - n_i)] [new n_i]``. The cached part is the past_key_values tensor;

@@ -198,3 +198,23 @@ def test_packed_linears_sample_the_same_rollouts(smollm2_bf16, monkeypatch):
     assert packed_engine._packs is not None and packs_made and plain_engine._packs is None
     assert [t.token_ids for t in packed] == [t.token_ids for t in plain]
     assert [t.logprobs for t in packed] == [t.logprobs for t in plain]
+
+
+@pytest.mark.parametrize("draft_tokens", [0, 6])
+def test_packed_fp32_linears_give_the_greedy_rollouts_of_plain_ones(smollm2, monkeypatch, draft_tokens):
+    """fp32 SmolLM2 (what ``model.dtype=auto`` loads on a CPU without bf16): greedy rollouts over packed
+    linear weights take the same tokens as over ``F.linear`` and record log-probs equal to float
+    rounding (the packed product sums in another order)."""
+    from toolmaster.samplers.packed_linear import PackedLinears
+
+    packs_made = []
+    pack = PackedLinears._pack
+    monkeypatch.setattr(PackedLinears, "_pack", lambda self, m: packs_made.append(1) or pack(self, m))
+    model, tokenizer = smollm2.model, smollm2.tokenizer
+    packed, packed_engine = _rollout(model, tokenizer, True, draft_tokens, packed_linears=True)
+    plain, plain_engine = _rollout(model, tokenizer, True, draft_tokens, packed_linears=False)
+    assert packed_engine._packs is not None and packs_made and plain_engine._packs is None
+    assert [t.token_ids for t in packed] == [t.token_ids for t in plain]
+    assert [t.loss_mask for t in packed] == [t.loss_mask for t in plain]
+    for x, y in zip(packed, plain):
+        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-4)
