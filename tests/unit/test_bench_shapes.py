@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -46,5 +48,20 @@ def test_rollout_bench_runs_a_random_shape(capsys):
     rollout_bench(["--random-shape", "smollm2-135m", "--batch", "2", "--episodes", "2", "--repeats", "1",
                    "--max-turns", "1", "--max-new-tokens", "4", "--dtype", "float32"])  # fmt: skip
     out = capsys.readouterr().out
-    assert "model=random-smollm2-135m dtype=torch.float32 episodes=2 batch=2" in out
+    assert "model=random-smollm2-135m dtype=torch.float32 format=chatml episodes=2 batch=2" in out
     assert "ratio (sampler / generate):" in out
+
+
+@pytest.mark.slow
+def test_rollout_bench_plays_rules_first_prompts_and_reports_each_repeat(capsys):
+    """``--chat-format chatml_rules_first``: later episodes of other tasks reuse the rules' cache (the
+    counter the bench prints), and with two repeats each repeat's ratio is printed."""
+    rollout_bench(["--random-shape", "smollm2-135m", "--batch", "2", "--episodes", "3", "--repeats", "2",
+                   "--max-turns", "1", "--max-new-tokens", "4", "--dtype", "float32",
+                   "--chat-format", "chatml_rules_first"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "format=chatml_rules_first episodes=3 batch=2" in out
+    reused = re.search(r"prefill: \d+ tokens run, (\d+) reused", out)
+    assert reused is not None and int(reused.group(1)) >= 64
+    per_repeat = re.search(r"ratio per repeat: ([\d.]+), ([\d.]+)\n", out)
+    assert per_repeat is not None and all(float(r) > 0 for r in per_repeat.groups())

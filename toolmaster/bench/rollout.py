@@ -15,6 +15,10 @@ on oneDNN's pre-packed weights, ``toolmaster.samplers.packed_linear``); ``--pack
 its batching. ``--stock-generate`` adds ``model.generate`` with transformers' own ``sdpa`` attention (what a plain
 transformers user runs) beside the default, which uses this project's ``toolmaster_sdpa`` like the sampler.
 
+``--chat-format chatml_rules_first`` plays the episodes with the protocol's rules before the tool list
+(``toolmaster.protocol.chat_format``): prompts of different tasks then share their opening tokens, which the
+sampler's prefix sharing computes once; ``model.generate`` gets the same prompts.
+
 ``--draft-tokens 0,6`` runs one sampler side per value: the HF engine's prompt-lookup speculative decoding
 (``sampler.engine.draft_tokens``, ``toolmaster.samplers.prompt_lookup``) with that many drafted tokens at
 most (0: off), at most ``--draft-budget`` tokens per check; each side's tokens/s and ratio to
@@ -59,6 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--source", default="smollm2", choices=["smollm2", "tiny", "hf"])
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--chat-format",
+        default=None,
+        help="the episodes' chat format (default: the model's), e.g. chatml_rules_first",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=None, help="default: 3 x --batch")
     parser.add_argument("--turn-batching", action="store_true", help="batch per turn, not per token")
@@ -130,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         source = "hf" if args.model_path else args.source
         lm = load_model(source=source, path=args.model_path, dtype=args.dtype, seed=args.seed)
-    fmt = get_chat_format(lm.chat_format)
+    fmt = get_chat_format(args.chat_format or lm.chat_format)
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks(args.split, args.episodes or 3 * args.batch)
     engine = make_engine(None, lm.model, lm.tokenizer, fmt)  # the HF engine with its defaults
@@ -181,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             fmt.tags,
             not fmt.native_tools,
             rendering=fmt.tool_rendering,
+            rules_first=fmt.rules_first,
         )
         prompts.append(
             tokenize_conversation(lm.tokenizer, fmt, messages, schemas, add_generation_prompt=True)[0]
@@ -296,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             vllm_runs.append(run_vllm())
     generate_tps = per_row * len(tasks) / min(generate_times)
     print(
-        f"model={lm.name} dtype={next(lm.model.parameters()).dtype} episodes={len(tasks)} batch={args.batch} "
+        f"model={lm.name} dtype={next(lm.model.parameters()).dtype} format={fmt.name} episodes={len(tasks)} batch={args.batch} "
         f"batching={'turn' if args.turn_batching else 'token'} threads={torch.get_num_threads()}"
     )
     print(
@@ -329,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
                 f" {accepted / max(1, tokens):.0%} of the generated tokens"
             )
         print(f"  ratio (sampler / generate): {tps / generate_tps:.2f}")
+        if len(runs) > 1:  # each repeat's ratio against the generate run of the same repeat
+            paired = [(run[1] / run[0]) / (per_row * len(tasks) / g) for run, g in zip(runs, generate_times)]
+            print(f"  ratio per repeat: {', '.join(f'{r:.2f}' for r in paired)}")
     if packed_times:
         packed_tps = per_row * len(tasks) / min(packed_times)
         print(

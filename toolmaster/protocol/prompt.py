@@ -4,6 +4,9 @@ Kept short on purpose: small models (SmolLM2-135M) pay for every prompt token on
 With ``trial_budget == 0`` the prompt describes direct execution only (the paper's baseline setting).
 Tasks with several user turns add one sentence saying that an answer ends the turn and the session goes on;
 a later user turn that brings new tools lists them above the user's text (``user_turn_message``).
+The tool list comes right after the introduction, or last with ``rules_first`` (``ChatFormat.rules_first``:
+the rules are the same for every task, so prompts of different tasks then share their opening tokens, which
+the samplers' prefix caches reuse).
 """
 
 from __future__ import annotations
@@ -23,16 +26,19 @@ def system_prompt(
     include_tools: bool = True,
     multi_turn: bool = False,
     rendering: str = "json",
+    rules_first: bool = False,
 ) -> str:
     """The protocol's instructions; ``include_tools=False`` when the chat format renders tools natively.
 
     ``rendering``: how the tools are listed (``toolmaster.protocol.tool_rendering``: ``json`` or ``compact``);
-    ``compact`` also words the rules tersely (``compact_instructions``).
+    ``compact`` also words the rules tersely (``compact_instructions``). ``rules_first``: the tool list comes
+    last, after the rules (``ChatFormat.rules_first``), so every task's prompt opens with the same tokens.
     """
     tags = tags or ProtocolTags()
     parts = [INTRO]
-    if include_tools:
-        parts.append("Tools:\n" + render_tools(tool_schemas, rendering))
+    tools = "Tools:\n" + render_tools(tool_schemas, rendering) if include_tools else None
+    if tools and not rules_first:
+        parts.append(tools)
     call_json = '{"name": "...", "arguments": {...}}'
     if rendering == "compact":
         parts.append(compact_instructions(trial_budget, tags))
@@ -60,6 +66,8 @@ def system_prompt(
             "The user may send further requests after your answer: each answer ends one request, and the "
             "session (the state your calls changed) carries over to the next."
         )
+    if tools and rules_first:
+        parts.append(tools)
     return "\n\n".join(parts)
 
 
@@ -91,12 +99,15 @@ def build_messages(
     include_tools: bool = True,
     multi_turn: bool = False,
     rendering: str = "json",
+    rules_first: bool = False,
 ) -> list[dict[str, str]]:
     """The episode's opening messages: system prompt and the user's query."""
     return [
         {
             "role": "system",
-            "content": system_prompt(tool_schemas, trial_budget, tags, include_tools, multi_turn, rendering),
+            "content": system_prompt(
+                tool_schemas, trial_budget, tags, include_tools, multi_turn, rendering, rules_first
+            ),
         },
         {"role": "user", "content": query},
     ]

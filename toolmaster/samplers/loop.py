@@ -145,6 +145,7 @@ class RolloutRunner:
             not self.fmt.native_tools,
             multi_turn=bool(task.follow_ups),
             rendering=self.fmt.tool_rendering,
+            rules_first=self.fmt.rules_first,
         )
         ids, _ = tokenize_conversation(self.encoder, self.fmt, messages, schemas, add_generation_prompt=True)
         ep = _Episode(

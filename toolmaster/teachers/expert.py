@@ -69,7 +69,13 @@ def episode_messages(
     """Render a scripted episode as the protocol's conversation."""
     tags = fmt.tags
     messages = build_messages(
-        episode.task.query, schemas, trial_budget, tags, not fmt.native_tools, rendering=fmt.tool_rendering
+        episode.task.query,
+        schemas,
+        trial_budget,
+        tags,
+        not fmt.native_tools,
+        rendering=fmt.tool_rendering,
+        rules_first=fmt.rules_first,
     )
     trials = 0
     for step, record in zip(episode.steps, episode.records):

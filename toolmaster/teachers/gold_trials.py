@@ -147,6 +147,7 @@ class _Episode:
             not fmt.native_tools,
             multi_turn=bool(task.follow_ups),
             rendering=fmt.tool_rendering,
+            rules_first=fmt.rules_first,
         )
         self.tested: set[str] = set()
         self.answer: str | None = None

@@ -112,3 +112,31 @@ def test_an_optimizer_step_invalidates_cached_prefixes_between_direct_generate_c
     assert engine.prefill_tokens - before == first_call  # nothing computed with the old weights was reused
     fresh = HFEngine(model, smollm2_tokenizer, share_prefixes=False).generate(prompts, params, [6, 6])
     assert [g.token_ids for g in after] == [g.token_ids for g in fresh]
+
+
+@pytest.mark.slow
+def test_rules_first_prompts_share_across_tasks_and_sample_what_unshared_prompts_sample(smollm2):
+    """``chatml_rules_first``: episodes of different tasks (one sample each) reuse the rules' keys and
+    values from each other's caches; greedy rollouts equal those of an engine that shares nothing. Under
+    ``chatml`` the same tasks share nothing (their common opening is below ``min_shared_tokens``)."""
+    from toolmaster.protocol import get_chat_format
+    from toolmaster.samplers.loop import RolloutConfig, rollout
+    from toolmaster.worlds.toolworld import build_toolworld
+
+    model, tok = smollm2.model, smollm2.tokenizer
+    world = build_toolworld(seed=1, n_train=4, n_test=6)
+    tasks = world.tasks("test_seen")[:4]
+    config = RolloutConfig(max_turns=2, max_new_tokens=12, temperature=0.0, batch_size=2, n_samples=1)
+    runs = {}
+    for name in ("chatml", "chatml_rules_first"):
+        fmt = get_chat_format(name)
+        for share in (True, False):
+            engine = HFEngine(model, tok, fmt.tags.closing_tags(), share_prefixes=share)
+            runs[name, share] = (rollout(engine, tok, fmt, world.suite, tasks, config), engine)
+    assert runs["chatml", True][1].shared_tokens == 0
+    shared, plain = runs["chatml_rules_first", True], runs["chatml_rules_first", False]
+    assert shared[1].shared_tokens >= 3 * 64  # the three later episodes each reused the rules
+    assert shared[1].prefill_tokens + shared[1].shared_tokens == plain[1].prefill_tokens
+    assert [t.token_ids for t in shared[0]] == [t.token_ids for t in plain[0]]
+    for a, b in zip(shared[0], plain[0]):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-3)
