@@ -6,7 +6,8 @@ episodes. A next turn goes back into its episode's own slot: only the tokens app
 observation, generation prompt) are prefilled, written after the slot's cached columns, with no copy of
 any cache. A new episode takes a free slot (or a new one), starting from the longest cached prefix of its
 prompt (the prefix store, or a live slot's columns, copied into the slot). Slots nobody takes are dropped
-before the next sampling step (one copy of the kept slots): between episodes' ends, not per turn.
+before the next sampling step (the kept ones move forward in place, ``SlotKV.keep_slots``): between
+episodes' ends, not per turn.
 
 Steps: join (prefill the new requests into their slots, one forward pass over those slots only) -> sample
 every slot's next token -> rows whose turn ended are parked and ``on_finish`` runs -> one decode step over
@@ -194,7 +195,7 @@ class SlotBatch:
         return fed, self.kv.copy(slot, self.lengths[slot], self.dtype)  # the store keeps the model's dtype
 
     def drop_free(self) -> None:
-        """Drop free slots (one copy of the kept ones) so that no step computes a row nobody needs."""
+        """Drop free slots (kept ones moved forward in place) so that no step computes a row nobody needs."""
         keep = [slot for slot, row in enumerate(self.rows) if row is not None]
         if len(keep) == len(self.rows):
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from toolmaster.samplers.slot_cache import SlotKV, as_model_mask, visible
@@ -61,6 +62,30 @@ def test_growing_capacity_and_slots_and_dropping_slots_keep_the_contents():
     assert torch.equal(buffer[:2, :, :3], states)
     kv.keep_slots([1, 2])
     assert kv.slots == 2 and torch.equal(kv.layers[0].key_buffer[0, :, :3], states[1])
+
+
+def test_dropping_slots_moves_the_kept_ones_in_place_and_a_new_slot_reuses_the_room():
+    """``keep_slots`` copies only the slots behind the first dropped one, allocates nothing, and a pass
+    after it reads only the kept slots; ``add_slots`` takes the room back before growing the buffers."""
+    kv = SlotKV(slots=4, capacity=6, spare=0)
+    states, _, _ = _write(kv, None, [[0, 1]] * 4, width=2)
+    buffer = kv.layers[0].key_buffer
+    pointer = buffer.data_ptr()
+    kv.keep_slots([0, 2, 3])
+    assert kv.slots == 3 and kv.layers[0].key_buffer.data_ptr() == pointer  # in place
+    for new, old in enumerate([0, 2, 3]):
+        assert torch.equal(buffer[new, :, :2], states[old])
+    _, keys, _ = _write(kv, None, [[2]] * 3, width=3, seed=1)
+    assert keys.shape[0] == 3  # the dropped room is not read
+    assert torch.equal(keys[:, :, :2], states[[0, 2, 3]])
+    kv.add_slots(1)  # back into the room: no new buffer
+    assert kv.slots == 4 and kv.layers[0].key_buffer.data_ptr() == pointer
+    kv.add_slots(1)  # beyond it: grown, the contents kept
+    grown = kv.layers[0].key_buffer
+    assert grown.shape[0] == 5 and grown.data_ptr() != pointer
+    assert torch.equal(grown[:3, :, :2], states[[0, 2, 3]]) and not grown[4].any()
+    with pytest.raises(AssertionError, match="kept slots keep their order"):
+        kv.keep_slots([2, 0])
 
 
 def test_load_view_copy_round_trip():
