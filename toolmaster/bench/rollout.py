@@ -282,10 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     generate_batch(*batches[0], 8)
     side_runs: list[list[tuple[float, int, int, dict[str, int]]]] = [[] for _ in engines]
     generate_times, vllm_runs, stock_times, mixed_runs, packed_times = [], [], [], [], []
+    per_rows: list[int] = []  # generate's tokens per row in each repeat
     for _ in range(args.repeats):
         for runs, side in zip(side_runs, engines):
             runs.append(run_sampler(side))
         per_row = max(1, math.ceil(side_runs[0][-1][1] / len(tasks)))
+        per_rows.append(per_row)
         generate_times.append(run_generate(per_row))
         if args.packed_generate:
             from toolmaster.samplers.packed_linear import PackedLinears
@@ -340,7 +342,10 @@ def main(argv: list[str] | None = None) -> None:
             )
         print(f"  ratio (sampler / generate): {tps / generate_tps:.2f}")
         if len(runs) > 1:  # each repeat's ratio against the generate run of the same repeat
-            paired = [(run[1] / run[0]) / (per_row * len(tasks) / g) for run, g in zip(runs, generate_times)]
+            paired = [
+                (run[1] / run[0]) / (rows * len(tasks) / g)
+                for run, g, rows in zip(runs, generate_times, per_rows)
+            ]
             print(f"  ratio per repeat: {', '.join(f'{r:.2f}' for r in paired)}")
     if packed_times:
         packed_tps = per_row * len(tasks) / min(packed_times)

@@ -11,11 +11,11 @@ never changes the ids of earlier ones. Five formats ship:
   each (``toolmaster.protocol.tool_rendering``): about a third of the system prompt's tool tokens.
 - ``chatml_rules_first``, ``chatml_compact_rules_first``: those two with the system prompt's rules before
   the tool list instead of after it, as ``qwen2.5`` lays them out. The rules are the same for every task and
-  the tools are not, so prompts of different tasks then open with the same 166 tokens (SmolLM2's tokenizer;
+  the tools are not, so prompts of different tasks (one trial budget) open with the same 166 tokens (SmolLM2's tokenizer;
   125 compact; 33 and 29 with the tools first), which the HF engine's prefix sharing computes once: 3,819 of 8,257 prompt tokens of
   ``bench.rollout``'s 24 tasks reused, sampler 1.22x ``generate`` at batch 8 (bf16) against 1.01 under
   ``chatml`` (docs/performance.md, "Prompt layout").
-  A model reads its prompts one way: train and evaluate it with the same format.
+  A model reads its prompts one way: synthesize its SFT data, train and evaluate it with the same format.
 - ``qwen2.5``: Qwen2.5's native tool format: tool schemas inside ``<tools></tools>`` in the system turn,
   execution calls as ``<tool_call>`` and observations as ``<tool_response>`` inside a user turn. Departure from
   Qwen's template: consecutive tool messages are not merged into one user turn (the protocol never produces

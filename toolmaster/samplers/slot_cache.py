@@ -94,16 +94,17 @@ class SlotLayer(DynamicLayer):
         return keys, values
 
     def resize(self, capacity: int) -> None:
-        """Buffers of ``capacity`` columns and room for the owner's slots (one copy of what they held;
-        new room is zeroed). A no-op when both already fit."""
+        """Buffers of ``capacity`` columns for exactly the owner's slots (one copy of the live slots; room
+        dropped slots left behind is not carried over, new room is zeroed). A no-op when the slots fit in
+        buffers of that capacity already."""
         if self.key_buffer is None or self.value_buffer is None:
             return
         if self.key_buffer.shape[0] >= self.owner.slots and self.key_buffer.shape[2] == capacity:
             return
+        slots = self.owner.slots
         for name in ("key_buffer", "value_buffer"):
-            old = getattr(self, name)
-            room = max(self.owner.slots, old.shape[0])
-            new = old.new_zeros((room, old.shape[1], capacity, old.shape[3]))
+            old = getattr(self, name)[:slots]
+            new = old.new_zeros((slots, old.shape[1], capacity, old.shape[3]))
             keep = min(capacity, old.shape[2])
             new[: len(old), :, :keep] = old[:, :, :keep]
             setattr(self, name, new)
@@ -159,7 +160,8 @@ class SlotKV:
     def keep_slots(self, keep: list[int]) -> None:
         """Drop every slot not in ``keep`` (ascending; the kept ones move to the front in that order),
         in place (``SlotLayer.compact``)."""
-        assert keep == sorted(keep), "kept slots keep their order"
+        if keep != sorted(keep):
+            raise ValueError(f"keep_slots takes the kept slots in ascending order, got {keep}")
         self.slots = len(keep)
         for layer in self.layers:
             layer.compact(keep)
