@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from toolmaster.models import load_model
     from toolmaster.protocol import get_chat_format
-    from toolmaster.protocol.prompt import build_messages
+    from toolmaster.protocol.prompt import opening_messages
     from toolmaster.protocol.tokenize import tokenize_conversation
     from toolmaster.samplers.engines import make_engine
     from toolmaster.samplers.loop import RolloutConfig, rollout
@@ -183,15 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = []
     for task in tasks:
         schemas = [world.suite.tools[name].schema for name in task.tool_names]
-        messages = build_messages(
-            task.query,
-            schemas,
-            config.trial_budget,
-            fmt.tags,
-            not fmt.native_tools,
-            rendering=fmt.tool_rendering,
-            rules_first=fmt.rules_first,
-        )
+        messages = opening_messages(fmt, task.query, schemas, config.trial_budget)
         prompts.append(
             tokenize_conversation(lm.tokenizer, fmt, messages, schemas, add_generation_prompt=True)[0]
         )

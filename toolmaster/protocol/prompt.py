@@ -11,10 +11,13 @@ the samplers' prefix caches reuse).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolmaster.protocol.actions import ProtocolTags
 from toolmaster.protocol.tool_rendering import render_tools
+
+if TYPE_CHECKING:
+    from toolmaster.protocol.chat_format import ChatFormat
 
 INTRO = "You solve tasks with tools you have never seen. Their descriptions may be terse, incomplete or misleading."
 
@@ -111,6 +114,27 @@ def build_messages(
         },
         {"role": "user", "content": query},
     ]
+
+
+def opening_messages(
+    fmt: ChatFormat,
+    query: str,
+    tool_schemas: list[dict[str, Any]],
+    trial_budget: int,
+    multi_turn: bool = False,
+) -> list[dict[str, str]]:
+    """``build_messages`` as chat format ``fmt`` lays the prompt out (its tags, whether it lists the tools
+    itself, their rendering, rules first or not): what every rollout, teacher and benchmark opens with."""
+    return build_messages(
+        query,
+        tool_schemas,
+        trial_budget,
+        fmt.tags,
+        not fmt.native_tools,
+        multi_turn=multi_turn,
+        rendering=fmt.tool_rendering,
+        rules_first=fmt.rules_first,
+    )
 
 
 def user_turn_message(

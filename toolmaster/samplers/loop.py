@@ -43,7 +43,7 @@ from toolmaster.envs.tool import ToolSuite
 from toolmaster.protocol.actions import parse_action
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.phases import ActionKind
-from toolmaster.protocol.prompt import build_messages, observation_text, user_turn_message
+from toolmaster.protocol.prompt import observation_text, opening_messages, user_turn_message
 from toolmaster.protocol.tokenize import SegmentTokenizer, tokenize_conversation, tokenize_segments
 from toolmaster.samplers.base import Generation, GenerationEngine, SamplingParams, TurnRequest
 from toolmaster.trajectory import Trajectory
@@ -137,15 +137,8 @@ class RolloutRunner:
         env.reset(task)
         self.open_envs.append(env)
         schemas = [tool.schema for tool in env.tools.values()]
-        messages = build_messages(
-            task.query,
-            schemas,
-            cfg.trial_budget,
-            self.fmt.tags,
-            not self.fmt.native_tools,
-            multi_turn=bool(task.follow_ups),
-            rendering=self.fmt.tool_rendering,
-            rules_first=self.fmt.rules_first,
+        messages = opening_messages(
+            self.fmt, task.query, schemas, cfg.trial_budget, multi_turn=bool(task.follow_ups)
         )
         ids, _ = tokenize_conversation(self.encoder, self.fmt, messages, schemas, add_generation_prompt=True)
         ep = _Episode(

@@ -31,7 +31,7 @@ from toolmaster.envs.task import Task
 from toolmaster.errors import ConfigError
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.phases import ActionKind
-from toolmaster.protocol.prompt import build_messages, observation_text
+from toolmaster.protocol.prompt import observation_text, opening_messages
 from toolmaster.teachers.base import PlayRequest, Progress
 from toolmaster.teachers.slips import with_slips
 from toolmaster.teachers.trial_mix import TRIALS_MODES, trial_only_when_needed
@@ -68,15 +68,7 @@ def episode_messages(
 ) -> list[dict[str, str]]:
     """Render a scripted episode as the protocol's conversation."""
     tags = fmt.tags
-    messages = build_messages(
-        episode.task.query,
-        schemas,
-        trial_budget,
-        tags,
-        not fmt.native_tools,
-        rendering=fmt.tool_rendering,
-        rules_first=fmt.rules_first,
-    )
+    messages = opening_messages(fmt, episode.task.query, schemas, trial_budget)
     trials = 0
     for step, record in zip(episode.steps, episode.records):
         think = tags.wrap_think(step.thought) if step.thought else ""

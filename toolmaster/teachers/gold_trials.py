@@ -32,7 +32,7 @@ from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool
 from toolmaster.protocol.chat_format import ChatFormat
 from toolmaster.protocol.phases import ActionKind
-from toolmaster.protocol.prompt import build_messages, observation_text, user_turn_message
+from toolmaster.protocol.prompt import observation_text, opening_messages, user_turn_message
 from toolmaster.teachers.base import PlayRequest, Progress
 from toolmaster.trajectory import Trajectory
 
@@ -139,15 +139,8 @@ class _Episode:
         self.teacher, self.task, self.env, self.fmt, self.rng, self.k = teacher, task, env, fmt, rng, k
         env.reset(task)
         self.schemas = [tool.schema for tool in env.tools.values()]
-        self.messages = build_messages(
-            task.query,
-            self.schemas,
-            env.trial_budget,
-            fmt.tags,
-            not fmt.native_tools,
-            multi_turn=bool(task.follow_ups),
-            rendering=fmt.tool_rendering,
-            rules_first=fmt.rules_first,
+        self.messages = opening_messages(
+            fmt, task.query, self.schemas, env.trial_budget, multi_turn=bool(task.follow_ups)
         )
         self.tested: set[str] = set()
         self.answer: str | None = None

@@ -7,26 +7,20 @@ from __future__ import annotations
 import pytest
 
 from toolmaster.protocol import get_chat_format
-from toolmaster.protocol.prompt import INTRO, build_messages
+from toolmaster.protocol.prompt import INTRO, opening_messages
 from toolmaster.protocol.tokenize import tokenize_conversation
 from toolmaster.samplers.prefix_store import common_prefix_length
 from toolmaster.worlds.toolworld import build_toolworld
 
 
-def _system(fmt_name: str, task, world, multi_turn: bool = False) -> str:
-    fmt = get_chat_format(fmt_name)
+def _opening(fmt_name: str, task, world, multi_turn: bool = False):
+    """The task's opening messages under ``fmt_name`` and its tools' schemas."""
     schemas = [world.suite.tools[name].schema for name in task.tool_names]
-    messages = build_messages(
-        task.query,
-        schemas,
-        2,
-        fmt.tags,
-        not fmt.native_tools,
-        multi_turn=multi_turn,
-        rendering=fmt.tool_rendering,
-        rules_first=fmt.rules_first,
-    )
-    return messages[0]["content"]
+    return opening_messages(get_chat_format(fmt_name), task.query, schemas, 2, multi_turn), schemas
+
+
+def _system(fmt_name: str, task, world, multi_turn: bool = False) -> str:
+    return _opening(fmt_name, task, world, multi_turn)[0][0]["content"]
 
 
 @pytest.mark.parametrize("base", ["chatml", "chatml_compact"])
@@ -57,16 +51,7 @@ def test_rules_first_prompts_of_different_tasks_share_a_prefix_worth_reusing(smo
         fmt = get_chat_format(name)
         prompts = []
         for task in tasks:
-            schemas = [world.suite.tools[tool].schema for tool in task.tool_names]
-            messages = build_messages(
-                task.query,
-                schemas,
-                2,
-                fmt.tags,
-                not fmt.native_tools,
-                rendering=fmt.tool_rendering,
-                rules_first=fmt.rules_first,
-            )
+            messages, schemas = _opening(name, task, world)
             ids, _ = tokenize_conversation(
                 smollm2_tokenizer, fmt, messages, schemas, add_generation_prompt=True
             )
