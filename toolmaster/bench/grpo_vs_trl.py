@@ -37,7 +37,8 @@ way frameworks with a separate inference engine sample), each printed beside the
 train on a batch rolled out during the previous update), printed with its ratio to the first run;
 ``--plain-head`` adds a run with ``stage.fused_head=false`` (every loss column's logits and a float32
 log-softmax over them, as before ``toolmaster.algorithms.fused_head``), printed with its ratio to the first run;
-``--skip-trl`` leaves TRL out.
+``--skip-trl`` leaves TRL out; ``--cpu-isa avx2`` re-runs the bench with the math libraries capped to AVX2
+(``toolmaster.cpu_isa``: a host without avx512_bf16, emulated).
 
 Timed: the training step only (rollout, reward, advantages, update), from a callback around the step on
 each side (Lightning's ``on_train_batch_start/end``, transformers' ``on_step_begin/end``); model loading and
@@ -49,6 +50,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -56,6 +58,7 @@ from typing import Any
 
 import torch
 
+from toolmaster import cpu_isa
 from toolmaster.envs.task import Task
 from toolmaster.envs.tool import Tool
 from toolmaster.errors import ToolMasterError
@@ -342,7 +345,17 @@ def main(argv: list[str] | None = None) -> int:
         help="one more run of our side with stage.fused_head=false (the first --rollout-dtypes entry)",
     )
     parser.add_argument("--skip-trl", action="store_true", help="our side only (no ratio to TRL)")
+    parser.add_argument(
+        "--cpu-isa",
+        default="native",
+        choices=["native", *cpu_isa.LEVELS],
+        help="run under this instruction-set cap (toolmaster.cpu_isa): emulates an older host's kernels",
+    )
     args = parser.parse_args(argv)
+    if args.cpu_isa != "native" and not cpu_isa.is_applied(args.cpu_isa):
+        return cpu_isa.rerun_capped(
+            args.cpu_isa, "toolmaster.bench.grpo_vs_trl", sys.argv[1:] if argv is None else argv
+        )
     rollout_dtypes = [None if v in ("null", "none") else v for v in args.rollout_dtypes.split(",")]
     if unknown := [v for v in rollout_dtypes if v not in (None, "auto", "bfloat16", "float16")]:
         parser.error(f"--rollout-dtypes: {unknown[0]!r} is not one of auto, bfloat16, float16, null")
@@ -386,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         f" '{args.family}' tasks x G={args.group_size} = {runs[0][1]['episodes']} episodes, <= {args.max_turns} turns x "
         f"{args.max_new_tokens} new tokens, trial budget {args.trial_budget} (ours)"
     )
+    print(cpu_isa.describe())
     print("| side | step s | generated tokens | tokens/s | mean reward |")
     print("|---|---|---|---|---|")
     sides = [(f"toolmaster GRPOModule, {label}", side) for label, side in runs]

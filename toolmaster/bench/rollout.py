@@ -37,6 +37,10 @@ bf16 copy, which is what the main side runs when ``--dtype`` is bf16).
 (a colocated ``vllm.LLM`` serving the same weights; ``make vllm`` installs it), reported as tokens/s and as
 its ratio to this project's HF sampler.
 
+``--cpu-isa avx2`` (or ``avx512_core``) re-runs the whole bench in a child process whose oneDNN, ATen and MKL
+kernels are capped to that instruction set (``toolmaster.cpu_isa``): a host without avx512_bf16, emulated on
+this one; the header's ``cpu isa:`` line says what the timed process ran under.
+
 ``--random-shape qwen2.5-0.5b`` replaces SmolLM2 with a randomly initialised model of Qwen2.5-0.5B's shape
 (``toolmaster.bench.shapes``): for GPU machines, where no weights can be downloaded.
 
@@ -49,9 +53,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 
 import torch
+
+from toolmaster import cpu_isa
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +127,20 @@ def main(argv: list[str] | None = None) -> None:
         choices=["qwen2.5-0.5b", "smollm2-135m"],
         help="a random-init model of this shape (toolmaster.bench.shapes), for machines without weights",
     )
+    parser.add_argument(
+        "--cpu-isa",
+        default="native",
+        choices=["native", *cpu_isa.LEVELS],
+        help="run under this instruction-set cap (toolmaster.cpu_isa): emulates an older host's kernels",
+    )
     args = parser.parse_args(argv)
+    if args.cpu_isa != "native" and not cpu_isa.is_applied(args.cpu_isa):
+        status = cpu_isa.rerun_capped(
+            args.cpu_isa, "toolmaster.bench.rollout", sys.argv[1:] if argv is None else argv
+        )
+        if status:
+            raise SystemExit(status)
+        return
 
     from toolmaster.models import load_model
     from toolmaster.protocol import get_chat_format
@@ -128,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     from toolmaster.protocol.tokenize import tokenize_conversation
     from toolmaster.samplers.engines import make_engine
     from toolmaster.samplers.loop import RolloutConfig, rollout
+    from toolmaster.samplers.packed_linear import packable
     from toolmaster.worlds.toolworld import build_toolworld
 
     if args.random_shape:
@@ -303,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
         f"model={lm.name} dtype={next(lm.model.parameters()).dtype} format={fmt.name} episodes={len(tasks)} batch={args.batch} "
         f"batching={'turn' if args.turn_batching else 'token'} threads={torch.get_num_threads()}"
     )
+    print(cpu_isa.describe())
     print(
         f"model.generate     : {per_row * len(tasks)} tokens in {min(generate_times):.2f} s -> {generate_tps:.1f} tokens/s"
     )
@@ -317,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
             drafting += f", slot cache ({str(kv_dtype).removeprefix('torch.')} KV)"
         else:
             drafting += ", left-padded cache"
-        drafting += ", packed linears" if side.packed_linears else ", plain linears"
+        packed = side.packed_linears and packable(lm.model)  # an AVX2-only CPU packs no bf16 layer
+        drafting += ", packed linears" if packed else ", plain linears"
         print(
             f"toolmaster sampler{drafting}: {tokens} tokens in {elapsed:.2f} s over {turns} turns -> {tps:.1f} tokens/s"
         )

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from toolmaster.cpu_isa import bf16_capped
 from toolmaster.errors import ConfigError
 from toolmaster.io import write_dir_atomic
 from toolmaster.model_dirs import could_be_hub_id, model_path_problem
@@ -45,7 +46,12 @@ DType = Literal["auto", "bfloat16", "float32", "float16"]
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX) and oneDNN may use them.
+
+    ``ONEDNN_MAX_CPU_ISA`` below them (``toolmaster.cpu_isa``: an older host emulated) counts as without.
+    """
+    if bf16_capped():
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -20,7 +20,8 @@ wrappers included) and, inside ``active()``, routes their forward through the pa
 gradient is recorded; outside it (and whenever autograd is on) the modules are untouched. Packs are made on
 first use and dropped by ``forget()`` (the engine calls it whenever the weights may have changed: version
 counters moved, or the rollout loop's ``clear``), so a GRPO policy that trains between rollouts is never
-sampled from stale packs. The packs hold a second copy of the weights (270 MB for SmolLM2 in bf16, 540 MB in fp32).
+sampled from stale packs. A CPU without oneDNN's bf16 products (AVX2 only) packs fp32 layers only: a bf16
+model's layers stay plain there. The packs hold a second copy of the weights (270 MB for SmolLM2 in bf16, 540 MB in fp32).
 """
 
 from __future__ import annotations
@@ -44,22 +45,31 @@ def packing_available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def packed_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes this CPU packs: fp32 always, bf16 only where oneDNN runs bf16 products (AVX-512 or
+    AVX-NE-CONVERT; not on an AVX2-only CPU, nor under ``ONEDNN_MAX_CPU_ISA=AVX2``, where packing a bf16
+    weight raises); empty without the packed ops."""
+    if not packing_available():
+        return ()
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return tuple(d for d in PACKED_DTYPES if d is not torch.bfloat16 or bf16)
+
+
 def packable(model: Any) -> bool:
-    """A bf16 or fp32 model on CPU, on a torch build with the packed ops."""
+    """A model on CPU whose dtype this CPU packs (``packed_dtypes``)."""
     try:
         weight = next(model.parameters())
     except StopIteration:
         return False
-    return weight.device.type == "cpu" and weight.dtype in PACKED_DTYPES and packing_available()
+    return weight.device.type == "cpu" and weight.dtype in packed_dtypes()
 
 
 class PackedLinears:
     """The packed weights of a model's linear layers, and the switch that routes their forward to them."""
 
     def __init__(self, model: Any) -> None:
-        self.linears = [
-            m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype in PACKED_DTYPES
-        ]
+        dtypes = packed_dtypes()
+        self.linears = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype in dtypes]
         self.packs: dict[int, Tensor] = {}  # id(module) -> its packed weight
         self.depth = 0
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from toolmaster.samplers.hf import HFEngine
+from toolmaster.samplers.packed_linear import packed_dtypes
 from toolmaster.samplers.slot_cache import SlotKV
 
 pytestmark = pytest.mark.slow
@@ -184,6 +185,10 @@ def test_cache_dtype_resolution(smollm2, smollm2_bf16):
         HFEngine(eager.model, eager.tokenizer, cache_dtype="float32").slot_kv_dtype()
 
 
+@pytest.mark.skipif(
+    torch.bfloat16 not in packed_dtypes(),
+    reason="this CPU packs no bf16 weights (no AVX-512; see test_cpu_isa.py)",
+)
 def test_packed_linears_sample_the_same_rollouts(smollm2_bf16, monkeypatch):
     """Sampled bf16 rollouts over packed linear weights (the engine's default) equal the plain ones token
     for token and log-prob for log-prob: the packed products are bit-identical."""
