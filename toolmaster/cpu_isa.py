@@ -4,17 +4,20 @@ Hosts differ: some x86 CPUs have AVX512-BF16 (bf16 matrix products in hardware),
 some only AVX2 (e.g. AMD EPYC Zen 2/3). The three libraries behind torch's CPU kernels each read an
 environment variable when they first run, and run no instruction above it:
 
-- oneDNN (bf16 and packed linear layers, convolutions): ``ONEDNN_MAX_CPU_ISA``;
+- oneDNN (bf16 and packed linear layers, convolutions): ``ONEDNN_MAX_CPU_ISA`` (older name
+  ``DNNL_MAX_CPU_ISA``);
 - ATen's own vectorised kernels (element-wise ops, reductions, softmax): ``ATEN_CPU_CAPABILITY``;
 - MKL (fp32 ``F.linear`` on plain weights): ``MKL_ENABLE_INSTRUCTIONS``.
 
-``LEVELS`` names the caps this project measures under; ``--cpu-isa LEVEL`` of the benchmarks re-runs the
-benchmark in a child process with those variables set (they must be set before the libraries start), and
-:func:`describe` says in one line what the running process is capped to. An emulated host has the
+oneDNN and MKL take the lower of the cap and what the CPU has; ATen takes ``ATEN_CPU_CAPABILITY`` as given, so a
+level above the CPU would run instructions it lacks: :func:`check_host` refuses that. ``LEVELS`` names the caps
+this project measures under; ``--cpu-isa LEVEL`` of the benchmarks re-runs the benchmark in a child process
+with those variables set (they must be set before the libraries start), and :func:`describe` says in one line
+what the running process is capped to. An emulated host has the
 instructions of the older one but this machine's caches, memory bandwidth and clock, so it predicts the
 kernels' cost, not the other host's wall clock.
 
-``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16`` also makes :func:`bf16_capped` true, which
+A oneDNN cap below ``AVX512_CORE_BF16`` also makes :func:`bf16_capped` true, which
 ``toolmaster.models.loading.cpu_has_fast_bf16`` reads, so ``model.dtype=auto`` picks fp32 as it would there.
 """
 
@@ -24,6 +27,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from toolmaster.errors import ConfigError
 
@@ -38,21 +42,44 @@ LEVELS: dict[str, dict[str, str]] = {
     },
 }
 
-# oneDNN's ISA names that still include native bf16 dot products (AVX512_CORE_BF16 and everything above it).
-_ONEDNN_WITH_BF16 = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL", "DEFAULT")
+# Every variable that caps one of the libraries (what describe() reports).
+CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+# The x86 CPU flags (``/proc/cpuinfo``) each level needs.
+_HOST_FLAGS: dict[str, tuple[str, ...]] = {
+    "avx2": ("avx2", "fma"),
+    "avx512_core": ("avx512f", "avx512bw", "avx512vl", "avx512dq"),
+}
+
+# oneDNN's ISA names below native bf16 dot products (AVX2_VNNI_2 converts bf16 but has no bf16 dot product).
+# oneDNN ignores a name it does not know, so an unknown value caps nothing and is not in this list.
+_ONEDNN_WITHOUT_BF16 = frozenset(
+    {
+        "SSE41",
+        "AVX",
+        "AVX2",
+        "AVX2_VNNI",
+        "AVX2_VNNI_2",
+        "AVX512_CORE",
+        "AVX512_CORE_VNNI",
+        "AVX512_MIC",
+        "AVX512_MIC_4OPS",
+    }
+)
 
 
 def bf16_capped(environ: Mapping[str, str] | None = None) -> bool:
-    """True when ``ONEDNN_MAX_CPU_ISA`` keeps oneDNN below native bf16 (so bf16 products are emulated)."""
-    cap = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    return bool(cap) and not cap.startswith(_ONEDNN_WITH_BF16)
+    """True when oneDNN's ISA cap (``ONEDNN_MAX_CPU_ISA``, else ``DNNL_MAX_CPU_ISA``) is below native bf16."""
+    env = os.environ if environ is None else environ
+    cap = env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.strip().upper() in _ONEDNN_WITHOUT_BF16
 
 
 def describe() -> str:
     """One line: the caps set in this process (or ``native``) and the kernel level ATen dispatches to."""
     import torch
 
-    caps = [f"{name}={os.environ[name]}" for name in LEVELS["avx2"] if os.environ.get(name)]
+    caps = [f"{name}={os.environ[name]}" for name in CAP_VARIABLES if os.environ.get(name)]
     aten = torch.backends.cpu.get_cpu_capability()
     return f"cpu isa: {' '.join(caps) if caps else 'native'} (ATen kernels: {aten})"
 
@@ -63,16 +90,38 @@ def is_applied(level: str, environ: Mapping[str, str] | None = None) -> bool:
     return all(env.get(name) == value for name, value in _level(level).items())
 
 
+def check_host(level: str, cpuinfo: str | None = None) -> None:
+    """Raise a ``ConfigError`` unless this CPU has every instruction of ``level`` (a cap only goes down)."""
+    needed = _HOST_FLAGS[_checked(level)]
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    if missing := [flag for flag in needed if flag not in flags]:
+        raise ConfigError(
+            f"--cpu-isa {level}: this CPU lacks {', '.join(missing)}; a cap can only go below what the CPU has"
+        )
+
+
 def rerun_capped(level: str, module: str, argv: list[str]) -> int:
     """Run ``python -m module *argv`` in a child process under ``level``'s caps; its exit status.
 
-    The child inherits stdout and stderr, so its report prints where this process's would have.
+    The child inherits stdout and stderr, so its report prints where this process's would have; a child
+    killed by signal N exits this process with 128 + N, as a shell reports it.
     """
+    check_host(level)
     env = {**os.environ, **_level(level)}
-    return subprocess.call([sys.executable, "-m", module, *argv], env=env)
+    status = subprocess.call([sys.executable, "-m", module, *argv], env=env)
+    return 128 - status if status < 0 else status
+
+
+def _checked(level: str) -> str:
+    if level not in LEVELS:
+        raise ConfigError(f"unknown --cpu-isa {level!r}; known: native, {', '.join(LEVELS)}")
+    return level
 
 
 def _level(level: str) -> dict[str, str]:
-    if level not in LEVELS:
-        raise ConfigError(f"unknown --cpu-isa {level!r}; known: native, {', '.join(LEVELS)}")
-    return LEVELS[level]
+    return LEVELS[_checked(level)]

@@ -353,9 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.cpu_isa != "native" and not cpu_isa.is_applied(args.cpu_isa):
-        return cpu_isa.rerun_capped(
-            args.cpu_isa, "toolmaster.bench.grpo_vs_trl", sys.argv[1:] if argv is None else argv
-        )
+        try:
+            return cpu_isa.rerun_capped(
+                args.cpu_isa, "toolmaster.bench.grpo_vs_trl", sys.argv[1:] if argv is None else argv
+            )
+        except ToolMasterError as exc:
+            parser.error(str(exc))
     rollout_dtypes = [None if v in ("null", "none") else v for v in args.rollout_dtypes.split(",")]
     if unknown := [v for v in rollout_dtypes if v not in (None, "auto", "bfloat16", "float16")]:
         parser.error(f"--rollout-dtypes: {unknown[0]!r} is not one of auto, bfloat16, float16, null")

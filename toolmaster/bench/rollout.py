@@ -59,6 +59,7 @@ import time
 import torch
 
 from toolmaster import cpu_isa
+from toolmaster.errors import ConfigError, ToolMasterError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,13 +136,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.cpu_isa != "native" and not cpu_isa.is_applied(args.cpu_isa):
-        status = cpu_isa.rerun_capped(
-            args.cpu_isa, "toolmaster.bench.rollout", sys.argv[1:] if argv is None else argv
-        )
+        try:
+            status = cpu_isa.rerun_capped(
+                args.cpu_isa, "toolmaster.bench.rollout", sys.argv[1:] if argv is None else argv
+            )
+        except ToolMasterError as exc:
+            parser.error(str(exc))
         if status:
             raise SystemExit(status)
         return
+    try:
+        bench(args)
+    except ToolMasterError as exc:
+        print(f"toolmaster.bench.rollout: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
+
+def bench(args: argparse.Namespace) -> None:
+    """Load the model, play the episodes on every side and ``model.generate``, print the report."""
     from toolmaster.models import load_model
     from toolmaster.protocol import get_chat_format
     from toolmaster.protocol.prompt import opening_messages
@@ -160,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         source = "hf" if args.model_path else args.source
         lm = load_model(source=source, path=args.model_path, dtype=args.dtype, seed=args.seed)
+    if args.packed_generate and not packable(lm.model):
+        raise ConfigError(
+            f"--packed-generate: this CPU packs no {str(next(lm.model.parameters()).dtype).removeprefix('torch.')}"
+            " weights (oneDNN has no bf16 products here, e.g. an AVX2-only CPU)"
+        )
     fmt = get_chat_format(args.chat_format or lm.chat_format)
     world = build_toolworld(seed=args.seed)
     tasks = world.tasks(args.split, args.episodes or 3 * args.batch)

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch buil
 # an AVX2-only CPU has no oneDNN bf16 products: bf16 layers stay plain there (tests/unit/test_cpu_isa.py runs
 # that case under an emulated AVX2 cap)
 needs_bf16_packs = pytest.mark.skipif(
-    torch.bfloat16 not in packed_dtypes(), reason="this CPU packs no bf16 weights (no AVX-512)"
+    torch.bfloat16 not in packed_dtypes(),
+    reason="this CPU packs no bf16 weights (oneDNN has no bf16 products here)",
 )
 BF16_OR_FP32 = "bfloat16" if torch.bfloat16 in packed_dtypes() else "float32"
 

@@ -187,7 +187,7 @@ def test_cache_dtype_resolution(smollm2, smollm2_bf16):
 
 @pytest.mark.skipif(
     torch.bfloat16 not in packed_dtypes(),
-    reason="this CPU packs no bf16 weights (no AVX-512; see test_cpu_isa.py)",
+    reason="this CPU packs no bf16 weights (oneDNN has no bf16 products here; see test_cpu_isa.py)",
 )
 def test_packed_linears_sample_the_same_rollouts(smollm2_bf16, monkeypatch):
     """Sampled bf16 rollouts over packed linear weights (the engine's default) equal the plain ones token
