@@ -23,6 +23,7 @@ A oneDNN cap below ``AVX512_CORE_BF16`` also makes :func:`bf16_capped` true, whi
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -90,19 +91,47 @@ def is_applied(level: str, environ: Mapping[str, str] | None = None) -> bool:
     return all(env.get(name) == value for name, value in _level(level).items())
 
 
-def check_host(level: str, cpuinfo: str | None = None) -> None:
-    """Raise a ``ConfigError`` unless this CPU has every instruction of ``level`` (a cap only goes down)."""
-    needed = _HOST_FLAGS[_checked(level)]
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (or as ``cpuinfo`` does); empty where unreadable."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            cpuinfo = ""
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
-    if missing := [flag for flag in needed if flag not in flags]:
+            return set()
+    return {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+
+
+def check_host(level: str, cpuinfo: str | None = None) -> None:
+    """Raise a ``ConfigError`` unless this CPU has every instruction of ``level`` (a cap only goes down)."""
+    flags = cpu_flags(cpuinfo)
+    if missing := [flag for flag in _HOST_FLAGS[_checked(level)] if flag not in flags]:
         raise ConfigError(
             f"--cpu-isa {level}: this CPU lacks {', '.join(missing)}; a cap can only go below what the CPU has"
         )
+
+
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """A benchmark's ``--cpu-isa`` (``native`` or a level of ``LEVELS``); :func:`rerun_if_capped` acts on it."""
+    parser.add_argument(
+        "--cpu-isa",
+        default="native",
+        choices=["native", *LEVELS],
+        help="run under this instruction-set cap (toolmaster.cpu_isa): emulates an older host's kernels",
+    )
+
+
+def rerun_if_capped(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, module: str, argv: list[str] | None
+) -> int | None:
+    """None when the benchmark runs in this process (``--cpu-isa native``, or the caps already set); else
+    it ran as ``python -m module`` under the caps (:func:`rerun_capped`) and this is its exit status. A level
+    above the CPU is the parser's one-line error."""
+    if args.cpu_isa == "native" or is_applied(args.cpu_isa):
+        return None
+    try:
+        return rerun_capped(args.cpu_isa, module, sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        parser.error(str(exc))
 
 
 def rerun_capped(level: str, module: str, argv: list[str]) -> int:

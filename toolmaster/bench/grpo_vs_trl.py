@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
-import sys
 import tempfile
 import time
 import warnings
@@ -345,20 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         help="one more run of our side with stage.fused_head=false (the first --rollout-dtypes entry)",
     )
     parser.add_argument("--skip-trl", action="store_true", help="our side only (no ratio to TRL)")
-    parser.add_argument(
-        "--cpu-isa",
-        default="native",
-        choices=["native", *cpu_isa.LEVELS],
-        help="run under this instruction-set cap (toolmaster.cpu_isa): emulates an older host's kernels",
-    )
+    cpu_isa.add_argument(parser)
     args = parser.parse_args(argv)
-    if args.cpu_isa != "native" and not cpu_isa.is_applied(args.cpu_isa):
-        try:
-            return cpu_isa.rerun_capped(
-                args.cpu_isa, "toolmaster.bench.grpo_vs_trl", sys.argv[1:] if argv is None else argv
-            )
-        except ToolMasterError as exc:
-            parser.error(str(exc))
+    status = cpu_isa.rerun_if_capped(parser, args, "toolmaster.bench.grpo_vs_trl", argv)
+    if status is not None:
+        return status
     rollout_dtypes = [None if v in ("null", "none") else v for v in args.rollout_dtypes.split(",")]
     if unknown := [v for v in rollout_dtypes if v not in (None, "auto", "bfloat16", "float16")]:
         parser.error(f"--rollout-dtypes: {unknown[0]!r} is not one of auto, bfloat16, float16, null")

@@ -128,20 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         choices=["qwen2.5-0.5b", "smollm2-135m"],
         help="a random-init model of this shape (toolmaster.bench.shapes), for machines without weights",
     )
-    parser.add_argument(
-        "--cpu-isa",
-        default="native",
-        choices=["native", *cpu_isa.LEVELS],
-        help="run under this instruction-set cap (toolmaster.cpu_isa): emulates an older host's kernels",
-    )
+    cpu_isa.add_argument(parser)
     args = parser.parse_args(argv)
-    if args.cpu_isa != "native" and not cpu_isa.is_applied(args.cpu_isa):
-        try:
-            status = cpu_isa.rerun_capped(
-                args.cpu_isa, "toolmaster.bench.rollout", sys.argv[1:] if argv is None else argv
-            )
-        except ToolMasterError as exc:
-            parser.error(str(exc))
+    status = cpu_isa.rerun_if_capped(parser, args, "toolmaster.bench.rollout", argv)
+    if status is not None:
         if status:
             raise SystemExit(status)
         return

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from toolmaster.cpu_isa import bf16_capped
+from toolmaster.cpu_isa import bf16_capped, cpu_flags
 from toolmaster.errors import ConfigError
 from toolmaster.io import write_dir_atomic
 from toolmaster.model_dirs import could_be_hub_id, model_path_problem
@@ -52,10 +52,7 @@ def cpu_has_fast_bf16() -> bool:
     """
     if bf16_capped():
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
